@@ -1,0 +1,358 @@
+//! The configuration: one TOML file, every key optional, environment overrides.
+//!
+//! Every key is documented in `postroad.example.toml` at the repository root; a test
+//! loads that file and checks that it names every key this module knows.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
+use postroad_queue::SpoolConfig;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override config keys; `__` separates path
+/// segments: `POSTROAD__SMTP__MAX_RECIPIENTS=50`, `POSTROAD__AUTH__USERS='[{...}]'`.
+pub const ENV_PREFIX: &str = "POSTROAD__";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Semantic(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub spool: SpoolConfig,
+    pub smtp: SmtpConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Name used in the greeting, EHLO reply and `Received:` headers.
+    pub hostname: String,
+    /// Where the spool and generated TLS material live.
+    pub data_dir: PathBuf,
+    /// Seconds to let sessions finish after SIGTERM before closing them.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            data_dir: PathBuf::from("./postroad-data"),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Limits and policy of the SMTP server, shared by all listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Largest message accepted, in bytes (advertised as `SIZE`).
+    pub max_message_size: usize,
+    /// Recipients per message; more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Longest command line in bytes, CRLF included; longer gets `500 5.5.2`.
+    pub max_line_length: usize,
+    /// Client errors per session before `421 4.7.0` and disconnect.
+    pub max_errors: u32,
+    /// Commands without a MAIL before `421 4.7.0` and disconnect.
+    pub max_commands_without_mail: u32,
+    /// Seconds to wait for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    pub idle_timeout_secs: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
+    pub data_timeout_secs: u64,
+    /// Seconds allowed for a TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Open SMTP connections, over all listeners.
+    pub max_connections: usize,
+    /// Open SMTP connections from one client IP address.
+    pub max_connections_per_ip: usize,
+    /// Client networks allowed to relay without authentication on `relay` listeners.
+    pub relay_networks: Vec<IpNet>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 2048,
+            max_errors: 10,
+            max_commands_without_mail: 50,
+            idle_timeout_secs: 300,
+            data_timeout_secs: 180,
+            tls_handshake_timeout_secs: 30,
+            max_connections: 2000,
+            max_connections_per_ip: 100,
+            relay_networks: vec![
+                "127.0.0.0/8".parse().expect("valid CIDR"),
+                "::1/128".parse().expect("valid CIDR"),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. Without cert and key, a self-signed pair is generated
+    /// under `<data_dir>/tls/` at first start.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// SMTP AUTH accounts. Passwords are argon2 hashes (`postroad passwd`).
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub username: String,
+    pub password_hash: String,
+}
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Port 25 style: relays for `relay_networks` or authenticated clients.
+    Relay,
+    /// Port 587/465 style: AUTH is required before MAIL.
+    Submission,
+}
+
+/// How a listener uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text; STARTTLS offered.
+    Starttls,
+    /// TLS from the first byte (port 465, RFC 8314).
+    Implicit,
+    /// Plain text only; no STARTTLS, so no AUTH either.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub role: Role,
+    pub tls: TlsMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            spool: SpoolConfig::default(),
+            smtp: SmtpConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+            listeners: default_listeners(),
+        }
+    }
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    let listener = |name: &str, port: u16, role, tls| ListenerConfig {
+        name: name.to_string(),
+        address: SocketAddr::from(([127, 0, 0, 1], port)),
+        role,
+        tls,
+    };
+    vec![
+        listener("relay", 2525, Role::Relay, TlsMode::Starttls),
+        listener("submission", 5870, Role::Submission, TlsMode::Starttls),
+        listener("submissions", 4650, Role::Submission, TlsMode::Implicit),
+    ]
+}
+
+impl Config {
+    /// Loads the defaults, then `path` (if given), then `POSTROAD__*` environment
+    /// overrides, and checks the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment overrides); used by tests and `check`.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        config.finish()?;
+        Ok(config)
+    }
+
+    /// Fills derived values and rejects contradictions.
+    fn finish(&mut self) -> Result<(), ConfigError> {
+        if self.spool.dir.as_os_str().is_empty() {
+            self.spool.dir = self.server.data_dir.join("spool");
+        }
+        if self.server.hostname.trim().is_empty() {
+            return Err(ConfigError::Semantic("server.hostname is empty".into()));
+        }
+        if self.listeners.is_empty() {
+            return Err(ConfigError::Semantic("no [[listener]] configured".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !names.insert(&l.name) {
+                return Err(ConfigError::Semantic(format!(
+                    "listener name {:?} is used twice",
+                    l.name
+                )));
+            }
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Semantic(
+                "tls.cert_file and tls.key_file must be given together".into(),
+            ));
+        }
+        if self.smtp.max_line_length < 512 {
+            return Err(ConfigError::Semantic(
+                "smtp.max_line_length must be at least 512 (RFC 5321 4.5.3.1.4)".into(),
+            ));
+        }
+        for (key, value) in [
+            ("smtp.max_message_size", self.smtp.max_message_size),
+            ("smtp.max_recipients", self.smtp.max_recipients),
+            ("smtp.max_connections", self.smtp.max_connections),
+            (
+                "smtp.max_connections_per_ip",
+                self.smtp.max_connections_per_ip,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Semantic(format!("{key} must be above 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Overrides the data directory (the `--data-dir` flag), keeping derived paths right.
+    pub fn set_data_dir(&mut self, dir: PathBuf) {
+        if self.spool.dir == self.server.data_dir.join("spool") {
+            self.spool.dir = dir.join("spool");
+        }
+        self.server.data_dir = dir;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_loopback_with_three_roles() {
+        let c = Config::load(None).unwrap();
+        let ports: Vec<u16> = c.listeners.iter().map(|l| l.address.port()).collect();
+        assert_eq!(ports, [2525, 5870, 4650]);
+        assert!(c.listeners.iter().all(|l| l.address.ip().is_loopback()));
+        assert_eq!(c.spool.dir, PathBuf::from("./postroad-data/spool"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = Config::from_toml("[smtp]\nmax_recipient = 5\n").unwrap_err();
+        assert!(err.to_string().contains("max_recipient"), "{err}");
+    }
+
+    #[test]
+    fn cert_without_key_is_rejected() {
+        let err = Config::from_toml("[tls]\ncert_file = \"/x.pem\"\n").unwrap_err();
+        assert!(err.to_string().contains("together"), "{err}");
+    }
+
+    /// Every key Postroad knows must be in the example file, which must load.
+    #[test]
+    fn example_file_loads_and_names_every_key() {
+        let text = include_str!("../../postroad.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        crate::auth::Credentials::new(&config.auth.users)
+            .expect("example password_hash must be valid");
+        let example: toml::Value = toml::from_str(text).unwrap();
+        // The defaults leave optional keys and lists empty; fill them so they are checked.
+        let mut full = Config::default();
+        full.tls.cert_file = Some("/c".into());
+        full.tls.key_file = Some("/k".into());
+        full.auth.users.push(UserConfig {
+            username: "u".into(),
+            password_hash: "h".into(),
+        });
+        let full = toml::Value::try_from(full).unwrap();
+        let mut missing = Vec::new();
+        missing_keys(&full, &example, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "keys missing from postroad.example.toml: {missing:?}"
+        );
+    }
+
+    fn missing_keys(
+        known: &toml::Value,
+        example: &toml::Value,
+        path: &str,
+        missing: &mut Vec<String>,
+    ) {
+        match (known, example) {
+            (toml::Value::Table(known), toml::Value::Table(example)) => {
+                for (key, value) in known {
+                    let path = format!("{path}.{key}");
+                    match example.get(key) {
+                        Some(found) => missing_keys(value, found, &path, missing),
+                        None => missing.push(path),
+                    }
+                }
+            }
+            (toml::Value::Array(known), toml::Value::Array(example)) => {
+                if let (Some(k), Some(e)) = (known.first(), example.first()) {
+                    missing_keys(k, e, path, missing);
+                } else if !known.is_empty() {
+                    missing.push(format!("{path}[]"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn data_dir_override_moves_the_spool() {
+        let mut c = Config::from_toml("").unwrap();
+        c.set_data_dir(PathBuf::from("/var/lib/postroad"));
+        assert_eq!(c.spool.dir, PathBuf::from("/var/lib/postroad/spool"));
+    }
+}

@@ -1,0 +1,8 @@
+//! Postroad's `postroad` binary as a library: configuration, TLS, AUTH credentials and
+//! the SMTP server. `main.rs` is the command-line edge.
+
+pub mod auth;
+pub mod config;
+pub mod serve;
+pub mod smtp;
+pub mod tls;

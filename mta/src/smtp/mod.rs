@@ -1,0 +1,12 @@
+//! The SMTP server: listeners and connection limits ([`server`]), per-connection I/O
+//! ([`conn`]), the session state machine ([`session`]), command parsing ([`command`]),
+//! replies ([`reply`]) and the trace header ([`received`]).
+
+pub mod command;
+pub mod conn;
+pub mod received;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use server::{Shared, SmtpServer};

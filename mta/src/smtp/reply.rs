@@ -1,0 +1,133 @@
+//! SMTP replies: a code, an enhanced status code (RFC 3463) and text.
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub enhanced: &'static str,
+    pub text: Cow<'static, str>,
+}
+
+impl Reply {
+    pub const fn new(code: u16, enhanced: &'static str, text: &'static str) -> Self {
+        Self {
+            code,
+            enhanced,
+            text: Cow::Borrowed(text),
+        }
+    }
+
+    pub fn owned(code: u16, enhanced: &'static str, text: String) -> Self {
+        Self {
+            code,
+            enhanced,
+            text: Cow::Owned(text),
+        }
+    }
+
+    /// 4xx and 5xx replies: the client did something we refused.
+    pub fn is_error(&self) -> bool {
+        self.code >= 400
+    }
+
+    /// Appends the wire form (`250 2.0.0 Ok\r\n`) to `out`. Text with `\n` in it
+    /// becomes a multi-line reply (`250-first`, ..., `250 last`).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let mut lines = self.text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let sep = if lines.peek().is_some() { '-' } else { ' ' };
+            // Writing to a Vec cannot fail.
+            let _ = if self.enhanced.is_empty() {
+                write!(out, "{}{sep}{line}\r\n", self.code)
+            } else {
+                write!(out, "{}{sep}{} {line}\r\n", self.code, self.enhanced)
+            };
+        }
+    }
+}
+
+pub const OK: Reply = Reply::new(250, "2.0.0", "Ok");
+pub const SENDER_OK: Reply = Reply::new(250, "2.1.0", "Ok");
+pub const RECIPIENT_OK: Reply = Reply::new(250, "2.1.5", "Ok");
+pub const START_DATA: Reply = Reply::new(354, "", "End data with <CR><LF>.<CR><LF>");
+pub const BYE: Reply = Reply::new(221, "2.0.0", "Bye");
+pub const READY_TLS: Reply = Reply::new(220, "2.0.0", "Ready to start TLS");
+pub const AUTH_OK: Reply = Reply::new(235, "2.7.0", "Authentication successful");
+
+pub const LINE_TOO_LONG: Reply = Reply::new(500, "5.5.2", "Error: line too long");
+pub const UNRECOGNIZED: Reply = Reply::new(500, "5.5.1", "Error: command not recognized");
+pub const NOT_IMPLEMENTED: Reply = Reply::new(502, "5.5.1", "Error: command not implemented");
+pub const VRFY_DISABLED: Reply = Reply::new(502, "5.5.1", "VRFY command is disabled");
+pub const NEED_HELO: Reply = Reply::new(503, "5.5.1", "Error: send HELO/EHLO first");
+pub const NESTED_MAIL: Reply = Reply::new(503, "5.5.1", "Error: nested MAIL command");
+pub const NEED_MAIL: Reply = Reply::new(503, "5.5.1", "Error: need MAIL command");
+pub const NEED_RCPT: Reply = Reply::new(554, "5.5.1", "Error: no valid recipients");
+pub const DATA_AFTER_BDAT: Reply = Reply::new(503, "5.5.1", "Error: DATA not allowed after BDAT");
+pub const TLS_ACTIVE: Reply = Reply::new(503, "5.5.1", "Error: TLS already active");
+pub const TLS_UNAVAILABLE: Reply = Reply::new(502, "5.5.1", "Error: STARTTLS not offered here");
+pub const AUTH_NEEDS_TLS: Reply = Reply::new(
+    538,
+    "5.7.11",
+    "Encryption required for requested authentication mechanism",
+);
+pub const AUTH_UNAVAILABLE: Reply = Reply::new(502, "5.5.1", "Error: authentication not enabled");
+pub const AUTH_ALREADY: Reply = Reply::new(503, "5.5.1", "Error: already authenticated");
+pub const AUTH_IN_TRANSACTION: Reply = Reply::new(
+    503,
+    "5.5.1",
+    "Error: AUTH not permitted during a mail transaction",
+);
+pub const AUTH_MECHANISM: Reply = Reply::new(504, "5.5.4", "Unrecognized authentication type");
+pub const AUTH_FAILED: Reply = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+pub const AUTH_CANCELLED: Reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+pub const AUTH_BAD_BASE64: Reply = Reply::new(501, "5.5.2", "Error: invalid base64 data");
+pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0", "Authentication required");
+pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
+pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3", "Error: too many recipients");
+pub const TOO_BIG: Reply = Reply::new(
+    552,
+    "5.3.4",
+    "Error: message size exceeds fixed maximum message size",
+);
+pub const NEEDS_SMTPUTF8: Reply = Reply::new(553, "5.6.7", "Error: address requires SMTPUTF8");
+pub const EMPTY_RECIPIENT: Reply = Reply::new(501, "5.1.3", "Error: empty recipient address");
+pub const QUEUE_ERROR: Reply = Reply::new(
+    451,
+    "4.3.0",
+    "Error: queue file write error, try again later",
+);
+
+pub const TOO_MANY_ERRORS: Reply =
+    Reply::new(421, "4.7.0", "Error: too many errors, closing connection");
+pub const TOO_MANY_COMMANDS: Reply = Reply::new(
+    421,
+    "4.7.0",
+    "Error: too many commands without MAIL, closing connection",
+);
+pub const TIMEOUT: Reply = Reply::new(421, "4.4.2", "Error: timeout exceeded, closing connection");
+pub const SHUTTING_DOWN: Reply =
+    Reply::new(421, "4.3.2", "Service shutting down, closing connection");
+pub const TOO_MANY_CONNECTIONS: Reply =
+    Reply::new(421, "4.7.0", "Error: too many connections, try again later");
+pub const TOO_MANY_FROM_IP: Reply = Reply::new(
+    421,
+    "4.7.0",
+    "Error: too many connections from your address, try again later",
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form() {
+        let mut out = Vec::new();
+        RELAY_DENIED.write_to(&mut out);
+        assert_eq!(out, b"554 5.7.1 Relay access denied\r\n");
+        out.clear();
+        Reply::owned(250, "", "mx.test\nPIPELINING\nSIZE 10".into()).write_to(&mut out);
+        assert_eq!(out, b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+}

@@ -1,0 +1,246 @@
+//! The SMTP listeners: accept connections, enforce connection limits, run sessions, and
+//! drain them on shutdown.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postroad_queue::Queue;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::conn::Conn;
+use super::reply::{self, Reply};
+use super::session::Session;
+use crate::auth::Credentials;
+use crate::config::{ListenerConfig, SmtpConfig};
+
+/// What every session needs, shared.
+pub struct Shared {
+    pub hostname: String,
+    pub smtp: SmtpConfig,
+    pub queue: Arc<dyn Queue>,
+    pub tls: Option<TlsAcceptor>,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} (listener {name:?}): {source}")]
+pub struct BindError {
+    name: String,
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
+/// Bound listeners, ready to serve.
+pub struct SmtpServer {
+    shared: Arc<Shared>,
+    listeners: Vec<(Arc<ListenerConfig>, TcpListener)>,
+    connections: Arc<Semaphore>,
+    per_ip: Arc<PerIpLimit>,
+}
+
+impl SmtpServer {
+    /// Binds every listener (all or nothing, so a port conflict is reported at start).
+    pub async fn bind(shared: Shared, listeners: &[ListenerConfig]) -> Result<Self, BindError> {
+        let mut bound = Vec::new();
+        for config in listeners {
+            let listener = TcpListener::bind(config.address)
+                .await
+                .map_err(|source| BindError {
+                    name: config.name.clone(),
+                    address: config.address,
+                    source,
+                })?;
+            bound.push((Arc::new(config.clone()), listener));
+        }
+        Ok(Self {
+            connections: Arc::new(Semaphore::new(shared.smtp.max_connections)),
+            per_ip: Arc::new(PerIpLimit::new(shared.smtp.max_connections_per_ip)),
+            shared: Arc::new(shared),
+            listeners: bound,
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.name.clone(), a)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` turns true, then stops accepting, lets sessions finish
+    /// the transaction they are in (idle ones are told `421` at once) for up to `grace`,
+    /// and returns.
+    pub async fn run(self, shutdown: watch::Receiver<bool>, grace: Duration) {
+        let mut accept_loops = JoinSet::new();
+        for (config, listener) in self.listeners {
+            tracing::info!(listener = %config.name, address = %config.address, role = ?config.role, tls = ?config.tls, "listening");
+            accept_loops.spawn(accept_loop(
+                listener,
+                config,
+                self.shared.clone(),
+                self.connections.clone(),
+                self.per_ip.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let mut sessions = Vec::new();
+        while let Some(result) = accept_loops.join_next().await {
+            if let Ok(set) = result {
+                sessions.push(set);
+            }
+        }
+        let open = self.shared.smtp.max_connections - self.connections.available_permits();
+        tracing::info!(
+            open,
+            "listeners closed; waiting up to {grace:?} for sessions to finish"
+        );
+        let drain = async {
+            for set in &mut sessions {
+                while set.join_next().await.is_some() {}
+            }
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            // Dropping the sets aborts what is left; nothing unacknowledged is lost.
+            tracing::warn!("sessions still open after the grace period; closing them");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ListenerConfig>,
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    per_ip: Arc<PerIpLimit>,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinSet<()> {
+    let mut sessions = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        // Reap finished sessions so the set does not grow with the connection count.
+        while sessions.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %config.name, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection limit reached");
+            sessions.spawn(turn_away(stream, reply::TOO_MANY_CONNECTIONS));
+            continue;
+        };
+        let Some(slot) = per_ip.acquire(peer.ip()) else {
+            tracing::warn!(%peer, "per-IP connection limit reached");
+            sessions.spawn(turn_away(stream, reply::TOO_MANY_FROM_IP));
+            continue;
+        };
+        let admission = Admission {
+            _permit: permit,
+            _slot: slot,
+        };
+        let session = Session::new(
+            shared.clone(),
+            config.clone(),
+            Conn::new(stream, shutdown.clone()),
+            peer,
+        );
+        sessions.spawn(session.run(admission));
+    }
+    sessions
+}
+
+/// Tells a client it cannot be served now and closes.
+async fn turn_away(mut stream: TcpStream, reply: Reply) {
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// A session's places in the connection limits, held until it ends.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    _slot: IpSlot,
+}
+
+/// Open connections per client address.
+struct PerIpLimit {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in [`PerIpLimit`], released on drop.
+struct IpSlot {
+    limit: Arc<PerIpLimit>,
+    ip: IpAddr,
+}
+
+impl PerIpLimit {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            limit: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.limit.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_slots_are_released_on_drop() {
+        let limit = Arc::new(PerIpLimit::new(2));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let a = limit.acquire(ip).unwrap();
+        let _b = limit.acquire(ip).unwrap();
+        assert!(limit.acquire(ip).is_none());
+        assert!(limit.acquire("192.0.2.8".parse().unwrap()).is_some());
+        drop(a);
+        assert!(limit.acquire(ip).is_some());
+    }
+}

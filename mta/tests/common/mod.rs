@@ -1,0 +1,409 @@
+//! Test support: run the real `postroad` binary with a generated config, and talk to it
+//! as a plain SMTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const USER: &str = "app";
+pub const PASSWORD: &str = "s3cret-pw";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_postroad")
+}
+
+/// The argon2 hash of [`PASSWORD`], computed once by `postroad passwd`.
+pub fn password_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let mut child = Command::new(binary())
+            .arg("passwd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run postroad passwd");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "postroad passwd failed");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `postroad serve` with its own data directory and ports.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub relay: u16,
+    pub submission: u16,
+    pub submissions: u16,
+}
+
+impl Server {
+    /// Starts a server; `extra` is appended to the generated config (it may add
+    /// `[smtp]`, `[spool]` or `[tls]` sections).
+    pub fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (relay, submission, submissions) = (free_port(), free_port(), free_port());
+        let config = format!(
+            r#"[server]
+hostname = "mx.postroad.test"
+data_dir = "{data}"
+shutdown_grace_secs = 10
+
+[[auth.users]]
+username = "{USER}"
+password_hash = "{hash}"
+
+[[listener]]
+name = "relay"
+address = "127.0.0.1:{relay}"
+role = "relay"
+tls = "starttls"
+
+[[listener]]
+name = "submission"
+address = "127.0.0.1:{submission}"
+role = "submission"
+tls = "starttls"
+
+[[listener]]
+name = "submissions"
+address = "127.0.0.1:{submissions}"
+role = "submission"
+tls = "implicit"
+
+{extra}
+"#,
+            data = dir.path().join("data").display(),
+            hash = password_hash(),
+        );
+        let config_path = dir.path().join("postroad.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut server = Server {
+            child: None,
+            dir,
+            config_path,
+            relay,
+            submission,
+            submissions,
+        };
+        server.launch();
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(spawn_tied_to_test_process(cmd));
+        self.wait_ready();
+    }
+
+    /// Waits until the relay listener answers with its 220 greeting.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("postroad exited at start ({status}):\n{}", self.log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.relay)).is_ok() {
+                // Leave cleanly, so this probe holds no connection slot afterwards.
+                let mut c = Client::greeted(self.relay);
+                c.expect("QUIT", 221);
+                assert!(c.is_closed());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postroad did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGTERM);
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "postroad exited with {status}:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the server first");
+        self.launch();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Opens the spool of a stopped server.
+    pub fn open_spool(&self) -> postroad_queue::Spool {
+        assert!(
+            self.child.is_none(),
+            "stop the server before opening its spool"
+        );
+        postroad_queue::Spool::open(postroad_queue::SpoolConfig::new(
+            self.data_dir().join("spool"),
+        ))
+        .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// Spawns `cmd` so that it is killed when the test process ends, even when the server
+/// is held in a `static` that is never dropped: PR_SET_PDEATHSIG fires when the
+/// spawning *thread* exits, so spawn from a thread that lives as long as the process.
+#[allow(unsafe_code)]
+fn spawn_tied_to_test_process(mut cmd: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    static SPAWNER: OnceLock<mpsc::Sender<(Command, mpsc::Sender<Child>)>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Child>)>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn().expect("spawn postroad"));
+            }
+            loop {
+                std::thread::park();
+            }
+        });
+        tx
+    });
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    spawner.send((cmd, tx)).unwrap();
+    rx.recv().unwrap()
+}
+
+/// A line-level SMTP client for protocol tests.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.text())
+    }
+}
+
+impl Client {
+    pub fn connect(port: u16) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    /// Connects and checks the greeting.
+    pub fn greeted(port: u16) -> Client {
+        let mut c = Client::connect(port);
+        let r = c.reply();
+        assert_eq!(r.code, 220, "{r:?}");
+        c
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+
+    /// Sends one command line (CRLF added) and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Sends a command and asserts the reply code.
+    pub fn expect(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.cmd(line);
+        assert_eq!(r.code, code, "{line} -> {r:?}");
+        r
+    }
+
+    /// Reads one (possibly multi-line) reply; code 0 means the server closed.
+    pub fn reply(&mut self) -> Reply {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return Reply { code: 0, lines },
+                Ok(_) => {}
+            }
+            let line = line.trim_end().to_string();
+            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line);
+            if !more {
+                return Reply { code, lines };
+            }
+        }
+    }
+
+    /// True when the server has closed the connection (EOF on read).
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
+
+    pub fn half_close(&mut self) {
+        self.writer.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// EHLO, MAIL, RCPT..., DATA with `body` (dot-stuffed here); returns the final reply.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        self.expect("EHLO client.test", 250);
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        for rcpt in to {
+            self.expect(&format!("RCPT TO:<{rcpt}>"), 250);
+        }
+        self.expect("DATA", 354);
+        self.send_raw(&dot_stuff(body));
+        self.send_raw(b".\r\n");
+        self.reply()
+    }
+}
+
+/// CRLF line endings and RFC 5321 dot-stuffing; ends with CRLF.
+pub fn dot_stuff(body: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in body.lines() {
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The queue id from `250 2.0.0 Ok: queued as <id>`.
+pub fn queued_id(reply: &Reply) -> postroad_queue::MessageId {
+    let text = reply.text();
+    let id = text
+        .rsplit("queued as ")
+        .next()
+        .filter(|_| reply.code == 250)
+        .unwrap_or_else(|| panic!("not a queued reply: {text}"));
+    id.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bad id in {text}"))
+}
+
+/// Runs an external program, returning (success, stdout+stderr).
+pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program} (installed by .ci/run): {e}"));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn scripts_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
+}

@@ -1,0 +1,115 @@
+//! Spool behaviour that needs to tamper with the database file's records.
+
+use bytes::Bytes;
+use redb::ReadableTable;
+use tempfile::TempDir;
+
+use super::tables::{BODIES, ENVELOPES, SCHEDULE};
+use super::{Spool, SpoolConfig};
+use crate::{Envelope, MessageId, Queue, QueueError, Recipient};
+
+async fn spool_with(n: usize) -> (TempDir, Spool, Vec<MessageId>) {
+    let dir = TempDir::new().unwrap();
+    let spool = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let env = Envelope::new(
+            "s@example.com",
+            vec![Recipient::new("r@example.net")],
+            "192.0.2.1".parse().unwrap(),
+        );
+        ids.push(env.id);
+        spool
+            .enqueue(env, Bytes::from(format!("body {i}")))
+            .await
+            .unwrap();
+    }
+    (dir, spool, ids)
+}
+
+/// Runs `f` in a write transaction of its own, beside the spool's writer.
+fn tamper(spool: &Spool, f: impl FnOnce(&redb::WriteTransaction)) {
+    let txn = spool.inner.shared.db.begin_write().unwrap();
+    f(&txn);
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_records_are_reported_and_skipped_never_a_panic() {
+    let (_dir, spool, ids) = spool_with(4).await;
+    let phantom = MessageId::new();
+    tamper(&spool, |txn| {
+        // 1: garbage envelope record; 2: body missing; a schedule key with no message.
+        txn.open_table(ENVELOPES)
+            .unwrap()
+            .insert(
+                ids[1].as_u128(),
+                &[1u8, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff][..],
+            )
+            .unwrap();
+        txn.open_table(BODIES)
+            .unwrap()
+            .remove(ids[2].as_u128())
+            .unwrap();
+        txn.open_table(SCHEDULE)
+            .unwrap()
+            .insert((0, phantom.as_u128()), ())
+            .unwrap();
+    });
+
+    assert!(matches!(
+        spool.get(ids[1]).await,
+        Err(QueueError::Corrupt { id, .. }) if id == ids[1]
+    ));
+    assert!(matches!(
+        spool.get(ids[2]).await,
+        Err(QueueError::Corrupt { id, .. }) if id == ids[2]
+    ));
+    assert!(matches!(
+        spool.list(10).await,
+        Err(QueueError::Corrupt { .. })
+    ));
+
+    let claimed: Vec<_> = spool
+        .claim(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.envelope.id)
+        .collect();
+    assert_eq!(claimed, vec![ids[0], ids[3]]);
+    assert_eq!(spool.metrics().corrupt, 3);
+    let stats = spool.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.ready, stats.claimed), (5, 0, 2));
+    // Set aside: not handed out again, and the good ones can still be resolved.
+    assert!(spool.claim(10).await.unwrap().is_empty());
+    spool.ack(ids[0]).await.unwrap();
+
+    // Recovery forgets what was set aside; claim finds it corrupt again.
+    spool.recover().await.unwrap();
+    assert_eq!(spool.metrics().corrupt, 0);
+    let claimed: Vec<_> = spool
+        .claim(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.envelope.id)
+        .collect();
+    assert_eq!(claimed, vec![ids[3]]);
+    assert_eq!(spool.metrics().corrupt, 3);
+}
+
+#[tokio::test]
+async fn unknown_format_version_is_corrupt() {
+    let (_dir, spool, ids) = spool_with(1).await;
+    tamper(&spool, |txn| {
+        let mut t = txn.open_table(ENVELOPES).unwrap();
+        let mut rec = t.get(ids[0].as_u128()).unwrap().unwrap().value().to_vec();
+        rec[0] = 200;
+        t.insert(ids[0].as_u128(), rec.as_slice()).unwrap();
+    });
+    match spool.get(ids[0]).await {
+        Err(QueueError::Corrupt { reason, .. }) => assert!(reason.contains("version 200")),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,0 +1,352 @@
+//! The spool's single writer thread and its group commit.
+//!
+//! Every change (enqueue, ack, defer, dead letter) is sent here as an [`Op`] with a
+//! oneshot for the answer. The thread blocks for the first op, drains whatever else is
+//! already queued (up to `max_batch`), applies them all in one redb write transaction,
+//! commits once (one fsync for the whole batch), and only then answers every waiter.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{Durability, ReadableTable, StorageError, Table};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Shared;
+use super::tables::{
+    BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_due, decode_envelope, encode_dead_letter,
+    encode_envelope, storage,
+};
+use crate::{DeadLetter, Envelope, MessageId, QueueError, Result};
+
+/// With `fsync = false`, one commit in this many is still durable: redb frees pages only
+/// on durable commits, so an endless run of non-durable ones would grow the file forever.
+const NON_DURABLE_RUN: u32 = 64;
+
+/// One change to the spool.
+pub(crate) enum Op {
+    Enqueue {
+        envelope: Envelope,
+        body: Bytes,
+        due_ms: u64,
+    },
+    Ack {
+        id: MessageId,
+    },
+    Defer {
+        envelope: Envelope,
+        due_ms: u64,
+    },
+    DeadLetter {
+        id: MessageId,
+        reason: String,
+        at_ms: u64,
+    },
+}
+
+impl Op {
+    /// The message whose claim this op resolves, if it resolves one.
+    fn resolves(&self) -> Option<MessageId> {
+        match self {
+            Op::Enqueue { .. } => None,
+            Op::Ack { id } | Op::DeadLetter { id, .. } => Some(*id),
+            Op::Defer { envelope, .. } => Some(envelope.id),
+        }
+    }
+}
+
+/// What the writer receives.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is an Op; boxing it would add an allocation per change"
+)]
+pub(crate) enum Msg {
+    Op {
+        op: Op,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    /// Stop taking new ops, apply those already queued, make everything durable, answer.
+    Shutdown { reply: oneshot::Sender<Result<()>> },
+}
+
+pub(crate) fn spawn(
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Msg>,
+    fsync: bool,
+    max_batch: usize,
+) -> std::io::Result<JoinHandle<()>> {
+    let writer = Writer {
+        shared,
+        fsync,
+        max_batch: max_batch.max(1),
+        non_durable_run: 0,
+    };
+    std::thread::Builder::new()
+        .name("spool-writer".into())
+        .spawn(move || writer.run(rx))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    fsync: bool,
+    max_batch: usize,
+    /// Non-durable commits since the last durable one (only with `fsync = false`).
+    non_durable_run: u32,
+}
+
+type Batch = Vec<(Op, oneshot::Sender<Result<()>>)>;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut batch: Batch = Vec::with_capacity(self.max_batch);
+        let mut shutdown_waiters = Vec::new();
+        // `None` once every sender is gone, or after `close()` once the buffer is empty.
+        while let Some(first) = rx.blocking_recv() {
+            take(first, &mut batch, &mut shutdown_waiters, &mut rx);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(msg) => take(msg, &mut batch, &mut shutdown_waiters, &mut rx),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+        }
+        let result = if self.non_durable_run > 0 {
+            self.flush()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "final spool flush failed");
+        }
+        tracing::debug!("spool writer stopped");
+        for waiter in shutdown_waiters {
+            let _ = waiter.send(clone_result(&result));
+        }
+    }
+
+    fn commit_batch(&mut self, batch: &mut Batch) {
+        let durable = self.fsync || self.non_durable_run + 1 >= NON_DURABLE_RUN;
+        let durability = if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        match self.apply(batch, durability) {
+            Ok(outcomes) => {
+                self.non_durable_run = if durable { 0 } else { self.non_durable_run + 1 };
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .ops
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                tracing::trace!(ops = batch.len(), durable, "spool batch committed");
+                // Release resolved claims before answering, so a worker that deferred a
+                // message to "now" can claim it again as soon as it hears back.
+                {
+                    let mut claims = self.shared.lock_claims();
+                    for ((op, _), outcome) in batch.iter().zip(&outcomes) {
+                        if let Some(id) = op.resolves()
+                            && matches!(outcome, Ok(()) | Err(QueueError::NotFound(_)))
+                        {
+                            claims.held.remove(&id.as_u128());
+                        }
+                    }
+                }
+                for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops = batch.len(), "spool commit failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(clone_error(&e)));
+                }
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction and commits it. The outer error (storage
+    /// failure) fails the whole batch; the inner results are each op's own outcome.
+    fn apply(&self, batch: &Batch, durability: Durability) -> Result<Vec<Result<()>>> {
+        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        txn.set_durability(durability);
+        let outcomes = {
+            let mut tables = Tables {
+                bodies: txn.open_table(BODIES).map_err(storage)?,
+                envelopes: txn.open_table(ENVELOPES).map_err(storage)?,
+                schedule: txn.open_table(SCHEDULE).map_err(storage)?,
+                dead_letters: txn.open_table(DEAD_LETTERS).map_err(storage)?,
+            };
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for (op, _) in batch {
+                outcomes.push(tables.apply(op).map_err(storage)?);
+            }
+            outcomes
+        };
+        // On any error above, dropping `txn` aborts it: nothing of the batch is kept.
+        txn.commit().map_err(storage)?;
+        Ok(outcomes)
+    }
+
+    /// A durable commit of nothing, making earlier non-durable commits durable.
+    fn flush(&mut self) -> Result<()> {
+        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate);
+        txn.commit().map_err(storage)?;
+        self.non_durable_run = 0;
+        Ok(())
+    }
+}
+
+fn take(
+    msg: Msg,
+    batch: &mut Batch,
+    shutdown_waiters: &mut Vec<oneshot::Sender<Result<()>>>,
+    rx: &mut mpsc::Receiver<Msg>,
+) {
+    match msg {
+        Msg::Op { op, reply } => batch.push((op, reply)),
+        Msg::Shutdown { reply } => {
+            // New sends fail from now on; what is already buffered is still received.
+            rx.close();
+            shutdown_waiters.push(reply);
+        }
+    }
+}
+
+/// `QueueError` is not `Clone` (it may one day carry sources); copy what waiters need.
+fn clone_error(e: &QueueError) -> QueueError {
+    match e {
+        QueueError::Storage(s) => QueueError::Storage(s.clone()),
+        QueueError::Corrupt { id, reason } => QueueError::Corrupt {
+            id: *id,
+            reason: reason.clone(),
+        },
+        QueueError::NotFound(id) => QueueError::NotFound(*id),
+        QueueError::NotClaimed(id) => QueueError::NotClaimed(*id),
+        other => QueueError::Storage(other.to_string()),
+    }
+}
+
+fn clone_result(r: &Result<()>) -> Result<()> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) => Err(clone_error(e)),
+    }
+}
+
+/// The open tables of one write transaction.
+struct Tables<'txn> {
+    bodies: Table<'txn, u128, &'static [u8]>,
+    envelopes: Table<'txn, u128, &'static [u8]>,
+    schedule: Table<'txn, (u64, u128), ()>,
+    dead_letters: Table<'txn, u128, &'static [u8]>,
+}
+
+/// The outer error is a storage failure (abort the batch); the inner one is this op's
+/// own failure (not found, corrupt), decided before the op changed anything.
+type OpResult = std::result::Result<Result<()>, StorageError>;
+
+impl Tables<'_> {
+    fn apply(&mut self, op: &Op) -> OpResult {
+        match op {
+            Op::Enqueue {
+                envelope,
+                body,
+                due_ms,
+            } => self.enqueue(envelope, body, *due_ms),
+            Op::Ack { id } => self.ack(*id),
+            Op::Defer { envelope, due_ms } => self.defer(envelope, *due_ms),
+            Op::DeadLetter { id, reason, at_ms } => self.dead_letter(*id, reason, *at_ms),
+        }
+    }
+
+    /// The due time in the stored envelope record: `None` if there is no record.
+    fn stored_due(&self, id: MessageId) -> std::result::Result<Option<Result<u64>>, StorageError> {
+        Ok(self
+            .envelopes
+            .get(id.as_u128())?
+            .map(|record| decode_due(id, record.value())))
+    }
+
+    fn enqueue(&mut self, envelope: &Envelope, body: &Bytes, due_ms: u64) -> OpResult {
+        let id = envelope.id;
+        let record = match encode_envelope(envelope, due_ms) {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        // The same id again (a retried enqueue): replace it, keeping one schedule key.
+        match self.stored_due(id)? {
+            Some(Ok(old_due)) => {
+                self.schedule.remove((old_due, id.as_u128()))?;
+            }
+            Some(Err(e)) => return Ok(Err(e)),
+            None => {}
+        }
+        let key = id.as_u128();
+        self.envelopes.insert(key, record.as_slice())?;
+        self.bodies.insert(key, body.as_ref())?;
+        self.schedule.insert((due_ms, key), ())?;
+        Ok(Ok(()))
+    }
+
+    fn ack(&mut self, id: MessageId) -> OpResult {
+        let due = match self.stored_due(id)? {
+            None => return Ok(Err(QueueError::NotFound(id))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(due)) => due,
+        };
+        let key = id.as_u128();
+        self.envelopes.remove(key)?;
+        self.bodies.remove(key)?;
+        self.schedule.remove((due, key))?;
+        Ok(Ok(()))
+    }
+
+    fn defer(&mut self, envelope: &Envelope, due_ms: u64) -> OpResult {
+        let id = envelope.id;
+        let old_due = match self.stored_due(id)? {
+            None => return Ok(Err(QueueError::NotFound(id))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(due)) => due,
+        };
+        let record = match encode_envelope(envelope, due_ms) {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        let key = id.as_u128();
+        self.schedule.remove((old_due, key))?;
+        self.schedule.insert((due_ms, key), ())?;
+        self.envelopes.insert(key, record.as_slice())?;
+        Ok(Ok(()))
+    }
+
+    fn dead_letter(&mut self, id: MessageId, reason: &str, at_ms: u64) -> OpResult {
+        let key = id.as_u128();
+        let decoded = self
+            .envelopes
+            .get(key)?
+            .map(|record| decode_envelope(id, record.value()));
+        let (due, envelope) = match decoded {
+            None => return Ok(Err(QueueError::NotFound(id))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(found)) => found,
+        };
+        let record = match encode_dead_letter(&DeadLetter {
+            envelope,
+            at_ms,
+            reason: reason.to_owned(),
+        }) {
+            Ok(record) => record,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.envelopes.remove(key)?;
+        self.bodies.remove(key)?;
+        self.schedule.remove((due, key))?;
+        self.dead_letters.insert(key, record.as_slice())?;
+        Ok(Ok(()))
+    }
+}
