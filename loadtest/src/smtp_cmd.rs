@@ -199,7 +199,7 @@ impl Shared {
         if let Some(n) = self.limit
             && seq > n
         {
-            self.stop_with(format!("all {n} messages sent"));
+            // not a stop: workers holding earlier numbers still send them
             return None;
         }
         Some(seq)
@@ -209,8 +209,10 @@ impl Shared {
 /// Entry point of `loadtest smtp`: run, print the summary, write the JSON.
 pub async fn run(args: SmtpArgs) -> anyhow::Result<ExitCode> {
     let result = execute(&args).await?;
-    print!("{}", result.report.text());
-    std::io::stdout().flush().ok();
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(result.report.text().as_bytes());
+    let _ = out.flush();
+    drop(out);
     if let Some(path) = &args.json {
         let json = serde_json::to_vec_pretty(&result.report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -350,7 +352,11 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
                     bar.set_position((now - start).as_millis() as u64);
                 }
                 let failed = shared.failed.load(Relaxed);
-                bar.set_message(format!("{done} msgs, {rate:.0} msg/s, {failed} failed"));
+                if limit.is_some() {
+                    bar.set_message(format!("{rate:.0} msg/s, {failed} failed"));
+                } else {
+                    bar.set_message(format!("{done} msgs, {rate:.0} msg/s, {failed} failed"));
+                }
             }
         })
     };
@@ -385,7 +391,10 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone()
-        .unwrap_or_else(|| "done".to_owned());
+        .unwrap_or_else(|| match limit {
+            Some(n) => format!("all {n} messages sent"),
+            None => "done".to_owned(),
+        });
     let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
     let mut mode = format!("{} bytes/body, {} rcpt/msg", args.size, args.recipients);
     if let Some(m) = shared.mode.get() {
@@ -592,6 +601,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                 }
                 if code == 421 {
                     client = None; // the server is closing the connection
+                    backoff(&sh, &mut backoff_n).await;
                 } else if reset && !matches!(c.rset().await, Ok(true)) {
                     client = None;
                 }
@@ -814,286 +824,4 @@ fn accepted(t0: Instant, rcpt_refused: u64) -> Result<Outcome, ClientError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::generator::{dot_unstuff, verify};
-    use clap::Parser;
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::TcpListener;
-
-    #[derive(Parser)]
-    struct TestCli {
-        #[command(flatten)]
-        args: SmtpArgs,
-    }
-
-    fn args(addr: SocketAddr, extra: &[&str]) -> SmtpArgs {
-        let addr = addr.to_string();
-        let mut argv = vec!["t", "--addr", &addr, "--no-progress", "--timeout", "5"];
-        argv.extend_from_slice(extra);
-        TestCli::parse_from(argv).args
-    }
-
-    type Store = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-    #[derive(Clone, Copy, Default)]
-    struct ServerOpts {
-        pipelining: bool,
-        chunking: bool,
-        /// Refuse RCPT for this user number.
-        refuse_user: Option<u64>,
-    }
-
-    /// A small SMTP server storing the (unstuffed) messages it accepts.
-    async fn fake_server(opts: ServerOpts) -> (SocketAddr, Store) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let store = Arc::new(Mutex::new(Vec::new()));
-        let counter = Arc::new(AtomicU64::new(0));
-        let st = store.clone();
-        tokio::spawn(async move {
-            loop {
-                let (sock, _) = listener.accept().await.unwrap();
-                let (st, counter) = (st.clone(), counter.clone());
-                tokio::spawn(async move {
-                    let _ = session(sock, opts, st, counter).await;
-                });
-            }
-        });
-        (addr, store)
-    }
-
-    async fn session(
-        sock: tokio::net::TcpStream,
-        opts: ServerOpts,
-        store: Store,
-        counter: Arc<AtomicU64>,
-    ) -> std::io::Result<()> {
-        let (r, mut w) = sock.into_split();
-        let mut r = BufReader::new(r);
-        w.write_all(b"220 fake ESMTP\r\n").await?;
-        let mut line = String::new();
-        let mut rcpts = 0;
-        loop {
-            line.clear();
-            if r.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            let upper = line.to_ascii_uppercase();
-            let reply: String = if upper.starts_with("EHLO") {
-                let mut s = String::from("250-fake\r\n");
-                if opts.pipelining {
-                    s.push_str("250-PIPELINING\r\n");
-                }
-                if opts.chunking {
-                    s.push_str("250-CHUNKING\r\n");
-                }
-                s.push_str("250 8BITMIME\r\n");
-                s
-            } else if upper.starts_with("MAIL") {
-                rcpts = 0;
-                "250 2.1.0 Ok\r\n".into()
-            } else if upper.starts_with("RCPT") {
-                let refused = opts
-                    .refuse_user
-                    .is_some_and(|u| line.contains(&format!("<user{u}@")));
-                if refused {
-                    "550 5.1.1 no such user\r\n".into()
-                } else {
-                    rcpts += 1;
-                    "250 2.1.5 Ok\r\n".into()
-                }
-            } else if upper.starts_with("DATA") {
-                if rcpts == 0 {
-                    "554 5.5.1 no valid recipients\r\n".into()
-                } else {
-                    w.write_all(b"354 go ahead\r\n").await?;
-                    let mut data = Vec::new();
-                    loop {
-                        let n = r.read_until(b'\n', &mut data).await?;
-                        if n == 0 {
-                            return Ok(());
-                        }
-                        if data.ends_with(b"\r\n.\r\n") || data == b".\r\n" {
-                            data.truncate(data.len() - 3);
-                            break;
-                        }
-                    }
-                    let id = format!("Q{}", counter.fetch_add(1, Relaxed));
-                    store.lock().unwrap().push((id.clone(), dot_unstuff(&data)));
-                    format!("250 2.0.0 Ok: queued as {id}\r\n")
-                }
-            } else if upper.starts_with("BDAT") {
-                let n: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-                let mut data = vec![0; n];
-                r.read_exact(&mut data).await?;
-                if rcpts == 0 {
-                    "554 5.5.1 no valid recipients\r\n".into()
-                } else {
-                    let id = format!("B{}", counter.fetch_add(1, Relaxed));
-                    store.lock().unwrap().push((id.clone(), data));
-                    format!("250 2.0.0 queued as {id}\r\n")
-                }
-            } else if upper.starts_with("RSET") {
-                rcpts = 0;
-                "250 2.0.0 Ok\r\n".into()
-            } else if upper.starts_with("QUIT") {
-                w.write_all(b"221 bye\r\n").await?;
-                return Ok(());
-            } else {
-                "502 5.5.2 what\r\n".into()
-            };
-            w.write_all(reply.as_bytes()).await?;
-        }
-    }
-
-    /// Every acked line names a stored, intact message with the same seq and checksum.
-    fn check_ack_log(log: &std::path::Path, store: &[(String, Vec<u8>)], expect: usize) {
-        let text = std::fs::read_to_string(log).unwrap();
-        let mut seqs = std::collections::HashSet::new();
-        for line in text.lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 3, "{line:?}");
-            let (_, msg) = store
-                .iter()
-                .find(|(id, _)| id == f[0])
-                .expect("acked id stored");
-            let v = verify(msg).unwrap();
-            assert_eq!(v.seq.to_string(), f[1]);
-            assert_eq!(format!("{:016x}", v.checksum), f[2]);
-            assert!(seqs.insert(v.seq), "seq {} twice", v.seq);
-        }
-        assert_eq!(seqs.len(), expect);
-    }
-
-    async fn run_against(opts: ServerOpts, extra: &[&str], expect: usize) -> Report {
-        let (addr, store) = fake_server(opts).await;
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("acks.tsv");
-        let log_s = log.to_str().unwrap().to_owned();
-        let mut extra = extra.to_vec();
-        extra.extend_from_slice(&["--ack-log", &log_s]);
-        let res = execute(&args(addr, &extra)).await.unwrap();
-        assert!(res.ack_error.is_none());
-        let store = store.lock().unwrap().clone();
-        check_ack_log(&log, &store, expect);
-        res.report
-    }
-
-    #[tokio::test]
-    async fn data_pipelined_end_to_end() {
-        let opts = ServerOpts {
-            pipelining: true,
-            ..Default::default()
-        };
-        let r = run_against(
-            opts,
-            &["-n", "60", "-c", "4", "--messages-per-connection", "7"],
-            60,
-        )
-        .await;
-        assert!(r.success(), "{}", r.text());
-        assert_eq!((r.sent, r.accepted), (60, 60));
-        assert!(r.connections_opened >= 9, "{}", r.connections_opened);
-        assert!(r.mode.contains("DATA, pipelining"), "{}", r.mode);
-        assert_eq!(r.ack_latency_ms.count, 60);
-    }
-
-    #[tokio::test]
-    async fn data_without_pipelining_multiple_recipients() {
-        let r = run_against(
-            ServerOpts::default(),
-            &[
-                "-n",
-                "20",
-                "-c",
-                "2",
-                "--recipients",
-                "3",
-                "--size",
-                "10000",
-            ],
-            20,
-        )
-        .await;
-        assert!(r.success(), "{}", r.text());
-        assert!(!r.mode.contains("pipelining"), "{}", r.mode);
-    }
-
-    #[tokio::test]
-    async fn bdat_pipelined_and_not() {
-        let opts = ServerOpts {
-            pipelining: true,
-            chunking: true,
-            ..Default::default()
-        };
-        let r = run_against(opts, &["-n", "30", "-c", "3", "--bdat"], 30).await;
-        assert!(r.success(), "{}", r.text());
-        assert!(r.mode.contains("BDAT, pipelining"), "{}", r.mode);
-        let r = run_against(opts, &["-n", "10", "--bdat", "--pipelining", "off"], 10).await;
-        assert!(r.success(), "{}", r.text());
-        assert!(r.mode.contains("BDAT") && !r.mode.contains("pipelining"));
-    }
-
-    #[tokio::test]
-    async fn rejections_are_counted_and_the_run_goes_on() {
-        for pipelining in [true, false] {
-            let opts = ServerOpts {
-                pipelining,
-                refuse_user: Some(5),
-                ..Default::default()
-            };
-            let r = run_against(opts, &["-n", "10", "-c", "1"], 9).await;
-            assert_eq!((r.sent, r.accepted, r.rejected), (10, 9, 1), "{}", r.text());
-            assert_eq!(r.rejected_by_code["550"], 1);
-            assert_eq!(r.rejected_by_class["5xx"], 1);
-            assert!(!r.success());
-            // partially refused recipients: message goes through
-            let r = run_against(opts, &["-n", "3", "-c", "1", "--recipients", "2"], 3).await;
-            assert_eq!((r.accepted, r.rcpt_rejected), (3, 1), "{}", r.text());
-        }
-    }
-
-    #[tokio::test]
-    async fn dead_server_gives_up() {
-        // a port with nothing listening
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let t = Instant::now();
-        let res = execute(&args(
-            addr,
-            &["-n", "100", "-c", "4", "--max-connect-failures", "10"],
-        ))
-        .await
-        .unwrap();
-        let r = res.report;
-        assert_eq!(r.sent, 0);
-        assert!(r.errors >= 10);
-        assert!(
-            r.stop_reason.contains("consecutive connect failures"),
-            "{}",
-            r.stop_reason
-        );
-        assert!(!r.success());
-        assert!(t.elapsed() < Duration::from_secs(10));
-    }
-
-    #[tokio::test]
-    async fn duration_stops_the_run() {
-        let (addr, _store) = fake_server(ServerOpts {
-            pipelining: true,
-            ..Default::default()
-        })
-        .await;
-        let res = execute(&args(addr, &["--duration", "0.3", "-c", "2"]))
-            .await
-            .unwrap();
-        let r = res.report;
-        assert!(r.accepted > 0);
-        assert_eq!(r.stop_reason, "duration reached");
-        assert!(r.elapsed_secs < 5.0);
-        assert!(r.success(), "{}", r.text());
-    }
-}
+mod tests;

@@ -22,6 +22,8 @@ pub struct VerifyArgs {
 /// Prints "<file>\t<seq>\t<checksum>" per good file and an error line per bad one;
 /// fails when any file is bad.
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     let mut bad = 0usize;
     for path in &args.files {
         let result = std::fs::read(path)
@@ -34,7 +36,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 }
             });
         match result {
-            Ok(v) => println!("{}\t{}\t{:016x}", path.display(), v.seq, v.checksum),
+            Ok(v) => {
+                // a closed stdout (e.g. `| head`) is not worth a panic
+                let _ = writeln!(out, "{}\t{}\t{:016x}", path.display(), v.seq, v.checksum);
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!("{}: {e}", path.display());
