@@ -6,6 +6,7 @@
 //! [`Queue::ack`], [`Queue::defer`] or [`Queue::dead_letter`].
 
 mod envelope;
+mod event;
 pub mod spool;
 
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use event::{DeliveryEvent, EventKind, RemoteReply};
 pub use envelope::{DsnRet, Envelope, MessageId, Notify, Recipient};
 pub use spool::{Spool, SpoolConfig, SpoolMetrics};
 

@@ -1,0 +1,109 @@
+//! Delivery events: every state change of one recipient of one message.
+//!
+//! Relay workers emit them; the history writer, metrics and (later) webhooks consume
+//! them. Each event has its own time-ordered id so consumers can be idempotent: a
+//! replayed event (at-least-once delivery) is recognised by `event_id`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::MessageId;
+
+/// What happened to a recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// Accepted into the queue.
+    Queued,
+    /// The receiving server accepted it (2xx).
+    Delivered,
+    /// A temporary failure; another attempt is scheduled.
+    Deferred,
+    /// A permanent failure (5xx, null MX, ...).
+    Bounced,
+    /// Still undelivered when the maximum queue age was reached.
+    Expired,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Queued,
+        EventKind::Delivered,
+        EventKind::Deferred,
+        EventKind::Bounced,
+        EventKind::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Delivered => "delivered",
+            EventKind::Deferred => "deferred",
+            EventKind::Bounced => "bounced",
+            EventKind::Expired => "expired",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown event kind {s:?}"))
+    }
+}
+
+/// A reply from a remote server (or a local reason phrased as one), kept whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteReply {
+    /// SMTP reply code; 0 when there was no SMTP reply (DNS or connection failure).
+    pub code: u16,
+    /// RFC 3463 enhanced status code, when the server gave one (`5.1.1`).
+    pub enhanced: Option<String>,
+    /// The reply text, lines joined with `\n`, or the local reason.
+    pub text: String,
+}
+
+impl fmt::Display for RemoteReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.enhanced, self.code) {
+            (_, 0) => f.write_str(&self.text),
+            (Some(e), code) => write!(f, "{code} {e} {}", self.text),
+            (None, code) => write!(f, "{code} {}", self.text),
+        }
+    }
+}
+
+/// One state change of one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryEvent {
+    /// Unique and time-ordered (UUIDv7); consumers dedupe by it.
+    pub event_id: Uuid,
+    pub kind: EventKind,
+    pub message_id: MessageId,
+    pub sender: String,
+    pub recipient: String,
+    /// The recipient's domain, lowercased.
+    pub domain: String,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Delivery attempts made for this recipient so far (0 for `queued`).
+    pub attempt: u32,
+    /// The host that answered (`mx1.example.com [192.0.2.1]:25`), if any.
+    pub remote_host: Option<String>,
+    pub reply: Option<RemoteReply>,
+    pub tenant: Option<String>,
+    pub campaign: Option<String>,
+}
