@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Client, Server, dot_stuff, queued_id, run};
-use postroad_queue::{DsnRet, MessageId};
+use postroad_queue::{DsnRet, MessageId, Queue};
 
 fn smtplib(port: u16, scenario: &str) -> MessageId {
     let script = common::scripts_dir().join("smtplib_client.py");

@@ -139,6 +139,9 @@ pub struct Envelope {
     pub helo: String,
     /// Unix milliseconds at which the message was accepted.
     pub received_at_ms: u64,
+    /// Unix milliseconds at which an operator requeued it from the dead-letter store;
+    /// its maximum queue age then counts from here.
+    pub requeued_at_ms: Option<u64>,
     /// Size in bytes of the stored body (including the `Received:` header we added).
     pub size: u64,
     /// 0 is the default; higher is more urgent.
@@ -155,6 +158,14 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// Unix milliseconds from which the maximum queue age counts: acceptance, or the
+    /// last requeue from the dead-letter store.
+    pub fn age_base_ms(&self) -> u64 {
+        self.requeued_at_ms.unwrap_or(self.received_at_ms)
+    }
+}
+
+impl Envelope {
     /// An envelope for a message accepted now, with a new id; every optional field is
     /// empty and `size` is 0 (set it to the stored body's length).
     pub fn new(sender: impl Into<String>, recipients: Vec<Recipient>, client_ip: IpAddr) -> Self {
@@ -166,6 +177,7 @@ impl Envelope {
             client_ip,
             helo: String::new(),
             received_at_ms: crate::unix_ms(std::time::SystemTime::now()),
+            requeued_at_ms: None,
             size: 0,
             priority: 0,
             body_8bit: false,

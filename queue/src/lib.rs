@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use event::{DeliveryEvent, EventKind, RemoteReply};
 pub use envelope::{DsnRet, Envelope, MessageId, Notify, Recipient};
+pub use event::{DeliveryEvent, EventKind, RemoteReply};
 pub use spool::{Spool, SpoolConfig, SpoolMetrics};
 
 /// Everything that can go wrong in a queue backend.
@@ -39,6 +39,33 @@ pub enum QueueError {
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
+
+/// The spool's record decoders, for the fuzz targets in `fuzz/` only: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::spool::tables;
+    use crate::{DeadLetter, Envelope, MessageId, Result};
+
+    pub fn encode_envelope(envelope: &Envelope, due_ms: u64) -> Result<Vec<u8>> {
+        tables::encode_envelope(envelope, due_ms)
+    }
+
+    pub fn decode_due(id: MessageId, record: &[u8]) -> Result<u64> {
+        tables::decode_due(id, record)
+    }
+
+    pub fn decode_envelope(id: MessageId, record: &[u8]) -> Result<(u64, Envelope)> {
+        tables::decode_envelope(id, record)
+    }
+
+    pub fn encode_dead_letter(dead: &DeadLetter) -> Result<Vec<u8>> {
+        tables::encode_dead_letter(dead)
+    }
+
+    pub fn decode_dead_letter(id: MessageId, record: &[u8]) -> Result<DeadLetter> {
+        tables::decode_dead_letter(id, record)
+    }
+}
 
 /// A message handed to a worker by [`Queue::claim`]: its envelope and body.
 ///
@@ -78,6 +105,17 @@ pub struct QueueStats {
     pub dead_letters: u64,
 }
 
+/// How a claimed message is resolved, in one atomic change.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// The message with the recipients still to try (attempt counts updated), and when
+    /// to try again; `None` when no recipient is left to try.
+    pub retry: Option<(Envelope, SystemTime)>,
+    /// Recipients that failed for good (bounced or expired) and why: kept in the
+    /// dead-letter store, with the body, for an operator to inspect, requeue or purge.
+    pub dead: Option<(Vec<Recipient>, String)>,
+}
+
 /// The interface both queue backends (embedded spool, Kafka) implement.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -88,21 +126,67 @@ pub trait Queue: Send + Sync + 'static {
     /// Hands out up to `max` messages whose due time has come and that nobody holds.
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>>;
 
-    /// The message is resolved for every recipient (delivered or bounced): forget it.
-    async fn ack(&self, id: MessageId) -> Result<()>;
+    /// Resolves a claimed message (see [`Resolution`]); with neither retry nor dead
+    /// recipients, the message is simply done and forgotten.
+    async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()>;
 
-    /// Some recipients need another attempt: keep the message with the recipients still
-    /// pending (as given in `envelope`) and make it ready again at `until`.
-    async fn defer(&self, envelope: Envelope, until: SystemTime) -> Result<()>;
+    /// The message is done for every recipient (delivered or reported): forget it.
+    async fn ack(&self, id: MessageId) -> Result<()> {
+        self.resolve(id, Resolution::default()).await
+    }
 
-    /// Moves a message to the dead-letter store, with the reason.
-    async fn dead_letter(&self, id: MessageId, reason: String) -> Result<()>;
+    /// Tries the recipients in `envelope` again at `until`.
+    async fn defer(&self, envelope: Envelope, until: SystemTime) -> Result<()> {
+        let id = envelope.id;
+        self.resolve(
+            id,
+            Resolution {
+                retry: Some((envelope, until)),
+                dead: None,
+            },
+        )
+        .await
+    }
+
+    /// Moves every recipient of a claimed message to the dead-letter store.
+    async fn dead_letter(&self, envelope: &Envelope, reason: String) -> Result<()> {
+        self.resolve(
+            envelope.id,
+            Resolution {
+                retry: None,
+                dead: Some((envelope.recipients.clone(), reason)),
+            },
+        )
+        .await
+    }
 
     /// Called once at start: releases claims from a previous run and counts what is held.
     async fn recover(&self) -> Result<RecoveryReport>;
 
     /// Counts of queued, ready, deferred, claimed and dead-lettered messages.
     async fn stats(&self) -> Result<QueueStats>;
+
+    /// A queued message (not a dead letter) by id, claimed or not.
+    async fn get(&self, id: MessageId) -> Result<Option<(Envelope, Bytes)>>;
+
+    /// Up to `limit` queued messages' envelopes, oldest first.
+    async fn list(&self, limit: usize) -> Result<Vec<Envelope>>;
+
+    /// Makes every deferred message due now; returns how many were deferred.
+    async fn flush(&self) -> Result<u64>;
+
+    /// Up to `limit` dead letters, oldest first.
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// A dead letter with its body.
+    async fn get_dead_letter(&self, id: MessageId) -> Result<Option<(DeadLetter, Bytes)>>;
+
+    /// Queues a dead letter's recipients again, due now, with fresh attempt counts and
+    /// the maximum age counted from now; returns the id it is queued under.
+    async fn requeue_dead_letter(&self, id: MessageId) -> Result<MessageId>;
+
+    /// Deletes a dead letter for good.
+    async fn purge_dead_letter(&self, id: MessageId) -> Result<()>;
 }
 
 /// Unix milliseconds of a [`SystemTime`] (0 before the epoch).

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use postroad_queue::{
-    Envelope, MessageId, Queue, QueueError, QueueStats, Recipient, Spool, SpoolConfig,
+    Envelope, MessageId, Queue, QueueError, QueueStats, Recipient, Resolution, Spool, SpoolConfig,
 };
 use tempfile::TempDir;
 
@@ -169,7 +169,7 @@ async fn resolving_needs_a_claim() {
         Err(QueueError::NotClaimed(_))
     ));
     assert!(matches!(
-        spool.dead_letter(id, "x".into()).await,
+        spool.dead_letter(&env, "x".into()).await,
         Err(QueueError::NotClaimed(_))
     ));
     let unknown = MessageId::new();
@@ -260,7 +260,7 @@ async fn dead_letter_moves_the_message_to_the_dlq() {
     spool.claim(1).await.unwrap();
     let before = postroad_queue::unix_ms(SystemTime::now());
     spool
-        .dead_letter(env.id, "550 5.1.1 no such user".into())
+        .dead_letter(&env, "550 5.1.1 no such user".into())
         .await
         .unwrap();
 
@@ -318,10 +318,7 @@ async fn reopening_keeps_everything() {
         .defer(first.clone(), SystemTime::now() + Duration::from_secs(3600))
         .await
         .unwrap();
-    spool
-        .dead_letter(second.id, "expired".into())
-        .await
-        .unwrap();
+    spool.dead_letter(second, "expired".into()).await.unwrap();
     let mut claimed_not_resolved = spool.claim(1).await.unwrap();
     assert_eq!(claimed_not_resolved.len(), 1);
     drop(spool);
@@ -524,4 +521,119 @@ async fn without_fsync_a_graceful_drop_still_keeps_everything() {
     for id in ids {
         assert!(spool.get(id).await.unwrap().is_some());
     }
+}
+
+#[tokio::test]
+async fn partial_resolution_retries_some_and_dead_letters_others_atomically() {
+    let dir = TempDir::new().unwrap();
+    let spool = open(&dir);
+    let env = envelope(&["ok@example.net", "later@example.net", "gone@example.net"]);
+    spool.enqueue(env.clone(), body(7)).await.unwrap();
+    let claimed = spool.claim(1).await.unwrap().remove(0);
+    let mut retry = claimed.envelope.clone();
+    retry.recipients = vec![claimed.envelope.recipients[1].clone()];
+    retry.recipients[0].attempts = 1;
+    let dead = vec![claimed.envelope.recipients[2].clone()];
+    spool
+        .resolve(
+            env.id,
+            Resolution {
+                retry: Some((retry.clone(), SystemTime::now() + Duration::from_secs(3600))),
+                dead: Some((dead.clone(), "550 5.1.1 no such user".into())),
+            },
+        )
+        .await
+        .unwrap();
+
+    let (queued, queued_body) = spool.get(env.id).await.unwrap().unwrap();
+    assert_eq!(queued.recipients, retry.recipients);
+    let (letter, dead_body) = spool.get_dead_letter(env.id).await.unwrap().unwrap();
+    assert_eq!(letter.envelope.recipients, dead);
+    assert_eq!(letter.reason, "550 5.1.1 no such user");
+    assert_eq!(queued_body, dead_body);
+    assert_eq!(dead_body, body(7));
+    let stats = spool.stats().await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.deferred, stats.dead_letters),
+        (1, 1, 1)
+    );
+
+    // Requeued while the original is still queued: a new id, its own copy of the body.
+    let new_id = spool.requeue_dead_letter(env.id).await.unwrap();
+    assert_ne!(new_id, env.id);
+    let (requeued, requeued_body) = spool.get(new_id).await.unwrap().unwrap();
+    assert_eq!(requeued.recipients[0].address, "gone@example.net");
+    assert_eq!(requeued.recipients[0].attempts, 0);
+    assert!(requeued.requeued_at_ms.is_some());
+    assert_eq!(requeued_body, body(7));
+    assert!(spool.get_dead_letter(env.id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dead_letters_keep_their_body_until_purged_and_can_be_requeued() {
+    let dir = TempDir::new().unwrap();
+    let spool = open(&dir);
+    let a = envelope(&["a@example.net"]);
+    let b = envelope(&["b@example.net"]);
+    spool.enqueue(a.clone(), body(1)).await.unwrap();
+    spool.enqueue(b.clone(), body(2)).await.unwrap();
+    for claimed in spool.claim(2).await.unwrap() {
+        spool
+            .dead_letter(&claimed.envelope, "expired".into())
+            .await
+            .unwrap();
+    }
+    assert_eq!(spool.dead_letters(10).await.unwrap().len(), 2);
+
+    // Not queued any more: it goes back under its own id, due now.
+    assert_eq!(spool.requeue_dead_letter(a.id).await.unwrap(), a.id);
+    let claimed = spool.claim(10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        (claimed[0].envelope.id, claimed[0].body.clone()),
+        (a.id, body(1))
+    );
+
+    spool.purge_dead_letter(b.id).await.unwrap();
+    assert!(spool.get_dead_letter(b.id).await.unwrap().is_none());
+    assert!(matches!(
+        spool.purge_dead_letter(b.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+    assert!(matches!(
+        spool.requeue_dead_letter(b.id).await,
+        Err(QueueError::NotFound(_))
+    ));
+    spool.ack(a.id).await.unwrap();
+    assert_eq!(spool.stats().await.unwrap(), QueueStats::default());
+}
+
+#[tokio::test]
+async fn flush_makes_deferred_messages_due_now() {
+    let dir = TempDir::new().unwrap();
+    let spool = open(&dir);
+    let ids = enqueue_n(&spool, 3).await;
+    for claimed in spool.claim(3).await.unwrap() {
+        spool
+            .defer(
+                claimed.envelope,
+                SystemTime::now() + Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(spool.claim(10).await.unwrap().is_empty());
+    assert_eq!(spool.flush().await.unwrap(), 3);
+    let mut claimed: Vec<_> = spool
+        .claim(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.envelope.id)
+        .collect();
+    claimed.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(claimed, ids);
+    assert_eq!(spool.flush().await.unwrap(), 0);
 }

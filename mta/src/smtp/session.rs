@@ -592,6 +592,7 @@ impl Session {
             client_ip: self.peer.ip().to_canonical(),
             helo: self.helo.clone().unwrap_or_default(),
             received_at_ms: unix_ms(std::time::SystemTime::now()),
+            requeued_at_ms: None,
             size: size as u64,
             priority: 0,
             body_8bit: tx.body_8bit,

@@ -19,7 +19,7 @@
 //! envelope), `schedule` ((due ms, id) → ()), `dead_letters` (id → version byte,
 //! postcard [`DeadLetter`]); every change keeps them consistent in one transaction.
 
-mod tables;
+pub(crate) mod tables;
 mod writer;
 
 #[cfg(test)]
@@ -41,10 +41,10 @@ use tokio::sync::{mpsc, oneshot};
 use self::tables::{
     BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_envelope, storage,
 };
-use self::writer::{Msg, Op};
+use self::writer::{Msg, Op, Output};
 use crate::{
     Claimed, DeadLetter, Envelope, MessageId, Queue, QueueError, QueueStats, RecoveryReport,
-    Result, unix_ms,
+    Resolution, Result, unix_ms,
 };
 
 /// File name of the database inside [`SpoolConfig::dir`].
@@ -249,8 +249,7 @@ impl Spool {
         }
     }
 
-    /// A queued message (not a dead letter) by id, claimed or not.
-    pub async fn get(&self, id: MessageId) -> Result<Option<(Envelope, Bytes)>> {
+    async fn get_queued(&self, id: MessageId) -> Result<Option<(Envelope, Bytes)>> {
         self.read(move |shared| {
             let txn = begin_read(shared)?;
             load(&txn, id)
@@ -258,8 +257,7 @@ impl Spool {
         .await
     }
 
-    /// Up to `limit` queued messages' envelopes, oldest id first.
-    pub async fn list(&self, limit: usize) -> Result<Vec<Envelope>> {
+    async fn list_queued(&self, limit: usize) -> Result<Vec<Envelope>> {
         self.read(move |shared| {
             let txn = begin_read(shared)?;
             let table = txn.open_table(ENVELOPES).map_err(storage)?;
@@ -274,8 +272,7 @@ impl Spool {
         .await
     }
 
-    /// Up to `limit` dead letters, oldest id first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>> {
         self.read(move |shared| {
             let txn = begin_read(shared)?;
             let table = txn.open_table(DEAD_LETTERS).map_err(storage)?;
@@ -308,7 +305,7 @@ impl Spool {
         })?
     }
 
-    async fn submit(&self, op: Op) -> Result<()> {
+    async fn submit(&self, op: Op) -> Result<Output> {
         let tx = self.inner.tx.as_ref().ok_or(QueueError::ShuttingDown)?;
         let (reply, rx) = oneshot::channel();
         tx.send(Msg::Op { op, reply })
@@ -488,7 +485,8 @@ impl Shared {
             bodies.map_err(storage)?,
             dead.map_err(storage)?,
         );
-        if schedule != envelopes || envelopes != bodies {
+        // Bodies outnumber envelopes by the dead letters that keep theirs.
+        if schedule != envelopes || bodies < envelopes {
             tracing::warn!(
                 schedule,
                 envelopes,
@@ -514,6 +512,7 @@ impl Queue for Spool {
             due_ms,
         })
         .await
+        .map(|_| ())
     }
 
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
@@ -524,28 +523,90 @@ impl Queue for Spool {
         self.read(move |shared| shared.claim(max, now_ms)).await
     }
 
-    async fn ack(&self, id: MessageId) -> Result<()> {
+    async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()> {
         self.ensure_claimed(id)?;
-        self.submit(Op::Ack { id }).await
-    }
-
-    async fn defer(&self, envelope: Envelope, until: SystemTime) -> Result<()> {
-        self.ensure_claimed(envelope.id)?;
-        self.submit(Op::Defer {
-            envelope,
-            due_ms: unix_ms(until),
-        })
-        .await
-    }
-
-    async fn dead_letter(&self, id: MessageId, reason: String) -> Result<()> {
-        self.ensure_claimed(id)?;
-        self.submit(Op::DeadLetter {
+        let now = SystemTime::now();
+        let retry = match resolution.retry {
+            Some((envelope, _)) if envelope.id != id => {
+                return Err(QueueError::Storage(format!(
+                    "resolve({id}) was given the envelope of {}",
+                    envelope.id
+                )));
+            }
+            Some((envelope, until)) => Some((envelope, unix_ms(until))),
+            None => None,
+        };
+        self.submit(Op::Resolve {
             id,
-            reason,
-            at_ms: unix_ms(SystemTime::now()),
+            retry,
+            dead: resolution.dead,
+            at_ms: unix_ms(now),
         })
         .await
+        .map(|_| ())
+    }
+
+    async fn get(&self, id: MessageId) -> Result<Option<(Envelope, Bytes)>> {
+        self.get_queued(id).await
+    }
+
+    async fn list(&self, limit: usize) -> Result<Vec<Envelope>> {
+        self.list_queued(limit).await
+    }
+
+    async fn flush(&self) -> Result<u64> {
+        match self
+            .submit(Op::Flush {
+                now_ms: unix_ms(SystemTime::now()),
+            })
+            .await?
+        {
+            Output::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.list_dead(limit).await
+    }
+
+    async fn get_dead_letter(&self, id: MessageId) -> Result<Option<(DeadLetter, Bytes)>> {
+        self.read(move |shared| {
+            let txn = begin_read(shared)?;
+            let dead = txn.open_table(DEAD_LETTERS).map_err(storage)?;
+            let Some(record) = dead.get(id.as_u128()).map_err(storage)? else {
+                return Ok(None);
+            };
+            let letter = decode_dead_letter(id, record.value())?;
+            let bodies = txn.open_table(BODIES).map_err(storage)?;
+            let body = bodies
+                .get(id.as_u128())
+                .map_err(storage)?
+                .map(|b| Bytes::copy_from_slice(b.value()))
+                .ok_or_else(|| QueueError::Corrupt {
+                    id,
+                    reason: "dead letter without a body".into(),
+                })?;
+            Ok(Some((letter, body)))
+        })
+        .await
+    }
+
+    async fn requeue_dead_letter(&self, id: MessageId) -> Result<MessageId> {
+        match self
+            .submit(Op::RequeueDead {
+                id,
+                now_ms: unix_ms(SystemTime::now()),
+            })
+            .await?
+        {
+            Output::Id(new_id) => Ok(new_id),
+            _ => Ok(id),
+        }
+    }
+
+    async fn purge_dead_letter(&self, id: MessageId) -> Result<()> {
+        self.submit(Op::PurgeDead { id }).await.map(|_| ())
     }
 
     async fn recover(&self) -> Result<RecoveryReport> {

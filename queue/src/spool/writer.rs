@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::tables::{
-    BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_due, decode_envelope, encode_dead_letter,
-    encode_envelope, storage,
+    BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due, decode_envelope,
+    encode_dead_letter, encode_envelope, storage,
 };
-use crate::{DeadLetter, Envelope, MessageId, QueueError, Result};
+use crate::{DeadLetter, Envelope, MessageId, QueueError, Recipient, Result};
 
 /// With `fsync = false`, one commit in this many is still durable: redb frees pages only
 /// on durable commits, so an endless run of non-durable ones would grow the file forever.
@@ -31,17 +31,26 @@ pub(crate) enum Op {
         body: Bytes,
         due_ms: u64,
     },
-    Ack {
+    /// Resolves a claimed message: reschedule the recipients still to try, keep the
+    /// ones that failed for good as a dead letter, forget the rest.
+    Resolve {
         id: MessageId,
-    },
-    Defer {
-        envelope: Envelope,
-        due_ms: u64,
-    },
-    DeadLetter {
-        id: MessageId,
-        reason: String,
+        retry: Option<(Envelope, u64)>,
+        dead: Option<(Vec<Recipient>, String)>,
         at_ms: u64,
+    },
+    /// Makes every deferred message due at `now_ms`.
+    Flush {
+        now_ms: u64,
+    },
+    /// Puts a dead letter back in the queue, due at `now_ms` (under a new id when the
+    /// original message is still queued for other recipients).
+    RequeueDead {
+        id: MessageId,
+        now_ms: u64,
+    },
+    PurgeDead {
+        id: MessageId,
     },
 }
 
@@ -49,11 +58,20 @@ impl Op {
     /// The message whose claim this op resolves, if it resolves one.
     fn resolves(&self) -> Option<MessageId> {
         match self {
-            Op::Enqueue { .. } => None,
-            Op::Ack { id } | Op::DeadLetter { id, .. } => Some(*id),
-            Op::Defer { envelope, .. } => Some(envelope.id),
+            Op::Resolve { id, .. } => Some(*id),
+            _ => None,
         }
     }
+}
+
+/// What an op answers besides success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Output {
+    Done,
+    /// How many messages a flush made due.
+    Count(u64),
+    /// The id a requeued dead letter is queued under.
+    Id(MessageId),
 }
 
 /// What the writer receives.
@@ -64,7 +82,7 @@ impl Op {
 pub(crate) enum Msg {
     Op {
         op: Op,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<Output>>,
     },
     /// Stop taking new ops, apply those already queued, make everything durable, answer.
     Shutdown { reply: oneshot::Sender<Result<()>> },
@@ -95,7 +113,7 @@ struct Writer {
     non_durable_run: u32,
 }
 
-type Batch = Vec<(Op, oneshot::Sender<Result<()>>)>;
+type Batch = Vec<(Op, oneshot::Sender<Result<Output>>)>;
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -149,7 +167,7 @@ impl Writer {
                     let mut claims = self.shared.lock_claims();
                     for ((op, _), outcome) in batch.iter().zip(&outcomes) {
                         if let Some(id) = op.resolves()
-                            && matches!(outcome, Ok(()) | Err(QueueError::NotFound(_)))
+                            && matches!(outcome, Ok(_) | Err(QueueError::NotFound(_)))
                         {
                             claims.held.remove(&id.as_u128());
                         }
@@ -170,7 +188,7 @@ impl Writer {
 
     /// Applies a batch in one transaction and commits it. The outer error (storage
     /// failure) fails the whole batch; the inner results are each op's own outcome.
-    fn apply(&self, batch: &Batch, durability: Durability) -> Result<Vec<Result<()>>> {
+    fn apply(&self, batch: &Batch, durability: Durability) -> Result<Vec<Result<Output>>> {
         let mut txn = self.shared.db.begin_write().map_err(storage)?;
         txn.set_durability(durability);
         let outcomes = {
@@ -248,7 +266,7 @@ struct Tables<'txn> {
 
 /// The outer error is a storage failure (abort the batch); the inner one is this op's
 /// own failure (not found, corrupt), decided before the op changed anything.
-type OpResult = std::result::Result<Result<()>, StorageError>;
+type OpResult = std::result::Result<Result<Output>, StorageError>;
 
 impl Tables<'_> {
     fn apply(&mut self, op: &Op) -> OpResult {
@@ -258,9 +276,15 @@ impl Tables<'_> {
                 body,
                 due_ms,
             } => self.enqueue(envelope, body, *due_ms),
-            Op::Ack { id } => self.ack(*id),
-            Op::Defer { envelope, due_ms } => self.defer(envelope, *due_ms),
-            Op::DeadLetter { id, reason, at_ms } => self.dead_letter(*id, reason, *at_ms),
+            Op::Resolve {
+                id,
+                retry,
+                dead,
+                at_ms,
+            } => self.resolve(*id, retry.as_ref(), dead.as_ref(), *at_ms),
+            Op::Flush { now_ms } => self.flush(*now_ms),
+            Op::RequeueDead { id, now_ms } => self.requeue_dead(*id, *now_ms),
+            Op::PurgeDead { id } => self.purge_dead(*id),
         }
     }
 
@@ -270,6 +294,16 @@ impl Tables<'_> {
             .envelopes
             .get(id.as_u128())?
             .map(|record| decode_due(id, record.value())))
+    }
+
+    fn stored_dead_letter(
+        &self,
+        id: MessageId,
+    ) -> std::result::Result<Option<Result<DeadLetter>>, StorageError> {
+        Ok(self
+            .dead_letters
+            .get(id.as_u128())?
+            .map(|record| decode_dead_letter(id, record.value())))
     }
 
     fn enqueue(&mut self, envelope: &Envelope, body: &Bytes, due_ms: u64) -> OpResult {
@@ -290,63 +324,156 @@ impl Tables<'_> {
         self.envelopes.insert(key, record.as_slice())?;
         self.bodies.insert(key, body.as_ref())?;
         self.schedule.insert((due_ms, key), ())?;
-        Ok(Ok(()))
+        Ok(Ok(Output::Done))
     }
 
-    fn ack(&mut self, id: MessageId) -> OpResult {
-        let due = match self.stored_due(id)? {
-            None => return Ok(Err(QueueError::NotFound(id))),
-            Some(Err(e)) => return Ok(Err(e)),
-            Some(Ok(due)) => due,
-        };
-        let key = id.as_u128();
-        self.envelopes.remove(key)?;
-        self.bodies.remove(key)?;
-        self.schedule.remove((due, key))?;
-        Ok(Ok(()))
-    }
-
-    fn defer(&mut self, envelope: &Envelope, due_ms: u64) -> OpResult {
-        let id = envelope.id;
-        let old_due = match self.stored_due(id)? {
-            None => return Ok(Err(QueueError::NotFound(id))),
-            Some(Err(e)) => return Ok(Err(e)),
-            Some(Ok(due)) => due,
-        };
-        let record = match encode_envelope(envelope, due_ms) {
-            Ok(record) => record,
-            Err(e) => return Ok(Err(e)),
-        };
-        let key = id.as_u128();
-        self.schedule.remove((old_due, key))?;
-        self.schedule.insert((due_ms, key), ())?;
-        self.envelopes.insert(key, record.as_slice())?;
-        Ok(Ok(()))
-    }
-
-    fn dead_letter(&mut self, id: MessageId, reason: &str, at_ms: u64) -> OpResult {
+    fn resolve(
+        &mut self,
+        id: MessageId,
+        retry: Option<&(Envelope, u64)>,
+        dead: Option<&(Vec<Recipient>, String)>,
+        at_ms: u64,
+    ) -> OpResult {
         let key = id.as_u128();
         let decoded = self
             .envelopes
             .get(key)?
             .map(|record| decode_envelope(id, record.value()));
-        let (due, envelope) = match decoded {
+        let (due, stored) = match decoded {
             None => return Ok(Err(QueueError::NotFound(id))),
             Some(Err(e)) => return Ok(Err(e)),
             Some(Ok(found)) => found,
         };
-        let record = match encode_dead_letter(&DeadLetter {
-            envelope,
-            at_ms,
-            reason: reason.to_owned(),
-        }) {
+        // Encode everything first: an op that fails changes nothing.
+        let retry_record =
+            match retry.map(|(envelope, due)| (encode_envelope(envelope, *due), *due)) {
+                Some((Err(e), _)) => return Ok(Err(e)),
+                Some((Ok(record), due)) => Some((record, due)),
+                None => None,
+            };
+        let dead_record = match dead {
+            None => None,
+            Some((recipients, reason)) => {
+                let letter = match self.stored_dead_letter(id)? {
+                    Some(Err(e)) => return Ok(Err(e)),
+                    // Some recipients were dead-lettered before: add these to them.
+                    Some(Ok(mut letter)) => {
+                        letter
+                            .envelope
+                            .recipients
+                            .extend(recipients.iter().cloned());
+                        letter.reason = reason.clone();
+                        letter.at_ms = at_ms;
+                        letter
+                    }
+                    None => DeadLetter {
+                        envelope: Envelope {
+                            recipients: recipients.clone(),
+                            ..stored
+                        },
+                        at_ms,
+                        reason: reason.clone(),
+                    },
+                };
+                match encode_dead_letter(&letter) {
+                    Ok(record) => Some(record),
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        };
+        self.schedule.remove((due, key))?;
+        if let Some(record) = dead_record {
+            self.dead_letters.insert(key, record.as_slice())?;
+        }
+        match retry_record {
+            Some((record, due)) => {
+                self.envelopes.insert(key, record.as_slice())?;
+                self.schedule.insert((due, key), ())?;
+            }
+            None => {
+                self.envelopes.remove(key)?;
+                // The body stays while a dead letter refers to it (for requeue).
+                if self.dead_letters.get(key)?.is_none() {
+                    self.bodies.remove(key)?;
+                }
+            }
+        }
+        Ok(Ok(Output::Done))
+    }
+
+    fn flush(&mut self, now_ms: u64) -> OpResult {
+        let mut later = Vec::new();
+        for entry in self.schedule.range((now_ms.saturating_add(1), 0u128)..)? {
+            let (key, _) = entry?;
+            later.push(key.value());
+        }
+        for &(due, key) in &later {
+            let id = MessageId::from_u128(key);
+            let record = match self
+                .envelopes
+                .get(key)?
+                .map(|r| decode_envelope(id, r.value()))
+            {
+                Some(Ok((_, envelope))) => encode_envelope(&envelope, now_ms),
+                Some(Err(e)) => Err(e),
+                None => continue,
+            };
+            let record = match record {
+                Ok(record) => record,
+                Err(e) => return Ok(Err(e)),
+            };
+            self.schedule.remove((due, key))?;
+            self.schedule.insert((now_ms, key), ())?;
+            self.envelopes.insert(key, record.as_slice())?;
+        }
+        Ok(Ok(Output::Count(later.len() as u64)))
+    }
+
+    fn requeue_dead(&mut self, id: MessageId, now_ms: u64) -> OpResult {
+        let key = id.as_u128();
+        let mut letter = match self.stored_dead_letter(id)? {
+            None => return Ok(Err(QueueError::NotFound(id))),
+            Some(Err(e)) => return Ok(Err(e)),
+            Some(Ok(letter)) => letter,
+        };
+        let Some(body) = self.bodies.get(key)?.map(|b| b.value().to_vec()) else {
+            return Ok(Err(QueueError::Corrupt {
+                id,
+                reason: "dead letter without a body".into(),
+            }));
+        };
+        // Still queued for other recipients: queue these as a new message, so the two
+        // never overwrite each other's envelope.
+        let still_queued = self.envelopes.get(key)?.is_some();
+        let new_id = if still_queued { MessageId::new() } else { id };
+        let envelope = &mut letter.envelope;
+        envelope.id = new_id;
+        envelope.requeued_at_ms = Some(now_ms);
+        for recipient in &mut envelope.recipients {
+            recipient.attempts = 0;
+        }
+        let record = match encode_envelope(envelope, now_ms) {
             Ok(record) => record,
             Err(e) => return Ok(Err(e)),
         };
-        self.envelopes.remove(key)?;
-        self.bodies.remove(key)?;
-        self.schedule.remove((due, key))?;
-        self.dead_letters.insert(key, record.as_slice())?;
-        Ok(Ok(()))
+        let new_key = new_id.as_u128();
+        self.dead_letters.remove(key)?;
+        if still_queued {
+            self.bodies.insert(new_key, body.as_slice())?;
+        }
+        self.envelopes.insert(new_key, record.as_slice())?;
+        self.schedule.insert((now_ms, new_key), ())?;
+        Ok(Ok(Output::Id(new_id)))
+    }
+
+    fn purge_dead(&mut self, id: MessageId) -> OpResult {
+        let key = id.as_u128();
+        if self.dead_letters.remove(key)?.is_none() {
+            return Ok(Err(QueueError::NotFound(id)));
+        }
+        if self.envelopes.get(key)?.is_none() {
+            self.bodies.remove(key)?;
+        }
+        Ok(Ok(Output::Done))
     }
 }
