@@ -166,7 +166,17 @@ pub struct MessageGen {
     header: Vec<u8>,
     trailer: Vec<u8>,
     checksum: u64,
+    /// Add `X-Loadtest-Sent-At`, see [`MessageGen::with_stamp`].
+    stamp: bool,
+    /// Where the 16 digits of `X-Loadtest-Sent-At` are in `header`.
+    stamp_at: usize,
 }
+
+/// Name of the send-time header `loadtest smtp --stamp` adds: Unix time in
+/// microseconds, 16 digits (zero-padded), set just before the message is written.
+pub const SENT_AT_HEADER: &str = "X-Loadtest-Sent-At";
+/// Digits of the `X-Loadtest-Sent-At` value (fixed, so stamping never moves bytes).
+pub const SENT_AT_DIGITS: usize = 16;
 
 impl MessageGen {
     pub fn new(template: Arc<BodyTemplate>, run_id: u64, from: &str, date: &str) -> Self {
@@ -178,6 +188,35 @@ impl MessageGen {
             header: Vec::with_capacity(512),
             trailer: Vec::with_capacity(TRAILER_LEN),
             checksum: 0,
+            stamp: false,
+            stamp_at: 0,
+        }
+    }
+
+    /// Messages get an `X-Loadtest-Sent-At` header, set by [`MessageGen::stamp_now`]
+    /// when the message is about to be written. It is in the header block, so the
+    /// checksum (which covers the body only) does not change.
+    pub fn with_stamp(mut self) -> Self {
+        self.stamp = true;
+        self
+    }
+
+    /// Sets `X-Loadtest-Sent-At` to `unix_micros` (no-op without [`with_stamp`]).
+    ///
+    /// [`with_stamp`]: MessageGen::with_stamp
+    pub fn stamp(&mut self, unix_micros: u64) {
+        if !self.stamp || self.header.len() < self.stamp_at + SENT_AT_DIGITS {
+            return;
+        }
+        let digits = format!("{:0width$}", unix_micros, width = SENT_AT_DIGITS);
+        let digits = &digits.as_bytes()[digits.len() - SENT_AT_DIGITS..];
+        self.header[self.stamp_at..self.stamp_at + SENT_AT_DIGITS].copy_from_slice(digits);
+    }
+
+    /// Sets `X-Loadtest-Sent-At` to the current time (no-op without `with_stamp`).
+    pub fn stamp_now(&mut self) {
+        if self.stamp {
+            self.stamp(unix_micros());
         }
     }
 
@@ -214,6 +253,13 @@ impl MessageGen {
             sum = self.checksum,
         )
         .expect("write to Vec");
+        if self.stamp {
+            // before the empty line that ends the header block
+            let end = self.header.len() - 2;
+            let line = format!("{SENT_AT_HEADER}: {:0w$}\r\n", 0, w = SENT_AT_DIGITS);
+            self.header.splice(end..end, line.bytes());
+            self.stamp_at = end + SENT_AT_HEADER.len() + 2;
+        }
     }
 
     pub fn checksum(&self) -> u64 {
@@ -223,6 +269,11 @@ impl MessageGen {
     /// Size of the message as stored (unstuffed, without the final ".").
     pub fn len(&self) -> usize {
         self.header.len() + self.template.raw.len() + self.trailer.len()
+    }
+
+    /// Never true once prepared (the trailer line is always there).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The message as stored, in pieces: for BDAT.
@@ -276,6 +327,19 @@ pub fn verify(message: &[u8]) -> Result<Verified, String> {
         ));
     }
     Ok(Verified { seq, checksum })
+}
+
+/// Microseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Parses a `X-Loadtest-Sent-At` value.
+pub fn parse_sent_at(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value.trim_ascii()).ok()?.parse().ok()
 }
 
 /// RFC 5322 date for a Unix time, in UTC: "Thu, 01 Jan 1970 00:00:00 +0000".
@@ -379,6 +443,32 @@ mod tests {
         assert!(verify(&stored).is_err());
         // a body that was not unstuffed does not verify either
         assert!(verify(&wire).is_err());
+    }
+
+    #[test]
+    fn stamp_keeps_the_checksum() {
+        let t = Arc::new(BodyTemplate::new(1000, 42));
+        let mut g =
+            MessageGen::new(t, 1, "a@b.test", "Thu, 01 Jan 1970 00:00:00 +0000").with_stamp();
+        g.prepare(5, "u@c.test");
+        let before = g.checksum();
+        g.stamp(1_700_000_000_123_456);
+        let raw: Vec<u8> = g.parts_raw().concat();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.contains("\r\nX-Loadtest-Sent-At: 1700000000123456\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(verify(&raw).unwrap().checksum, before);
+        let len = g.len();
+        g.stamp_now();
+        assert_eq!(g.len(), len);
+        let raw: Vec<u8> = g.parts_raw().concat();
+        assert!(verify(&raw).is_ok());
+        // a plain generator has no such header
+        let (g, _) = build(100, 1);
+        let raw: Vec<u8> = g.parts_raw().concat();
+        assert!(!String::from_utf8_lossy(&raw).contains("Sent-At"));
     }
 
     #[test]

@@ -1,14 +1,9 @@
 //! `loadtest`: Postroad's load-test harness.
 
-mod generator;
-mod smtp_client;
-mod smtp_cmd;
-mod stats;
-mod verify_cmd;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use postroad_loadtest::{dns_cmd, sink_cmd, smtp_cmd, verify_cmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about = "Postroad's load-test harness")]
@@ -21,6 +16,10 @@ struct Cli {
 enum Command {
     /// Push messages at an SMTP server and report throughput and ack latency.
     Smtp(Box<smtp_cmd::SmtpArgs>),
+    /// Receive mail over SMTP or LMTP: count, verify, dedupe, inject faults.
+    Sink(Box<sink_cmd::SinkArgs>),
+    /// Serve MX, A and AAAA records (and SERVFAIL/NXDOMAIN names) over UDP and TCP.
+    Dns(Box<dns_cmd::DnsArgs>),
     /// Check stored messages against their X-Loadtest-Checksum header.
     Verify(verify_cmd::VerifyArgs),
 }
@@ -30,6 +29,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Smtp(args) => smtp_cmd::run(*args).await,
+        Command::Sink(args) => sink_cmd::run(*args).await,
+        Command::Dns(args) => dns_cmd::run(*args).await,
         Command::Verify(args) => verify_cmd::run(args),
     };
     match result {

@@ -122,6 +122,11 @@ pub struct SmtpArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub connect_timeout: f64,
 
+    /// Add `X-Loadtest-Sent-At: <unix micros>` to each message, set when its data is
+    /// written (for end-to-end latency at the receiving sink).
+    #[arg(long)]
+    pub stamp: bool,
+
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
@@ -155,6 +160,7 @@ struct Shared {
     run_id: u64,
     from: String,
     date: String,
+    stamp: bool,
 
     limit: Option<u64>,
     deadline: Option<Instant>,
@@ -308,6 +314,7 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         run_id,
         from: args.from.clone(),
         date: rfc5322_date(unix),
+        stamp: args.stamp,
         limit,
         deadline: duration.map(|d| start + d),
         next_seq: AtomicU64::new(0),
@@ -502,8 +509,12 @@ async fn open_session(sh: &Shared) -> Result<SmtpClient, ClientError> {
 
 async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counters {
     let mut st = Counters::default();
+    let mut msg = MessageGen::new(sh.template.clone(), sh.run_id, &sh.from, &sh.date);
+    if sh.stamp {
+        msg = msg.with_stamp();
+    }
     let mut bufs = Bufs {
-        msg: MessageGen::new(sh.template.clone(), sh.run_id, &sh.from, &sh.date),
+        msg,
         cmds: Vec::with_capacity(256),
         to: String::with_capacity(64),
     };
@@ -670,6 +681,7 @@ async fn transact(
             use std::io::Write as _;
             write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
             c.write(&b.cmds).await?;
+            b.msg.stamp_now();
             for part in b.msg.parts_raw() {
                 c.write(part).await?;
             }
@@ -772,6 +784,7 @@ async fn transact(
         b.cmds.clear();
         write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
         c.write(&b.cmds).await?;
+        b.msg.stamp_now();
         for part in b.msg.parts_raw() {
             c.write(part).await?;
         }
@@ -802,6 +815,7 @@ async fn send_data(
     b: &mut Bufs,
     rcpt_refused: u64,
 ) -> Result<Outcome, ClientError> {
+    b.msg.stamp_now();
     for part in b.msg.parts_stuffed() {
         c.write(part).await?;
     }

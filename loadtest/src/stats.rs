@@ -59,7 +59,7 @@ impl Latency {
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LatencySummary {
     pub count: u64,
     pub mean: f64,

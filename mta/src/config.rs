@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use ipnet::IpNet;
+use postroad_history::HistoryConfig;
 use postroad_queue::SpoolConfig;
+use postroad_relay::RelayConfig;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of environment variables that override config keys; `__` separates path
@@ -32,6 +34,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub spool: SpoolConfig,
     pub smtp: SmtpConfig,
+    pub relay: RelayConfig,
+    pub history: HistoryConfig,
+    pub admin: crate::admin::AdminConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     #[serde(rename = "listener")]
@@ -169,6 +174,9 @@ impl Default for Config {
             server: ServerConfig::default(),
             spool: SpoolConfig::default(),
             smtp: SmtpConfig::default(),
+            relay: RelayConfig::default(),
+            history: HistoryConfig::default(),
+            admin: crate::admin::AdminConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             listeners: default_listeners(),
@@ -242,6 +250,10 @@ impl Config {
                 "tls.cert_file and tls.key_file must be given together".into(),
             ));
         }
+        self.relay.validate().map_err(ConfigError::Semantic)?;
+        self.history
+            .validate()
+            .map_err(|e| ConfigError::Semantic(e.to_string()))?;
         if self.smtp.max_line_length < 512 {
             return Err(ConfigError::Semantic(
                 "smtp.max_line_length must be at least 512 (RFC 5321 4.5.3.1.4)".into(),
@@ -309,6 +321,19 @@ mod tests {
         let mut full = Config::default();
         full.tls.cert_file = Some("/c".into());
         full.tls.key_file = Some("/k".into());
+        full.relay.smarthost = Some("smtp.example.net:587".into());
+        full.admin.token = "t".repeat(32);
+        full.relay.tls_ca_file = Some("/ca.pem".into());
+        full.relay.routes.insert(
+            "example.org".into(),
+            postroad_relay::RouteConfig {
+                host: "mx.example.org:25".into(),
+                tls: Some(postroad_relay::TlsPolicy::Required),
+            },
+        );
+        full.relay
+            .nameservers
+            .push("127.0.0.1:5353".parse().unwrap());
         full.auth.users.push(UserConfig {
             username: "u".into(),
             password_hash: "h".into(),

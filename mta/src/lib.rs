@@ -1,8 +1,11 @@
 //! Postroad's `postroad` binary as a library: configuration, TLS, AUTH credentials and
 //! the SMTP server. `main.rs` is the command-line edge.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod events;
+pub mod history_cmd;
 pub mod serve;
 pub mod smtp;
 pub mod tls;

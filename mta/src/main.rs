@@ -28,9 +28,19 @@ enum Command {
         /// Data directory (spool, generated TLS material); overrides server.data_dir.
         #[arg(long, env = "POSTROAD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Deliver everything to this host:port (like Postfix's relayhost); overrides
+        /// relay.smarthost.
+        #[arg(long, env = "POSTROAD_SMARTHOST")]
+        smarthost: Option<String>,
     },
     /// Print the argon2 hash of a password (read from stdin) for [[auth.users]].
     Passwd,
+    /// Inspect and control the running server's queue (through its admin endpoint).
+    Queue(postroad::admin::cli::QueueArgs),
+    /// List, inspect, requeue or purge dead letters (through the admin endpoint).
+    Dlq(postroad::admin::cli::DlqArgs),
+    /// Show the delivery history of a recipient or a message.
+    History(postroad::history_cmd::HistoryArgs),
     /// Load a config file, check it and print the effective configuration.
     CheckConfig {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
@@ -41,11 +51,19 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, data_dir } => {
+        Command::Serve {
+            config,
+            data_dir,
+            smarthost,
+        } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
             if let Some(dir) = data_dir {
                 config.set_data_dir(dir);
+            }
+            if let Some(host) = smarthost {
+                config.relay.smarthost = Some(host);
+                config.relay.validate().map_err(anyhow::Error::msg)?;
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -69,6 +87,13 @@ fn main() -> anyhow::Result<()> {
             println!("{}", postroad::auth::hash_password(password));
             Ok(())
         }
+        Command::Queue(args) => postroad::admin::cli::queue(args),
+        Command::Dlq(args) => postroad::admin::cli::dlq(args),
+        Command::History(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::history_cmd::run(args)),
         Command::CheckConfig { config } => {
             let config = Config::load(config.as_deref())?;
             print!(

@@ -10,6 +10,10 @@ use tokio::sync::watch;
 use crate::auth::Credentials;
 use crate::config::{Config, TlsMode};
 use crate::smtp::{Shared, SmtpServer};
+use postroad_history::{HistoryStore, HistoryWriter};
+use postroad_relay::Relay;
+
+use crate::events::EventBus;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
@@ -42,12 +46,35 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("no [auth] users configured: submission listeners will refuse MAIL");
     }
 
+    let history_path = config.history.resolved_path(&config.server.data_dir);
+    let store = HistoryStore::open(&history_path)
+        .await
+        .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
+    let (history, history_task) = HistoryWriter::spawn(store, &config.history);
+    drop(history_task); // the bus waits for the writer through `HistorySender::shutdown`
+    let bus = EventBus::start(history);
+    let events = Some(bus.sender());
+    let relay = if config.relay.enabled {
+        Some(Relay::new(
+            config.relay.clone(),
+            &config.server.hostname,
+            queue.clone(),
+            events.clone(),
+        )?)
+    } else {
+        tracing::info!("relay.enabled is off: mail is accepted and queued, not delivered");
+        None
+    };
+
+    let admin_queue = queue.clone();
     let shared = Shared {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
         queue,
         tls,
         credentials,
+        relay_waker: relay.as_ref().map(|r| r.waker()),
+        events,
     };
     let server = SmtpServer::bind(shared, &config.listeners).await?;
 
@@ -57,13 +84,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new connections");
         let _ = stop.send(true);
     });
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let admin = crate::admin::start(
+        &config.admin,
+        &config.server.data_dir,
+        admin_queue,
+        stopped.clone(),
+    )
+    .await?;
+    let relay_task = relay.map(|relay| tokio::spawn(relay.run(stopped.clone(), grace)));
     tracing::info!(hostname = %config.server.hostname, "postroad ready");
-    server
-        .run(
-            stopped,
-            Duration::from_secs(config.server.shutdown_grace_secs),
-        )
-        .await;
+    server.run(stopped, grace).await;
+    if let Some(task) = relay_task {
+        let _ = task.await;
+    }
+    let _ = admin.await;
+    bus.close().await;
     spool.shutdown().await.context("spool shutdown failed")?;
     tracing::info!("stopped");
     Ok(())

@@ -26,6 +26,10 @@ pub struct Shared {
     pub queue: Arc<dyn Queue>,
     pub tls: Option<TlsAcceptor>,
     pub credentials: Credentials,
+    /// Woken after each enqueue so the relay picks new mail up at once.
+    pub relay_waker: Option<Arc<tokio::sync::Notify>>,
+    /// Receives a `queued` event per recipient of each accepted message.
+    pub events: Option<tokio::sync::mpsc::Sender<postroad_queue::DeliveryEvent>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use postroad_queue::{DsnRet, Envelope, MessageId, Notify, Recipient, unix_ms};
+use postroad_queue::{
+    DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, Recipient, unix_ms,
+};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{MailFrom, RcptTo, Request};
 
@@ -604,6 +606,11 @@ impl Session {
         };
         let sender = printable(&envelope.sender);
         let started = Instant::now();
+        let queued_events = self
+            .shared
+            .events
+            .as_ref()
+            .map(|_| queued_events(&envelope));
         match self
             .shared
             .queue
@@ -613,6 +620,16 @@ impl Session {
             Ok(()) => {
                 tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), durable_in = ?started.elapsed(), "queued");
                 self.send(&Reply::owned(250, "2.0.0", format!("Ok: queued as {id}")));
+                if let Some(waker) = &self.shared.relay_waker {
+                    waker.notify_one();
+                }
+                if let (Some(tx), Some(events)) = (&self.shared.events, queued_events) {
+                    for event in events {
+                        if tx.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(%id, client = %self.peer.ip(), "cannot queue message: {e}");
@@ -727,6 +744,28 @@ impl Session {
             Err(interrupt) => Err(self.interrupted(interrupt)),
         }
     }
+}
+
+/// One `queued` event per recipient.
+fn queued_events(envelope: &Envelope) -> Vec<DeliveryEvent> {
+    envelope
+        .recipients
+        .iter()
+        .map(|r| DeliveryEvent {
+            event_id: uuid::Uuid::now_v7(),
+            kind: EventKind::Queued,
+            message_id: envelope.id,
+            sender: envelope.sender.clone(),
+            recipient: r.address.clone(),
+            domain: r.domain(),
+            at_ms: envelope.received_at_ms,
+            attempt: 0,
+            remote_host: None,
+            reply: None,
+            tenant: envelope.tenant.clone(),
+            campaign: envelope.campaign.clone(),
+        })
+        .collect()
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, Reply> {

@@ -2,6 +2,8 @@
 //! as a plain SMTP client.
 #![allow(dead_code)]
 
+pub mod relay_env;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,101 @@
+//! Quick measurement of the history writer: events per second through
+//! `HistorySender::send` into a fresh SQLite file, fsync'd commits included.
+//!
+//! ```sh
+//! cargo run --release -p postroad-history --example write_rate -- [EVENTS] [MAX_BATCH] [DIR]
+//! ```
+//!
+//! Defaults: 100000 events, max_batch 1000 (the config default), a temporary directory.
+//! Events are built before the clock starts (two per message: queued, then delivered
+//! with a remote host and reply), so the number is the writer's and the database's.
+
+use std::time::Instant;
+
+use postroad_history::{
+    DeliveryEvent, EventKind, HistoryConfig, HistoryStore, HistoryWriter, MessageId, RemoteReply,
+};
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let events: usize = args.next().map_or(Ok(100_000), |a| a.parse())?;
+    let max_batch: usize = args.next().map_or(Ok(1000), |a| a.parse())?;
+    let dir = match args.next() {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let path = dir.path().join("history.sqlite");
+
+    let start_ms = 1_767_225_600_000u64;
+    let batch: Vec<DeliveryEvent> = (0..events)
+        .map(|i| {
+            let message = i / 2;
+            let delivered = i % 2 == 1;
+            DeliveryEvent {
+                event_id: Uuid::now_v7(),
+                kind: if delivered {
+                    EventKind::Delivered
+                } else {
+                    EventKind::Queued
+                },
+                message_id: MessageId::from_u128(
+                    0x0190_0000_0000_7000_8000_0000_0000_0000 + message as u128,
+                ),
+                sender: "newsletter@shop.example".into(),
+                recipient: format!("customer{message}@example{}.net", message % 97),
+                domain: format!("example{}.net", message % 97),
+                at_ms: start_ms + i as u64,
+                attempt: u32::from(delivered),
+                remote_host: delivered.then(|| {
+                    format!(
+                        "mx{}.example{}.net [192.0.2.{}]:25",
+                        message % 3,
+                        message % 97,
+                        message % 250
+                    )
+                }),
+                reply: delivered.then(|| RemoteReply {
+                    code: 250,
+                    enhanced: Some("2.0.0".into()),
+                    text: format!("Ok: queued as {:016X}", message),
+                }),
+                tenant: Some("acme".into()),
+                campaign: Some("spring-sale".into()),
+            }
+        })
+        .collect();
+
+    let store = HistoryStore::open(&path).await?;
+    let config = HistoryConfig {
+        max_batch,
+        ..Default::default()
+    };
+    let (sender, _handle) = HistoryWriter::spawn(store.clone(), &config);
+    let start = Instant::now();
+    for event in batch {
+        sender.send(event).await?;
+    }
+    let stats = sender.shutdown().await?;
+    let elapsed = start.elapsed();
+    store.close().await;
+
+    let bytes: u64 = std::fs::read_dir(dir.path())?
+        .filter_map(|f| f.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "{} events in {:.2} s: {:.0} events/s; {} transactions (avg {:.0} events each), {} errors; \
+         {:.1} MiB on disk ({} bytes/event) at {}",
+        stats.written,
+        elapsed.as_secs_f64(),
+        stats.written as f64 / elapsed.as_secs_f64(),
+        stats.transactions,
+        stats.written as f64 / stats.transactions.max(1) as f64,
+        stats.errors,
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes / stats.written.max(1),
+        path.display(),
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+use std::fmt::Write as _;
+
+use chrono::{DateTime, SecondsFormat};
+use postroad_queue::DeliveryEvent;
+
+const HEADERS: [&str; 7] = [
+    "TIME (UTC)",
+    "KIND",
+    "MESSAGE ID",
+    "RECIPIENT",
+    "ATTEMPT",
+    "REMOTE HOST",
+    "REPLY",
+];
+
+/// Renders history rows as an aligned table for a terminal, one line per event, in
+/// the order given: time (ISO 8601, UTC, milliseconds), kind, message id, recipient,
+/// attempt, remote host and reply. Multi-line replies are joined with ` / `, and
+/// control characters (a remote server chooses the reply text) are shown as `?`, so
+/// nothing in the output can drive the terminal. No rows gives `(no history)`.
+pub fn format_rows(rows: &[DeliveryEvent]) -> String {
+    if rows.is_empty() {
+        return "(no history)\n".to_string();
+    }
+    let cells: Vec<[String; 7]> = rows
+        .iter()
+        .map(|e| {
+            [
+                format_time(e.at_ms),
+                e.kind.to_string(),
+                e.message_id.to_string(),
+                clean(&e.recipient),
+                e.attempt.to_string(),
+                e.remote_host.as_deref().map_or_else(|| "-".into(), clean),
+                e.reply
+                    .as_ref()
+                    .map_or_else(|| "-".into(), |r| clean(&r.to_string())),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADERS.map(String::from);
+    for row in std::iter::once(&header).chain(&cells) {
+        let last = row.len() - 1;
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else if i == 4 {
+                // Numbers line up on the right.
+                let _ = write!(out, "{cell:>w$}  ", w = widths[i]);
+            } else {
+                let _ = write!(out, "{cell:<w$}  ", w = widths[i]);
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn format_time(at_ms: u64) -> String {
+    i64::try_from(at_ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("@{at_ms}ms"),
+            |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+        )
+}
+
+fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.push_str(" / ");
+        }
+        out.extend(line.chars().map(|c| if c.is_control() { '?' } else { c }));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use postroad_queue::{EventKind, MessageId, RemoteReply};
+    use uuid::Uuid;
+
+    fn event(
+        kind: EventKind,
+        at_ms: u64,
+        attempt: u32,
+        reply: Option<RemoteReply>,
+    ) -> DeliveryEvent {
+        DeliveryEvent {
+            event_id: Uuid::from_u128(at_ms as u128),
+            kind,
+            message_id: MessageId::from_u128(0x019a_c4d5_e3b8_7c1d_9a4f_0e2b_6c3d_8a71),
+            sender: "app@example.test".into(),
+            recipient: "bob@example.net".into(),
+            domain: "example.net".into(),
+            at_ms,
+            attempt,
+            remote_host: reply
+                .as_ref()
+                .map(|_| "mx1.example.net [192.0.2.1]:25".into()),
+            reply,
+            tenant: None,
+            campaign: None,
+        }
+    }
+
+    #[test]
+    fn renders_an_aligned_table() {
+        let rows = [
+            event(EventKind::Queued, 1_767_225_600_000, 0, None),
+            event(
+                EventKind::Deferred,
+                1_767_225_660_123,
+                1,
+                Some(RemoteReply {
+                    code: 451,
+                    enhanced: Some("4.7.1".into()),
+                    text: "Try again later\nGreylisted".into(),
+                }),
+            ),
+            event(
+                EventKind::Delivered,
+                1_767_229_200_456,
+                12,
+                Some(RemoteReply {
+                    code: 250,
+                    enhanced: Some("2.0.0".into()),
+                    text: "Ok \u{1b}[31mqueued".into(),
+                }),
+            ),
+        ];
+        let expected = "\
+TIME (UTC)                KIND       MESSAGE ID                        RECIPIENT        ATTEMPT  REMOTE HOST                     REPLY
+2026-01-01T00:00:00.000Z  queued     019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        0  -                               -
+2026-01-01T00:01:00.123Z  deferred   019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        1  mx1.example.net [192.0.2.1]:25  451 4.7.1 Try again later / Greylisted
+2026-01-01T01:00:00.456Z  delivered  019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net       12  mx1.example.net [192.0.2.1]:25  250 2.0.0 Ok ?[31mqueued
+";
+        assert_eq!(format_rows(&rows), expected);
+    }
+
+    #[test]
+    fn no_rows() {
+        assert_eq!(format_rows(&[]), "(no history)\n");
+    }
+}

@@ -1,0 +1,438 @@
+//! The history store and writer against real SQLite files in temporary directories.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use postroad_history::{
+    DeliveryEvent, EventKind, HistoryConfig, HistoryError, HistoryStore, HistoryWriter, MessageId,
+    RemoteReply,
+};
+use sqlx::Connection;
+use uuid::Uuid;
+
+const T0: u64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn event(message_id: MessageId, recipient: &str, kind: EventKind, at_ms: u64) -> DeliveryEvent {
+    let domain = recipient.rsplit('@').next().unwrap().to_ascii_lowercase();
+    DeliveryEvent {
+        event_id: Uuid::now_v7(),
+        kind,
+        message_id,
+        sender: "app@example.test".into(),
+        recipient: recipient.into(),
+        domain,
+        at_ms,
+        attempt: match kind {
+            EventKind::Queued => 0,
+            _ => 1,
+        },
+        remote_host: None,
+        reply: None,
+        tenant: None,
+        campaign: None,
+    }
+}
+
+fn many(n: usize) -> Vec<DeliveryEvent> {
+    let message = MessageId::new();
+    (0..n)
+        .map(|i| {
+            event(
+                message,
+                &format!("user{i}@example.net"),
+                EventKind::Queued,
+                T0 + i as u64,
+            )
+        })
+        .collect()
+}
+
+/// A config whose batches close only when full, on flush or at shutdown, so batch
+/// counts in the tests do not depend on timing.
+fn untimed(max_batch: usize) -> HistoryConfig {
+    HistoryConfig {
+        max_batch,
+        flush_interval_ms: 60_000,
+        ..Default::default()
+    }
+}
+
+async fn raw(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap()
+}
+
+async fn row_count(path: &Path) -> i64 {
+    let mut conn = raw(path).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM email_history")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data").join("history.sqlite")
+}
+
+#[tokio::test]
+async fn events_are_written_in_batches_not_one_transaction_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = HistoryStore::open(&path).await.unwrap();
+    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
+    for e in many(5000) {
+        sender.send(e).await.unwrap();
+    }
+    let stats = sender.shutdown().await.unwrap();
+    assert_eq!(stats.received, 5000);
+    assert_eq!(stats.written, 5000);
+    assert_eq!(stats.transactions, 5, "{stats:?}");
+    assert_eq!(stats.errors, 0);
+    assert_eq!(handle.await.unwrap().unwrap(), stats);
+    assert_eq!(row_count(&path).await, 5000);
+}
+
+#[tokio::test]
+async fn default_config_also_batches() {
+    // With the 200 ms interval, how the 5000 events split depends on timing, so the
+    // bound is loose: far fewer transactions than events.
+    let dir = tempfile::tempdir().unwrap();
+    let store = HistoryStore::open(db(&dir)).await.unwrap();
+    let (sender, _handle) = HistoryWriter::spawn(store, &HistoryConfig::default());
+    for e in many(5000) {
+        sender.send(e).await.unwrap();
+    }
+    let stats = sender.shutdown().await.unwrap();
+    assert_eq!(stats.written, 5000);
+    assert!(stats.transactions <= 100, "{stats:?}");
+}
+
+#[tokio::test]
+async fn replayed_events_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = HistoryStore::open(&path).await.unwrap();
+    let events = many(300);
+
+    let first = store.insert(&events).await.unwrap();
+    assert_eq!((first.inserted, first.duplicates), (300, 0));
+    // A replay, and a replay inside one batch.
+    let again = store.insert(&events).await.unwrap();
+    assert_eq!((again.inserted, again.duplicates), (0, 300));
+    let doubled = many(10);
+    let mut batch = doubled.clone();
+    batch.extend(doubled.iter().cloned());
+    let within = store.insert(&batch).await.unwrap();
+    assert_eq!((within.inserted, within.duplicates), (10, 10));
+
+    // Through the writer, mixed with new events.
+    let (sender, _handle) = HistoryWriter::spawn(store.clone(), &untimed(1000));
+    for e in events.iter().take(50).cloned().chain(many(25)) {
+        sender.send(e).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    let stats = sender.stats();
+    assert_eq!((stats.written, stats.duplicates), (25, 50));
+    assert_eq!(row_count(&path).await, 300 + 10 + 25);
+    // Each event is stored once.
+    let stored = store
+        .by_message_id(events[0].message_id, 1000)
+        .await
+        .unwrap();
+    assert_eq!(stored, events);
+}
+
+#[tokio::test]
+async fn queries_by_recipient_and_message_id_return_rows_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HistoryStore::open(db(&dir)).await.unwrap();
+    let m1 = MessageId::new();
+    let m2 = MessageId::new();
+    let bob = "Bob@Example.NET";
+    let mut deferred = event(m1, bob, EventKind::Deferred, T0 + 60_000);
+    deferred.remote_host = Some("mx1.example.net [192.0.2.1]:25".into());
+    deferred.reply = Some(RemoteReply {
+        code: 451,
+        enhanced: Some("4.7.1".into()),
+        text: "Greylisted\nTry again later".into(),
+    });
+    deferred.tenant = Some("acme".into());
+    deferred.campaign = Some("spring-sale".into());
+    let mut delivered = event(m1, bob, EventKind::Delivered, T0 + 600_000);
+    delivered.attempt = 2;
+    delivered.reply = Some(RemoteReply {
+        code: 250,
+        enhanced: None,
+        text: "ok".into(),
+    });
+    let mut no_mx = event(m1, "carol@broken.example", EventKind::Bounced, T0 + 1000);
+    no_mx.reply = Some(RemoteReply {
+        code: 0,
+        enhanced: None,
+        text: "null MX".into(),
+    });
+    let timeline = vec![
+        event(m1, bob, EventKind::Queued, T0),
+        event(m1, "carol@broken.example", EventKind::Queued, T0),
+        no_mx,
+        deferred,
+        delivered,
+        event(m2, bob, EventKind::Queued, T0 + 700_000),
+        event(m2, bob, EventKind::Delivered, T0 + 700_500),
+        event(m2, "dave@example.org", EventKind::Queued, T0 + 700_000),
+    ];
+    // Written out of order, in two batches: queries order by event time.
+    let mut shuffled = timeline.clone();
+    shuffled.reverse();
+    store.insert(&shuffled[..3]).await.unwrap();
+    store.insert(&shuffled[3..]).await.unwrap();
+
+    let bobs: Vec<DeliveryEvent> = [0, 3, 4, 5, 6].map(|i| timeline[i].clone()).into();
+    assert_eq!(store.by_recipient(bob, 100).await.unwrap(), bobs);
+    // Recipients compare without regard to ASCII case (as MySQL's collation does).
+    assert_eq!(
+        store.by_recipient("bob@example.net", 100).await.unwrap(),
+        bobs
+    );
+    // A limit keeps the latest rows, still oldest first.
+    assert_eq!(
+        store.by_recipient(bob, 2).await.unwrap(),
+        bobs[3..].to_vec()
+    );
+    assert!(
+        store
+            .by_recipient("nobody@example.net", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let m1_rows: Vec<DeliveryEvent> = timeline[..5].to_vec();
+    assert_eq!(store.by_message_id(m1, 100).await.unwrap(), m1_rows);
+    assert_eq!(
+        store.by_message_id(m2, 100).await.unwrap(),
+        vec![
+            timeline[5].clone(),
+            timeline[7].clone(),
+            timeline[6].clone()
+        ]
+    );
+    assert!(
+        store
+            .by_message_id(MessageId::new(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The latest state per recipient.
+    let status = store.status_by_message_id(m1).await.unwrap();
+    assert_eq!(status, vec![timeline[4].clone(), timeline[2].clone()]);
+
+    let counts = store.count_by_kind().await.unwrap();
+    assert_eq!(
+        counts,
+        vec![
+            (EventKind::Queued, 4),
+            (EventKind::Delivered, 2),
+            (EventKind::Deferred, 1),
+            (EventKind::Bounced, 1),
+            (EventKind::Expired, 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_flushes_everything_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = HistoryStore::open(&path).await.unwrap();
+    // Batches never fill and the interval is a minute: only shutdown writes them.
+    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
+    let other = sender.clone();
+    for e in many(2500) {
+        sender.send(e).await.unwrap();
+    }
+    for e in many(10) {
+        other.send(e).await.unwrap();
+    }
+    let stats = sender.shutdown().await.unwrap();
+    assert_eq!(
+        (stats.received, stats.written, stats.pending()),
+        (2510, 2510, 0)
+    );
+    assert_eq!(row_count(&path).await, 2510);
+    // Shutdown stops the writer for every sender.
+    assert!(handle.await.unwrap().is_ok());
+    assert!(other.send(many(1).remove(0)).await.is_err());
+    assert!(matches!(
+        other.flush().await,
+        Err(HistoryError::WriterStopped)
+    ));
+}
+
+#[tokio::test]
+async fn dropping_every_sender_flushes_and_stops_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = HistoryStore::open(&path).await.unwrap();
+    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
+    let other = sender.clone();
+    for e in many(1234) {
+        sender.send(e).await.unwrap();
+    }
+    drop(sender);
+    other.try_send(many(1).remove(0)).unwrap();
+    drop(other);
+    let stats = handle.await.unwrap().unwrap();
+    assert_eq!((stats.written, stats.transactions), (1235, 2));
+    assert_eq!(row_count(&path).await, 1235);
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_runs_migrations_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let events = many(42);
+    {
+        let store = HistoryStore::open(&path).await.unwrap();
+        store.insert(&events).await.unwrap();
+        store.close().await;
+    }
+    let applied = || async {
+        let mut conn = raw(&path).await;
+        sqlx::query_as::<_, (i64, bool, String)>(
+            "SELECT version, success, installed_on FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    };
+    let before = applied().await;
+    let files =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite"))
+            .unwrap()
+            .filter(|f| {
+                f.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|e| e == "sql")
+            })
+            .count();
+    assert_eq!(before.len(), files);
+    assert!(before.iter().all(|(_, ok, _)| *ok));
+
+    let store = HistoryStore::open(&path).await.unwrap();
+    assert_eq!(applied().await, before, "migrations ran again");
+    assert_eq!(
+        store
+            .by_message_id(events[0].message_id, 100)
+            .await
+            .unwrap(),
+        events
+    );
+    let mut conn = raw(&path).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn the_cli_reads_read_only_while_the_server_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let store = HistoryStore::open(&path).await.unwrap();
+    let (sender, _handle) = HistoryWriter::spawn(store, &untimed(100));
+    let events = many(150);
+    for e in &events {
+        sender.send(e.clone()).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+
+    let reader = HistoryStore::open_read_only(&path).await.unwrap();
+    let mut seen = reader
+        .by_message_id(events[0].message_id, 1000)
+        .await
+        .unwrap();
+    assert_eq!(seen, events);
+    // The writer keeps writing while the reader is open.
+    let more = many(5);
+    for e in &more {
+        sender.send(e.clone()).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    seen = reader
+        .by_message_id(more[0].message_id, 1000)
+        .await
+        .unwrap();
+    assert_eq!(seen, more);
+    assert!(
+        reader.insert(&many(1)).await.is_err(),
+        "read-only store wrote"
+    );
+
+    let missing = HistoryStore::open_read_only(dir.path().join("nope.sqlite")).await;
+    assert!(
+        matches!(missing, Err(HistoryError::NotFound(_))),
+        "{missing:?}"
+    );
+    assert!(!dir.path().join("nope.sqlite").exists());
+    let other = dir.path().join("other.sqlite");
+    {
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", other.display()))
+                .await
+                .unwrap();
+        sqlx::query("CREATE TABLE t (x)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let wrong = HistoryStore::open_read_only(&other).await;
+    assert!(
+        matches!(wrong, Err(HistoryError::NotHistory(_))),
+        "{wrong:?}"
+    );
+}
+
+#[tokio::test]
+async fn in_memory_url_and_unsupported_urls() {
+    let store = HistoryStore::connect("sqlite::memory:").await.unwrap();
+    let events = many(3);
+    store.insert(&events).await.unwrap();
+    assert_eq!(
+        store.by_message_id(events[0].message_id, 10).await.unwrap(),
+        events
+    );
+    assert!(matches!(
+        HistoryStore::connect("mysql://localhost/postroad").await,
+        Err(HistoryError::UnsupportedUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn flush_returns_once_earlier_events_are_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HistoryStore::open(db(&dir)).await.unwrap();
+    let (sender, _handle) = HistoryWriter::spawn(store.clone(), &untimed(1000));
+    let events = many(7);
+    for e in &events {
+        sender.send(e.clone()).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), sender.flush())
+        .await
+        .expect("flush did not wait for the batch interval")
+        .unwrap();
+    assert_eq!(
+        store
+            .by_message_id(events[0].message_id, 100)
+            .await
+            .unwrap(),
+        events
+    );
+    assert_eq!(sender.stats().transactions, 1);
+}

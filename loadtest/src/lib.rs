@@ -1,0 +1,20 @@
+//! Postroad's load-test harness as a library: the `loadtest` binary's modes, and the
+//! test doubles other crates use in-process from their tests:
+//!
+//! - [`sink`]: a fast SMTP/LMTP receiver that counts, verifies, dedupes and injects
+//!   faults (rate limits, 4xx/5xx shares, special local parts, slow replies, dropped
+//!   connections, chosen EHLO extensions).
+//! - [`dns`]: an authoritative DNS stub (UDP + TCP) with MX, null MX, A and AAAA
+//!   records, SERVFAIL and NXDOMAIN names, changeable at run time.
+//! - [`generator`]: the test messages and their integrity contract.
+//! - [`smtp_client`] and [`smtp_cmd`]: the `loadtest smtp` generator.
+
+pub mod dns;
+pub mod dns_cmd;
+pub mod generator;
+pub mod sink;
+pub mod sink_cmd;
+pub mod smtp_client;
+pub mod smtp_cmd;
+pub mod stats;
+pub mod verify_cmd;

@@ -1,0 +1,290 @@
+//! The operator's queue control: an admin HTTP endpoint inside `postroad serve`
+//! ([`server`]) and the `postroad queue ...` / `postroad dlq ...` commands that talk to
+//! it ([`client`], [`cli`]).
+//!
+//! The endpoint speaks JSON over plain HTTP, by default on `127.0.0.1:8025`. Every
+//! request carries `Authorization: Bearer <token>`; the token is `admin.token` from the
+//! config or, when that is empty, a random one generated at first start into
+//! `<data_dir>/admin.token` (mode 0600), which the CLI reads from the same place.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /v1/queue/stats` | [`QueueStats`](postroad_queue::QueueStats) |
+//! | `GET /v1/queue/messages?limit=N` | [`MessageList`] (oldest first) |
+//! | `GET /v1/queue/messages/{id}[?raw=1]` | [`MessageDetail`] |
+//! | `POST /v1/queue/flush` | [`Flushed`] |
+//! | `GET /v1/dlq?limit=N` | [`DeadLetterList`] (oldest first) |
+//! | `GET /v1/dlq/{id}[?raw=1]` | [`DeadLetterDetail`] |
+//! | `POST /v1/dlq/{id}/requeue` | [`Requeued`] |
+//! | `DELETE /v1/dlq/{id}` | [`Purged`] |
+//!
+//! Errors are `{"error": "..."}` with 400 (bad id or query), 401 (missing or wrong
+//! token), 404 (unknown id or path), 405, 500 (storage) or 503 (shutting down).
+
+pub mod cli;
+pub mod client;
+pub mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use postroad_queue::{DeadLetter, Envelope, MessageId, Queue};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use server::serve_admin;
+
+/// File name of the generated token inside the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// Where the admin endpoint listens by default (and where the CLI looks for it).
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_PORT);
+const DEFAULT_PORT: u16 = 8025;
+
+/// Most envelopes or dead letters one list request returns (a larger `limit` is capped).
+pub const MAX_LIST_LIMIT: usize = 10_000;
+
+/// Envelopes or dead letters a list request returns without `limit`.
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+
+/// Shortest token accepted in `admin.token`.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The `[admin]` section of the configuration: the operator's HTTP endpoint for queue
+/// and dead-letter control (`postroad queue ...`, `postroad dlq ...`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin HTTP endpoint. Default `127.0.0.1:8025`. An address other
+    /// than loopback is refused unless `token` is set explicitly.
+    pub listen: SocketAddr,
+    /// Bearer token every admin request must carry (at least 16 visible ASCII
+    /// characters). Empty (the default): a random 32-byte hex token is generated at first
+    /// start into `<data_dir>/admin.token` (mode 0600) and reused after; the CLI reads
+    /// it from there.
+    pub token: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            token: String::new(),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Checks the section on its own (call it from the config's validation).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.token.is_empty() {
+            if !self.listen.ip().is_loopback() {
+                return Err(format!(
+                    "admin.listen = {} is not a loopback address: set admin.token explicitly \
+                     to expose the admin endpoint beyond this machine",
+                    self.listen
+                ));
+            }
+            return Ok(());
+        }
+        check_token(&self.token).map_err(|e| format!("admin.token {e}"))
+    }
+}
+
+/// Why a token cannot be used (empty = usable).
+fn check_token(token: &str) -> Result<(), String> {
+    if token.len() < MIN_TOKEN_LEN {
+        return Err(format!("must be at least {MIN_TOKEN_LEN} characters long"));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("may hold only visible ASCII characters (no spaces)".into());
+    }
+    Ok(())
+}
+
+/// The token the admin endpoint requires: `config.token` when set; otherwise the one in
+/// `<data_dir>/admin.token`, generated (32 random bytes as hex, file mode 0600) when
+/// the file does not exist yet.
+pub fn load_or_create_token(config: &AdminConfig, data_dir: &Path) -> anyhow::Result<String> {
+    if !config.token.is_empty() {
+        check_token(&config.token).map_err(|e| anyhow::anyhow!("admin.token {e}"))?;
+        return Ok(config.token.clone());
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    match read_token_file(&path) {
+        Ok(Some(token)) => return Ok(token),
+        Ok(None) => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let token = random_token();
+    match write_new_token_file(&path, &token) {
+        Ok(true) => {
+            tracing::info!(file = %path.display(), "generated the admin token");
+            Ok(token)
+        }
+        // Someone else created it first: theirs wins.
+        Ok(false) => read_token_file(&path)?
+            .with_context(|| format!("{} vanished while it was being read", path.display())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a token file: `None` when it does not exist.
+pub(crate) fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let token = text.trim();
+    check_token(token).map_err(|e| {
+        anyhow::anyhow!(
+            "the admin token in {} {e}; delete the file to generate a new one",
+            path.display()
+        )
+    })?;
+    Ok(Some(token.to_string()))
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `token` to `path` (mode 0600) unless the file exists: `Ok(false)` then. The
+/// file appears complete or not at all (written to a temporary name, fsync'd, linked).
+fn write_new_token_file(path: &Path, token: &str) -> anyhow::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(".{TOKEN_FILE}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(format!("{token}\n").as_bytes())?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("cannot write {}: {e}", tmp.display());
+    }
+    // A hard link never replaces an existing file, unlike a rename.
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the data directory");
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
+    }
+}
+
+/// Starts the admin endpoint for `postroad serve`: loads or creates the token, binds
+/// `config.listen` and serves until `shutdown` turns true. The returned task ends once
+/// the endpoint has stopped (in-flight requests finished).
+pub async fn start(
+    config: &AdminConfig,
+    data_dir: &Path,
+    queue: Arc<dyn Queue>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let token = load_or_create_token(config, data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the admin endpoint (admin.listen)",
+                config.listen
+            )
+        })?;
+    let address = listener.local_addr().unwrap_or(config.listen);
+    if config.token.is_empty() {
+        tracing::info!(%address, token_file = %data_dir.join(TOKEN_FILE).display(), "admin endpoint listening");
+    } else {
+        tracing::info!(%address, "admin endpoint listening (token from admin.token)");
+    }
+    Ok(tokio::spawn(serve_admin(listener, token, queue, shutdown)))
+}
+
+/// `GET /v1/queue/messages`: queued envelopes, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageList {
+    pub messages: Vec<Envelope>,
+}
+
+/// `GET /v1/dlq`: dead letters, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterList {
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// How a message body is given in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    /// UTF-8 text; bytes that are not UTF-8 were replaced by U+FFFD (lossy).
+    Text,
+    /// Standard base64 of the exact bytes (`?raw=1`).
+    Base64,
+}
+
+/// `GET /v1/queue/messages/{id}`: a queued message with its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDetail {
+    pub envelope: Envelope,
+    pub body: String,
+    pub body_encoding: BodyEncoding,
+}
+
+/// `GET /v1/dlq/{id}`: a dead letter (envelope, `at_ms`, `reason`) with its body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub dead_letter: DeadLetter,
+    pub body: String,
+    pub body_encoding: BodyEncoding,
+}
+
+/// `POST /v1/queue/flush`: how many deferred messages were made due now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flushed {
+    pub flushed: u64,
+}
+
+/// `POST /v1/dlq/{id}/requeue`: the id the message is queued under again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requeued {
+    pub requeued_as: MessageId,
+}
+
+/// `DELETE /v1/dlq/{id}`: the dead letter deleted for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub purged: MessageId,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,596 @@
+//! The admin endpoint in-process, against a real spool in a temporary directory, driven
+//! through the real CLI client.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use postroad_queue::{MessageId, Recipient, Resolution, Spool, SpoolConfig};
+
+use super::client::{AdminClient, Call, StatusError};
+use super::*;
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    queue: Arc<dyn Queue>,
+    url: String,
+    token: String,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A spool and an admin endpoint on a free loopback port, token generated.
+    fn start() -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let spool = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
+        let queue: Arc<dyn Queue> = Arc::new(spool);
+        let token = load_or_create_token(&AdminConfig::default(), dir.path()).unwrap();
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = watch::channel(false);
+        let task = rt.spawn(serve_admin(listener, token.clone(), queue.clone(), stopped));
+        Harness {
+            rt,
+            queue,
+            url,
+            token,
+            stop,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    fn client(&self) -> AdminClient {
+        AdminClient::new(&self.url, &self.token).unwrap()
+    }
+
+    fn enqueue(&self, rcpts: &[&str], body: &[u8]) -> MessageId {
+        let mut envelope = Envelope::new(
+            "sender@example.test",
+            rcpts.iter().map(|r| Recipient::new(*r)).collect(),
+            "127.0.0.1".parse().unwrap(),
+        );
+        envelope.helo = "client.test".into();
+        envelope.size = body.len() as u64;
+        let id = envelope.id;
+        self.rt
+            .block_on(self.queue.enqueue(envelope, Bytes::copy_from_slice(body)))
+            .unwrap();
+        id
+    }
+
+    /// Claims everything ready and resolves each claimed message with `f` (`None`:
+    /// leave it claimed).
+    fn claim_and(&self, f: impl Fn(&Envelope) -> Option<Resolution>) {
+        let claimed = self.rt.block_on(self.queue.claim(100)).unwrap();
+        for c in claimed {
+            if let Some(resolution) = f(&c.envelope) {
+                self.rt
+                    .block_on(self.queue.resolve(c.envelope.id, resolution))
+                    .unwrap();
+            }
+        }
+    }
+
+    /// Stops the endpoint and waits for its task to end.
+    fn shutdown(&mut self) {
+        self.stop.send(true).unwrap();
+        let task = self.task.take().unwrap();
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
+            .expect("admin endpoint did not stop")
+            .unwrap();
+    }
+}
+
+fn status_of(e: &anyhow::Error) -> u16 {
+    e.downcast_ref::<StatusError>()
+        .unwrap_or_else(|| panic!("not an HTTP status error: {e:#}"))
+        .status
+}
+
+fn deferred(e: &Envelope) -> Resolution {
+    let mut retry = e.clone();
+    for r in &mut retry.recipients {
+        r.attempts += 1;
+    }
+    Resolution {
+        retry: Some((retry, SystemTime::now() + Duration::from_secs(3600))),
+        dead: None,
+    }
+}
+
+fn dead(e: &Envelope, reason: &str) -> Resolution {
+    Resolution {
+        retry: None,
+        dead: Some((e.recipients.clone(), reason.into())),
+    }
+}
+
+/// A raw HTTP exchange, for what the client never sends (no token, odd methods).
+fn raw_request(url: &str, method: &str, auth: Option<&str>) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let mut request = match method {
+        "POST" => ureq::http::Request::post(url),
+        "PUT" => ureq::http::Request::put(url),
+        _ => ureq::http::Request::get(url),
+    };
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    let mut response = agent.run(request.body(()).unwrap()).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn every_endpoint_through_the_client() {
+    let mut h = Harness::start();
+    let client = h.client();
+
+    let claimed_id = h.enqueue(
+        &["a@one.test", "b@two.test"],
+        b"Subject: one\r\n\r\nhello\r\n",
+    );
+    let deferred_id = h.enqueue(&["c@three.test"], b"Subject: two\r\n\r\nbody two\r\n");
+    let bounced_id = h.enqueue(&["d@four.test"], b"Subject: three\r\n\r\nbounced\r\n");
+    h.claim_and(|e| match e.id {
+        id if id == deferred_id => Some(deferred(e)),
+        id if id == bounced_id => Some(dead(e, "550 5.1.1 <d@four.test>: no such user")),
+        _ => None,
+    });
+    let binary_body = b"Subject: bin\r\n\r\n\xff\xfe caf\xc3\xa9\r\n".to_vec();
+    let ready_id = h.enqueue(&["e@five.test"], &binary_body);
+
+    // stats
+    let stats = client.stats().unwrap();
+    assert_eq!(
+        stats,
+        client::Stats {
+            queued: 3,
+            ready: 1,
+            deferred: 1,
+            claimed: 1,
+            dead_letters: 1,
+        }
+    );
+    let text = cli::format_stats(&stats);
+    assert!(text.contains("being delivered"), "{text}");
+
+    // list, oldest first, with a limit
+    let all = client.list(100).unwrap();
+    let ids: Vec<MessageId> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, [claimed_id, deferred_id, ready_id]);
+    assert_eq!(client.list(1).unwrap().len(), 1);
+    assert_eq!(client.list(0).unwrap().len(), 0);
+    assert_eq!(
+        client.list(1_000_000).unwrap().len(),
+        3,
+        "capped, not refused"
+    );
+    let table = cli::format_queue(&all);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(table.contains(&claimed_id.to_string()), "{table}");
+    assert!(table.contains("<sender@example.test>"), "{table}");
+    assert!(table.contains("a@one.test"), "{table}");
+    let deferred_row = table
+        .lines()
+        .find(|l| l.starts_with(&deferred_id.to_string()))
+        .unwrap();
+    assert!(deferred_row.contains("  1  "), "attempts: {deferred_row}");
+
+    // inspect: lossy text, or the exact bytes with raw
+    let (envelope, body) = client.inspect(&deferred_id.to_string(), false).unwrap();
+    assert_eq!(envelope.recipients[0].attempts, 1);
+    assert_eq!(body, b"Subject: two\r\n\r\nbody two\r\n");
+    let (_, lossy) = client.inspect(&ready_id.to_string(), false).unwrap();
+    assert!(
+        String::from_utf8(lossy)
+            .unwrap()
+            .contains("\u{fffd}\u{fffd} café")
+    );
+    let (_, exact) = client.inspect(&ready_id.to_string(), true).unwrap();
+    assert_eq!(exact, binary_body);
+    let json = client
+        .call_text(&Call::Inspect {
+            id: &ready_id.to_string(),
+            raw: true,
+        })
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["body_encoding"], "base64");
+    assert_eq!(json["envelope"]["id"], ready_id.to_string());
+    let text = cli::format_envelope(&envelope);
+    assert!(text.contains("c@three.test"), "{text}");
+    assert!(text.contains("helo client.test"), "{text}");
+
+    // inspect: unknown (404), a dead letter is not queued (404), bad id (400)
+    let unknown = MessageId::new().to_string();
+    assert_eq!(
+        status_of(&client.inspect(&unknown, false).unwrap_err()),
+        404
+    );
+    assert_eq!(
+        status_of(&client.inspect(&bounced_id.to_string(), false).unwrap_err()),
+        404
+    );
+    let e = client.inspect("not-an-id", false).unwrap_err();
+    assert_eq!(status_of(&e), 400);
+    assert!(e.to_string().contains("expected 32 hex digits"), "{e}");
+    let hyphenated = uuid::Uuid::from_u128(deferred_id.as_u128())
+        .hyphenated()
+        .to_string();
+    assert_eq!(
+        status_of(&client.inspect(&hyphenated, false).unwrap_err()),
+        400
+    );
+    let e = client.inspect("../../etc", false).unwrap_err();
+    assert!(e.to_string().contains("invalid message id"), "{e}");
+
+    // dead letters
+    let letters = client.dead_letters(100).unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].envelope.id, bounced_id);
+    assert!(letters[0].reason.contains("no such user"));
+    let table = cli::format_dead_letters(&letters);
+    assert!(table.contains("DEAD SINCE (UTC)"), "{table}");
+    assert!(table.contains("550 5.1.1"), "{table}");
+    let (letter, body) = client
+        .inspect_dead_letter(&bounced_id.to_string(), false)
+        .unwrap();
+    assert_eq!(letter.envelope.recipients[0].address, "d@four.test");
+    assert_eq!(body, b"Subject: three\r\n\r\nbounced\r\n");
+    let (_, raw) = client
+        .inspect_dead_letter(&bounced_id.to_string(), true)
+        .unwrap();
+    assert_eq!(raw, body);
+    assert!(cli::format_dead_letter(&letter).contains("no such user"));
+    assert_eq!(
+        status_of(
+            &client
+                .inspect_dead_letter(&claimed_id.to_string(), false)
+                .unwrap_err()
+        ),
+        404
+    );
+    assert_eq!(
+        status_of(&client.inspect_dead_letter("xyz", false).unwrap_err()),
+        400
+    );
+
+    // flush: the deferred message is due now
+    assert_eq!(client.flush().unwrap(), 1);
+    let stats = client.stats().unwrap();
+    assert_eq!((stats.deferred, stats.ready), (0, 2));
+    assert_eq!(client.flush().unwrap(), 0);
+
+    // requeue: back in the queue, gone from the dead letters
+    let requeued = client.requeue(&bounced_id.to_string()).unwrap();
+    assert!(client.dead_letters(100).unwrap().is_empty());
+    let (envelope, body) = client.inspect(&requeued.to_string(), false).unwrap();
+    assert_eq!(envelope.recipients[0].address, "d@four.test");
+    assert_eq!(envelope.recipients[0].attempts, 0);
+    assert_eq!(body, b"Subject: three\r\n\r\nbounced\r\n");
+    let e = client.requeue(&bounced_id.to_string()).unwrap_err();
+    assert_eq!(status_of(&e), 404);
+    assert!(e.to_string().contains("no dead letter"), "{e}");
+    assert_eq!(status_of(&client.requeue("zz").unwrap_err()), 400);
+
+    // purge
+    h.claim_and(|e| (e.id == requeued).then(|| dead(e, "expired")));
+    assert_eq!(client.dead_letters(10).unwrap().len(), 1);
+    assert_eq!(client.purge(&requeued.to_string()).unwrap(), requeued);
+    assert!(client.dead_letters(10).unwrap().is_empty());
+    assert_eq!(
+        status_of(&client.purge(&requeued.to_string()).unwrap_err()),
+        404
+    );
+    assert_eq!(status_of(&client.purge("nope").unwrap_err()), 400);
+    assert_eq!(client.stats().unwrap().dead_letters, 0);
+
+    h.shutdown();
+}
+
+#[test]
+fn tokens_paths_and_methods_are_checked() {
+    let mut h = Harness::start();
+    let url = h.url.clone();
+
+    // wrong token: 401 with a clear message
+    let wrong = AdminClient::new(&url, "0123456789abcdef0123456789abcdef").unwrap();
+    let e = wrong.stats().unwrap_err();
+    assert_eq!(status_of(&e), 401);
+    assert!(e.to_string().starts_with("401: wrong token"), "{e}");
+    assert_eq!(status_of(&wrong.flush().unwrap_err()), 401);
+    let prefix = AdminClient::new(&url, &h.token[..h.token.len() - 1]).unwrap();
+    assert_eq!(status_of(&prefix.stats().unwrap_err()), 401);
+
+    // no token, another scheme, on a real or unknown path: 401 before anything else
+    for (path, auth) in [
+        ("/v1/queue/stats", None),
+        ("/v1/queue/stats", Some(format!("Basic {}", h.token))),
+        ("/v1/queue/stats", Some("Bearer".to_string())),
+        ("/nowhere", None),
+    ] {
+        let (status, body) = raw_request(&format!("{url}{path}"), "GET", auth.as_deref());
+        assert_eq!(status, 401, "{path} {auth:?}: {body}");
+        let body: ErrorBody = serde_json::from_str(&body).unwrap();
+        assert!(!body.error.is_empty());
+    }
+    // the scheme is case-insensitive
+    let auth = format!("bearer {}", h.token);
+    let (status, _) = raw_request(&format!("{url}/v1/queue/stats"), "GET", Some(&auth));
+    assert_eq!(status, 200);
+
+    // unknown path 404, wrong method 405, bad query 400: all JSON
+    let auth = format!("Bearer {}", h.token);
+    for (method, path, expected) in [
+        ("GET", "/nowhere", 404),
+        ("GET", "/v1/queue/flush", 405),
+        ("PUT", "/v1/dlq", 405),
+        ("GET", "/v1/queue/messages?limit=ten", 400),
+        ("GET", "/v1/queue/messages?limit=-1", 400),
+        (
+            "GET",
+            "/v1/queue/messages/0123456789abcdef0123456789abcdef?raw=maybe",
+            400,
+        ),
+    ] {
+        let (status, body) = raw_request(&format!("{url}{path}"), method, Some(&auth));
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        let body: ErrorBody = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+        assert!(!body.error.is_empty());
+    }
+
+    h.shutdown();
+    // stopped: the client says so in one line
+    let e = h.client().stats().unwrap_err();
+    let text = format!("{e:#}");
+    assert!(
+        text.starts_with(&format!("cannot reach the admin endpoint at {url}")),
+        "{text}"
+    );
+    assert!(text.contains("is postroad serve running?"), "{text}");
+    assert!(!text.contains('\n'), "{text}");
+}
+
+#[test]
+fn token_file_is_generated_private_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = AdminConfig::default();
+    let token = load_or_create_token(&config, &data).unwrap();
+    assert_eq!(token.len(), 64);
+    assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+    let path = data.join(TOKEN_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    assert_eq!(load_or_create_token(&config, &data).unwrap(), token);
+    assert_eq!(
+        std::fs::read_dir(&data).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+
+    // an explicit token wins and writes nothing
+    let other = tempfile::tempdir().unwrap();
+    let explicit = AdminConfig {
+        token: "a-long-enough-secret-token".into(),
+        ..AdminConfig::default()
+    };
+    assert_eq!(
+        load_or_create_token(&explicit, other.path()).unwrap(),
+        "a-long-enough-secret-token"
+    );
+    assert!(!other.path().join(TOKEN_FILE).exists());
+
+    // a damaged file is an error, not a silent new token
+    std::fs::write(&path, "short\n").unwrap();
+    let e = load_or_create_token(&config, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("delete the file"), "{e}");
+}
+
+#[test]
+fn config_rules() {
+    let text = "listen = \"127.0.0.1:9025\"\n";
+    let parsed: AdminConfig = toml::from_str(text).unwrap();
+    assert_eq!(parsed.listen.port(), 9025);
+    assert_eq!(parsed.token, "");
+    assert_eq!(
+        AdminConfig::default().listen,
+        "127.0.0.1:8025".parse().unwrap()
+    );
+    assert!(toml::from_str::<AdminConfig>("lisen = \"x\"").is_err());
+    assert!(AdminConfig::default().validate().is_ok());
+
+    let mut public = AdminConfig {
+        listen: "0.0.0.0:8025".parse().unwrap(),
+        token: String::new(),
+    };
+    let e = public.validate().unwrap_err();
+    assert!(e.contains("not a loopback address"), "{e}");
+    public.token = "0123456789abcdef0123".into();
+    assert!(public.validate().is_ok());
+    public.token = "short".into();
+    assert!(public.validate().unwrap_err().contains("at least 16"));
+    public.token = "has a space in it, long enough".into();
+    assert!(public.validate().unwrap_err().contains("visible ASCII"));
+    let v6 = AdminConfig {
+        listen: "[::1]:8025".parse().unwrap(),
+        token: String::new(),
+    };
+    assert!(v6.validate().is_ok());
+}
+
+#[test]
+fn start_binds_logs_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spool = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
+    let queue: Arc<dyn Queue> = Arc::new(spool);
+
+    // an address in use: the error names it
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = AdminConfig {
+        listen: taken.local_addr().unwrap(),
+        token: String::new(),
+    };
+    let (_stop, stopped) = watch::channel(false);
+    let e = rt
+        .block_on(start(&config, dir.path(), queue.clone(), stopped.clone()))
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&config.listen.to_string()),
+        "{e:#}"
+    );
+    drop(taken);
+
+    // public without a token: refused before binding
+    let public = AdminConfig {
+        listen: "0.0.0.0:0".parse().unwrap(),
+        token: String::new(),
+    };
+    let e = rt
+        .block_on(start(&public, dir.path(), queue.clone(), stopped))
+        .unwrap_err();
+    assert!(e.to_string().contains("admin.token"), "{e}");
+
+    // a free port: serves with the generated token, stops on the signal
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = AdminConfig {
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        token: String::new(),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let task = rt
+        .block_on(start(&config, dir.path(), queue, stopped))
+        .unwrap();
+    let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
+    let client = AdminClient::new(&format!("http://127.0.0.1:{port}/"), token.trim()).unwrap();
+    assert_eq!(client.stats().unwrap(), client::Stats::default());
+    // neither an idle keep-alive connection nor a request never finished holds the
+    // shutdown up
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /v1/queue/stats HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let stopping = std::time::Instant::now();
+    stop.send(true).unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
+        .expect("admin endpoint did not stop")
+        .unwrap();
+    assert!(stopping.elapsed() < server::SHUTDOWN_GRACE + Duration::from_secs(3));
+    assert!(client.stats().is_err());
+    drop(slow);
+}
+
+#[test]
+fn client_refuses_bad_urls_and_tokens() {
+    for url in [
+        "https://127.0.0.1:8025",
+        "127.0.0.1:8025",
+        "http://",
+        "http://h/x",
+    ] {
+        assert!(AdminClient::new(url, "token").is_err(), "{url}");
+    }
+    assert!(AdminClient::new("http://127.0.0.1:8025", "").is_err());
+    assert!(AdminClient::new("http://127.0.0.1:8025", "two words").is_err());
+    let c = AdminClient::new(" http://[::1]:8025/ ", "t").unwrap();
+    assert_eq!(c.url(), "http://[::1]:8025");
+}
+
+#[test]
+fn cli_arguments() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Top,
+    }
+    #[derive(clap::Subcommand)]
+    enum Top {
+        Queue(cli::QueueArgs),
+        Dlq(cli::DlqArgs),
+    }
+
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("postroad").chain(args.iter().copied()))
+    };
+    let Top::Queue(q) = parse(&[
+        "queue",
+        "list",
+        "--limit",
+        "5",
+        "--json",
+        "--admin",
+        "http://127.0.0.1:1",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!("not queue")
+    };
+    assert!(matches!(q.command, cli::QueueCommand::List { limit: 5 }));
+    assert!(q.endpoint.json);
+    assert_eq!(q.endpoint.admin_url, "http://127.0.0.1:1");
+
+    let Top::Queue(q) = parse(&["queue", "--token", "t0k", "inspect", "abc", "--raw"])
+        .unwrap()
+        .command
+    else {
+        panic!("not queue")
+    };
+    assert!(matches!(
+        q.command,
+        cli::QueueCommand::Inspect { raw: true, .. }
+    ));
+    assert_eq!(q.endpoint.token.as_deref(), Some("t0k"));
+
+    let Top::Dlq(d) = parse(&["dlq", "requeue", "abc", "--data-dir", "/srv/pr"])
+        .unwrap()
+        .command
+    else {
+        panic!("not dlq")
+    };
+    assert!(matches!(d.command, cli::DlqCommand::Requeue { .. }));
+    assert_eq!(d.endpoint.data_dir, std::path::Path::new("/srv/pr"));
+
+    assert!(parse(&["queue", "list", "--limit", "0"]).is_err());
+    assert!(parse(&["queue", "list", "--limit", "10001"]).is_err());
+    assert!(parse(&["dlq", "inspect"]).is_err());
+
+    // no token anywhere: a clear message naming the file
+    let endpoint = cli::Endpoint {
+        admin_url: client::DEFAULT_ADMIN_URL.into(),
+        token: None,
+        data_dir: "/nonexistent/postroad-data".into(),
+        json: false,
+    };
+    let e = endpoint.client().err().unwrap().to_string();
+    assert!(e.contains("/nonexistent/postroad-data/admin.token"), "{e}");
+    assert!(e.contains("--token"), "{e}");
+}

@@ -1,0 +1,159 @@
+//! A delivery test bed: an authoritative DNS stub and a fault-injecting sink (both from
+//! `postroad-loadtest`, run in-process), and a `postroad` whose relay resolves MX hosts
+//! through the stub and delivers to the sink.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use postroad_loadtest::dns::{DnsHandle, DnsStub, Zone};
+use postroad_loadtest::sink::{Faults, Sink, SinkConfig, SinkHandle};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use super::{Server, free_port, run};
+
+pub struct RelayEnv {
+    pub rt: Runtime,
+    pub sink: SinkHandle,
+    pub dns: DnsHandle,
+    pub server: Server,
+    pub admin: u16,
+}
+
+/// Domains: `fast.test` and `implicit.test` (no MX, an A record) deliver to the sink;
+/// `slow.test` too, through its own MX host name (so its own site), with 3 s replies;
+/// `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
+/// in the zone (NXDOMAIN).
+pub fn zone() -> Zone {
+    let lo = Ipv4Addr::LOCALHOST;
+    Zone::new("test")
+        .ttl(60)
+        .mx("fast.test", 10, "mx1.sink.test")
+        .mx("fast.test", 20, "mx2.sink.test")
+        .a("mx1.sink.test", lo)
+        .a("mx2.sink.test", lo)
+        .mx("slow.test", 10, "mx-slow.sink.test")
+        .a("mx-slow.sink.test", lo)
+        .a("implicit.test", lo)
+        .null_mx("nullmx.test")
+        .servfail("broken.test")
+}
+
+impl RelayEnv {
+    /// Starts DNS, sink and server; `extra` is appended to the server config.
+    pub fn start(extra: &str) -> RelayEnv {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dns = rt
+            .block_on(DnsStub::start("127.0.0.1:0".parse().unwrap(), vec![zone()]))
+            .unwrap();
+        let mut domain_faults = HashMap::new();
+        domain_faults.insert(
+            "slow.test".to_string(),
+            Faults {
+                delay: Duration::from_secs(3),
+                ..Faults::default()
+            },
+        );
+        let sink = rt
+            .block_on(Sink::start(SinkConfig {
+                verify: true,
+                keep_messages: true,
+                domain_faults,
+                ..SinkConfig::default()
+            }))
+            .unwrap();
+        let admin = free_port();
+        let config = format!(
+            "[relay]\nnameservers = [\"{dns}\"]\nmx_port = {port}\nretry_first_secs = 1\nretry_max_secs = 2\n\
+             site_backoff_secs = 1\ncommand_timeout_secs = 10\ndata_timeout_secs = 10\npoll_interval_ms = 50\n\
+             tls = \"none\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{extra}",
+            dns = dns.local_addr(),
+            port = sink.local_addr().port(),
+        );
+        let server = Server::start(&config);
+        RelayEnv {
+            rt,
+            sink,
+            dns,
+            server,
+            admin,
+        }
+    }
+
+    /// Runs `postroad ARGS --json` against this server and parses the output.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let admin = format!("http://127.0.0.1:{}", self.admin);
+        let data = self.server.data_dir();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend([
+            "--json",
+            "--admin",
+            &admin,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        let (ok, out) = run(super::binary(), &all, None);
+        assert!(ok, "postroad {args:?} failed:\n{out}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("postroad {args:?}: not JSON ({e}):\n{out}"))
+    }
+
+    /// The history of one message (`postroad history --message-id`), as JSON events.
+    pub fn history(&self, id: &str) -> Vec<Value> {
+        let data = self.server.data_dir();
+        let (ok, out) = run(
+            super::binary(),
+            &[
+                "history",
+                "--message-id",
+                id,
+                "--json",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(ok, "postroad history failed:\n{out}");
+        match serde_json::from_str(&out) {
+            Ok(Value::Array(events)) => events,
+            other => panic!("history is not a JSON array: {other:?}\n{out}"),
+        }
+    }
+
+    /// Waits (at most `timeout`) until the message's history has an event of `kind`
+    /// for `recipient`; returns the whole history then.
+    pub fn wait_for_event(
+        &self,
+        id: &str,
+        recipient: &str,
+        kind: &str,
+        timeout: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.history(id);
+            if events
+                .iter()
+                .any(|e| e["kind"] == kind && e["recipient"] == recipient)
+            {
+                return events;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {kind} event for {recipient} of {id} within {timeout:?}; history: {events:#?}\nserver log:\n{}",
+                self.server.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many times the sink got (Message-ID, recipient).
+    pub fn deliveries(&self, message_id: &str, recipient: &str) -> u32 {
+        self.sink.deliveries(message_id, recipient)
+    }
+}

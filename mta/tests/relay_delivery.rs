@@ -1,0 +1,192 @@
+//! Delivery through MX lookup to a real SMTP peer (the harness's fault-injecting sink),
+//! with one server for the suite: routing (MX preference, implicit MX, null MX, DNS
+//! failure, NXDOMAIN), connection reuse, retries, bounces, dropped connections, site
+//! isolation, and the history and dead-letter store an operator reads.
+
+mod common;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::relay_env::RelayEnv;
+use common::{Client, queued_id};
+
+fn env() -> &'static RelayEnv {
+    static ENV: OnceLock<RelayEnv> = OnceLock::new();
+    ENV.get_or_init(|| RelayEnv::start(""))
+}
+
+/// Sends one message with a unique Message-ID; returns (queue id, Message-ID).
+fn send(from: &str, to: &[&str], tag: &str) -> (String, String) {
+    let message_id = format!("<{tag}.{}@relay.test>", uuid_like());
+    let body = format!("Message-ID: {message_id}\nSubject: {tag}\n\nbody of {tag}\n");
+    let mut c = Client::greeted(env().server.relay);
+    let id = queued_id(&c.send_mail(from, to, &body)).to_string();
+    c.expect("QUIT", 221);
+    (id, message_id)
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{nanos:x}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn delivers_by_mx_and_records_history() {
+    let (id, mid) = send("s@src.test", &["one@fast.test"], "mx");
+    let events = env().wait_for_event(&id, "one@fast.test", "delivered", WAIT);
+    assert_eq!(env().deliveries(&mid, "one@fast.test"), 1);
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["queued", "delivered"], "{events:#?}");
+    let delivered = &events[1];
+    assert_eq!(delivered["reply"]["code"], 250);
+    assert_eq!(delivered["attempt"], 1);
+    assert!(
+        delivered["remote_host"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{delivered}"
+    );
+}
+
+#[test]
+fn many_recipients_of_one_domain_share_one_transaction() {
+    let rcpts = ["a@fast.test", "b@fast.test", "c@fast.test"];
+    let (id, mid) = send("s@src.test", &rcpts, "multi");
+    for r in rcpts {
+        env().wait_for_event(&id, r, "delivered", WAIT);
+        assert_eq!(env().deliveries(&mid, r), 1);
+    }
+    let transactions: Vec<_> = env()
+        .sink
+        .messages()
+        .into_iter()
+        .filter(|m| m.message_id.as_deref() == Some(mid.as_str()))
+        .collect();
+    assert_eq!(
+        transactions.len(),
+        1,
+        "one transaction for three recipients"
+    );
+    assert_eq!(transactions[0].recipients.len(), 3);
+}
+
+#[test]
+fn implicit_mx_delivers_to_the_domain_itself() {
+    let (id, mid) = send("s@src.test", &["x@implicit.test"], "implicit");
+    env().wait_for_event(&id, "x@implicit.test", "delivered", WAIT);
+    assert_eq!(env().deliveries(&mid, "x@implicit.test"), 1);
+}
+
+#[test]
+fn temporary_failure_is_retried_and_delivered_once() {
+    let (id, mid) = send("s@src.test", &["tempfail-once@fast.test"], "retry");
+    let events = env().wait_for_event(&id, "tempfail-once@fast.test", "delivered", WAIT);
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["queued", "deferred", "delivered"], "{events:#?}");
+    assert_eq!(events[1]["reply"]["code"], 451);
+    assert_eq!(events[2]["attempt"], 2);
+    assert_eq!(env().deliveries(&mid, "tempfail-once@fast.test"), 1);
+}
+
+#[test]
+fn permanent_failure_bounces_into_the_dead_letter_store_without_retry() {
+    let (id, mid) = send(
+        "s@src.test",
+        &["permfail@fast.test", "ok@fast.test"],
+        "bounce",
+    );
+    let events = env().wait_for_event(&id, "permfail@fast.test", "bounced", WAIT);
+    env().wait_for_event(&id, "ok@fast.test", "delivered", WAIT);
+    let bounced = events.iter().find(|e| e["kind"] == "bounced").unwrap();
+    assert_eq!(bounced["reply"]["code"], 550);
+    assert_eq!(env().deliveries(&mid, "permfail@fast.test"), 0);
+    assert_eq!(env().deliveries(&mid, "ok@fast.test"), 1);
+
+    let letter = env().cli_json(&["dlq", "inspect", &id]);
+    let rcpts: Vec<_> = letter["envelope"]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].clone())
+        .collect();
+    assert_eq!(rcpts, ["permfail@fast.test"], "{letter}");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("550"),
+        "{letter}"
+    );
+    // Not retried: no deferred event, and nothing of it left in the queue.
+    assert!(!env().history(&id).iter().any(|e| e["kind"] == "deferred"));
+}
+
+#[test]
+fn null_mx_bounces_at_once() {
+    let (id, _) = send("s@src.test", &["x@nullmx.test"], "nullmx");
+    let events = env().wait_for_event(&id, "x@nullmx.test", "bounced", WAIT);
+    let bounced = events.iter().find(|e| e["kind"] == "bounced").unwrap();
+    assert_eq!(bounced["reply"]["code"], 556);
+    assert_eq!(bounced["reply"]["enhanced"], "5.1.10");
+}
+
+#[test]
+fn unknown_domain_bounces() {
+    let (id, _) = send("s@src.test", &["x@other.test"], "nxdomain");
+    let events = env().wait_for_event(&id, "x@other.test", "bounced", WAIT);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "bounced" && e["reply"]["enhanced"] == "5.1.2"),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn dns_failure_defers() {
+    let (id, _) = send("s@src.test", &["x@broken.test"], "servfail");
+    let events = env().wait_for_event(&id, "x@broken.test", "deferred", WAIT);
+    let deferred = events.iter().find(|e| e["kind"] == "deferred").unwrap();
+    assert_eq!(deferred["reply"]["enhanced"], "4.4.3", "{deferred}");
+}
+
+#[test]
+fn connection_dropped_mid_data_is_deferred_and_never_counted_delivered() {
+    let (id, mid) = send("s@src.test", &["dropdata@fast.test"], "drop");
+    env().wait_for_event(&id, "dropdata@fast.test", "deferred", WAIT);
+    assert!(env().sink.stats().dropped >= 1);
+    assert_eq!(env().deliveries(&mid, "dropdata@fast.test"), 0);
+    assert!(!env().history(&id).iter().any(|e| e["kind"] == "delivered"));
+}
+
+#[test]
+fn a_slow_site_does_not_hold_up_the_others() {
+    let slow: Vec<_> = (0..3)
+        .map(|i| send("s@src.test", &[&format!("u{i}@slow.test")], "slow"))
+        .collect();
+    let fast: Vec<_> = (0..20)
+        .map(|i| send("s@src.test", &[&format!("f{i}@fast.test")], "fast"))
+        .collect();
+    for (i, (id, _)) in fast.iter().enumerate() {
+        env().wait_for_event(id, &format!("f{i}@fast.test"), "delivered", WAIT);
+    }
+    // Every fast message arrived while the slow site (3 s per reply) had delivered none.
+    let slow_done = slow
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, mid))| env().deliveries(mid, &format!("u{i}@slow.test")) > 0)
+        .count();
+    assert_eq!(slow_done, 0, "the slow site finished before the fast one");
+    for (i, (id, _)) in slow.iter().enumerate() {
+        env().wait_for_event(id, &format!("u{i}@slow.test"), "delivered", WAIT);
+    }
+}

@@ -1,0 +1,203 @@
+//! The relay engine: claims ready messages, routes each recipient domain to a site,
+//! and hands the sites their jobs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postroad_queue::{Claimed, DeliveryEvent, Queue};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+
+use crate::client::ClientConfig;
+use crate::config::RelayConfig;
+use crate::deliver::{Context, InFlight, Outcome, finish_without_jobs};
+use crate::retry::RetryPolicy;
+use crate::route::{RouteError, Router, RouterError};
+use crate::site::Site;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("invalid relay configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error("cannot read relay.tls_ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
+/// The delivery engine. Cheap to share; `run` drives it.
+pub struct Relay {
+    ctx: Arc<Context>,
+    router: Router,
+    sites: Mutex<HashMap<String, Arc<Site>>>,
+    in_flight: Arc<Semaphore>,
+    wake: Arc<Notify>,
+}
+
+impl Relay {
+    /// `helo_name` is used when `relay.helo_name` is empty; `events` receives one
+    /// [`DeliveryEvent`] per recipient per attempt.
+    pub fn new(
+        config: RelayConfig,
+        helo_name: &str,
+        queue: Arc<dyn Queue>,
+        events: Option<mpsc::Sender<DeliveryEvent>>,
+    ) -> Result<Arc<Self>, RelayError> {
+        config.validate().map_err(RelayError::Config)?;
+        let router = Router::new(&config)?;
+        let client = ClientConfig {
+            helo_name: if config.helo_name.is_empty() {
+                helo_name.to_string()
+            } else {
+                config.helo_name.clone()
+            },
+            tls: config.tls,
+            connect_timeout: Duration::from_secs(config.connect_timeout_secs),
+            command_timeout: Duration::from_secs(config.command_timeout_secs),
+            data_timeout: Duration::from_secs(config.data_timeout_secs),
+            tls_roots: Arc::new(crate::tls_roots::load(config.tls_ca_file.as_deref())?),
+        };
+        let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        Ok(Arc::new(Self {
+            ctx: Arc::new(Context {
+                retry: RetryPolicy::new(&config),
+                config,
+                client,
+                queue,
+                events,
+                resolved: Default::default(),
+            }),
+            router,
+            sites: Mutex::new(HashMap::new()),
+            in_flight,
+            wake: Arc::new(Notify::new()),
+        }))
+    }
+
+    /// Call after enqueueing so ready mail is picked up without waiting for the next poll.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Messages resolved since start (delivered, deferred, bounced or expired).
+    pub fn resolved(&self) -> usize {
+        self.ctx.resolved.load(Ordering::Relaxed)
+    }
+
+    /// Claims and delivers until `shutdown` turns true, then waits up to `grace` for
+    /// the messages in flight to be resolved. Unresolved ones stay in the queue and are
+    /// delivered after the next start (at least once).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let max = self.ctx.config.max_in_flight;
+        let poll = Duration::from_millis(self.ctx.config.poll_interval_ms);
+        tracing::info!(max_in_flight = max, "relay started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let room = self
+                .in_flight
+                .available_permits()
+                .min(self.ctx.config.claim_batch);
+            if room == 0 {
+                // Wait for a message to finish (or shutdown).
+                tokio::select! {
+                    permit = self.in_flight.acquire() => drop(permit),
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+            let claimed = match self.ctx.queue.claim(room).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!("cannot claim from the queue: {e}");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = self.wake.notified() => {}
+                    _ = shutdown.wait_for(|s| *s) => break,
+                }
+                continue;
+            }
+            for message in claimed {
+                let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                    break; // cannot happen: only this loop takes permits
+                };
+                let relay = self.clone();
+                tokio::spawn(async move { relay.dispatch(InFlight::new(message, permit)).await });
+            }
+        }
+        let open = max - self.in_flight.available_permits();
+        tracing::info!(
+            in_flight = open,
+            "relay stopping; waiting up to {grace:?} for deliveries in progress"
+        );
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(grace, self.in_flight.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "deliveries still in progress after the grace period; they will be retried after restart"
+            );
+        }
+    }
+
+    /// Routes each recipient domain of a message and queues its jobs at the sites.
+    async fn dispatch(&self, message: Arc<InFlight>) {
+        let by_domain = group_by_domain(&message.claimed);
+        let mut placed = Vec::new();
+        for (domain, recipients) in by_domain {
+            match self.router.route(&domain).await {
+                Ok(destination) => {
+                    let site = self.site(destination);
+                    for chunk in recipients.chunks(self.ctx.config.max_recipients_per_transaction) {
+                        placed.push((site.clone(), chunk.to_vec()));
+                    }
+                }
+                Err(RouteError::Temporary(reply)) => {
+                    message.set(&recipients, &Outcome::temporary(reply, None))
+                }
+                Err(RouteError::Permanent(reply)) => {
+                    message.set(&recipients, &Outcome::permanent(reply, None))
+                }
+            }
+        }
+        if placed.is_empty() {
+            finish_without_jobs(message, &self.ctx);
+            return;
+        }
+        let (sites, groups): (Vec<_>, Vec<_>) = placed.into_iter().unzip();
+        for (site, job) in sites.into_iter().zip(message.jobs(groups)) {
+            site.submit(job, &self.ctx);
+        }
+    }
+
+    fn site(&self, destination: crate::route::Destination) -> Arc<Site> {
+        let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        match sites.get(&destination.site) {
+            Some(site) => {
+                site.update(destination);
+                site.clone()
+            }
+            None => {
+                let site = Site::new(destination, self.ctx.config.site_rate_per_sec);
+                sites.insert(site.key.clone(), site.clone());
+                site
+            }
+        }
+    }
+}
+
+/// Recipient indices by lowercased domain, in a stable order.
+fn group_by_domain(claimed: &Claimed) -> BTreeMap<String, Vec<usize>> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, recipient) in claimed.envelope.recipients.iter().enumerate() {
+        groups.entry(recipient.domain()).or_default().push(i);
+    }
+    groups
+}

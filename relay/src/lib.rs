@@ -1,0 +1,21 @@
+//! Postroad's delivery engine.
+//!
+//! [`Relay`] claims ready messages from the queue, groups recipients by destination
+//! site ([`route`]: smarthost, static routes, or MX with implicit and null MX; domains
+//! sharing MX hosts share a site), and keeps a pool of reusable SMTP connections per
+//! site ([`site`]) speaking through [`client`]. Each recipient's outcome (delivered,
+//! deferred with backoff, bounced, expired) becomes one atomic queue resolution and one
+//! [`postroad_queue::DeliveryEvent`] ([`deliver`], [`retry`]).
+
+pub mod client;
+pub mod config;
+pub mod deliver;
+mod engine;
+pub mod retry;
+pub mod route;
+pub mod site;
+mod tls_roots;
+
+pub use client::TlsPolicy;
+pub use config::{RelayConfig, RouteConfig};
+pub use engine::{Relay, RelayError};
