@@ -184,14 +184,16 @@ run_load() {
     return 0
 }
 
-# Waits until the sink has $N messages (or DELIVERY_TIMEOUT, or no progress for
-# STALL_SECS after the load ended). Sets DELIVERED and DELIVER_END.
+# Waits until the sink has as many messages as were accepted (N when all went well),
+# or DELIVERY_TIMEOUT, or no progress for STALL_SECS. Sets DELIVERED and DELIVER_END.
 wait_delivered() {
-    local deadline last=-1 last_change=$SECONDS c
+    local deadline last=-1 last_change=$SECONDS c TARGET
+    TARGET=$(json_field "$WORK/load-$1.json" accepted)
+    ((TARGET > 0)) || TARGET=$N
     deadline=$((SECONDS + DELIVERY_TIMEOUT))
     while :; do
         c=$(sink_count)
-        if ((c >= N)); then
+        if ((c >= TARGET)); then
             DELIVER_END=$(now)
             DELIVERED=$c
             return 0
@@ -229,6 +231,20 @@ record() {
         R[$name.delivered_per_sec]=
     fi
     R[$name.status]=$3
+    # Nothing lost or duplicated: the sink must end with exactly as many as were accepted.
+    if [ "$ok" = 1 ]; then
+        sleep 1
+        local total accepted=${R[$name.accepted]}
+        total=$(sink_count)
+        R[$name.delivered]=$total
+        if ((accepted != N)); then
+            R[$name.status]="only $accepted of $N accepted (see $name's loadtest output)"
+            STATUS=1
+        elif ((total != N)); then
+            R[$name.status]="sink counted $total for $N accepted (duplicates?)"
+            STATUS=1
+        fi
+    fi
 }
 
 # --- build ------------------------------------------------------------------------
@@ -259,7 +275,7 @@ if [ "$ONLY" != postroad ]; then
         --maxproc "$maxproc" >&2
     log "Postfix $(postconf -dh mail_version): loading 127.0.0.1:$PF_PORT with N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
     run_load "$PF_PORT" postfix
-    if wait_delivered; then
+    if wait_delivered postfix; then
         record postfix 1 ok
     else
         record postfix 0 "sink got $DELIVERED of $N; $("$INSTANCE" queue "$PF_DIR") still queued"
@@ -319,7 +335,7 @@ EOF
             else
                 log "Postroad: loading 127.0.0.1:$PR_PORT with N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
                 run_load "$PR_PORT" postroad
-                if wait_delivered; then
+                if wait_delivered postroad; then
                     record postroad 1 ok
                 else
                     if ((DELIVERED == 0)); then

@@ -1,6 +1,8 @@
-//! Message bodies (DATA and BDAT) through `smtp_proto`'s receivers, driven exactly the
-//! way `mta/src/smtp/session.rs` drives them (`Session::data`, `Session::bdat`,
+//! Message bodies (DATA and BDAT) through `smtp_proto`'s receivers, driven the way
+//! `mta/src/smtp/session.rs` drives them (`Session::data`, `Session::bdat`,
 //! `Session::skip`, over `Conn::read_until`), with the input arriving in arbitrary reads.
+//! Keep this model in step with the session. Two places model the session as it should
+//! be, not as it is (marked "reported"): the fuzzer found both.
 //!
 //! Properties:
 //! * no panic;
@@ -14,7 +16,7 @@
 //!
 //! Input layout: `[mode][max][n][n read sizes...][stream...]`. `mode` bit 0 picks BDAT,
 //! bit 1 primes the DATA receiver with the CRLF that ended the DATA command (see
-//! [`DATA_PRIMED`]); for BDAT the stream starts with `count` (size, last) pairs.
+//! [`prime`]); for BDAT the stream starts with `count` (size, last) pairs.
 
 #![no_main]
 
@@ -32,11 +34,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // 255: no limit in practice; otherwise small, so the limit is often hit mid-body.
-    let max = if *max == 255 {
-        25 << 20
-    } else {
-        *max as usize
-    };
+    let max = if *max == 255 { 25 << 20 } else { *max as usize };
     let n = (*n as usize % 32).min(rest.len());
     let (reads, stream) = rest.split_at(n);
     let reads: Vec<usize> = reads.iter().map(|&r| r as usize + 1).collect();
@@ -45,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
         let primed = mode & 2 != 0;
         let whole = run_data(stream, &[], max, primed);
         let split = run_data(stream, &reads, max, primed);
-        assert_eq!(whole, split, "DATA result depends on how the input is split");
+        assert_eq!(
+            whole, split,
+            "DATA result depends on how the input is split"
+        );
         check_data_against_reference(stream, &whole, max, primed);
     } else {
         let [count, rest @ ..] = stream else {
@@ -62,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         let whole = run_bdat(stream, &[], &commands, max);
         let split = run_bdat(stream, &reads, &commands, max);
-        assert_eq!(whole, split, "BDAT result depends on how the input is split");
+        assert_eq!(
+            whole, split,
+            "BDAT result depends on how the input is split"
+        );
         check_bdat_against_reference(stream, &commands, &whole, max);
     }
 });
@@ -152,8 +156,10 @@ fn run_data(stream: &[u8], reads: &[usize], max: usize, primed: bool) -> (Verdic
             Some(skip) => skip.ingest(&mut bytes),
             None => {
                 let done = receiver.ingest(&mut bytes, &mut message);
-                // The receiver holds back nothing, but while not done the last byte
-                // may be the CR of a final ".\r\n" that it takes off again: allow it.
+                // While not done, the last byte may be the CR of the final ".\r\n",
+                // which the receiver takes off again once the LF comes: allow it, or
+                // a body of exactly `max` bytes is refused or not depending on where
+                // the reads fall. (`Session::data` still checks `> max`: reported.)
                 if message.len() - header_len > max + usize::from(!done) {
                     discard = Some(DummyDataReceiver::new_data(&receiver));
                     message = Vec::new();
@@ -175,22 +181,17 @@ fn run_data(stream: &[u8], reads: &[usize], max: usize, primed: bool) -> (Verdic
     (verdict, used)
 }
 
-/// Where the DATA receiver starts: as if it had just seen the CRLF that ended the DATA
+/// Starts the DATA receiver as if it had just seen the CRLF that ended the DATA
 /// command, so that a first line "." ends the body and a first line "..x" is unstuffed
-/// (RFC 5321 4.1.1.4). `DataReceiver::new()` starts mid-line instead; see
-/// [`DATA_PRIMED`].
+/// (RFC 5321 4.1.1.4). `DataReceiver::new()` starts mid-line instead, and
+/// `Session::data` does not prime it (yet): a client that sends an empty body ("DATA",
+/// then ".") waits for the data timeout, and a first line starting with "." keeps its
+/// stuffing dot. Both ways are fuzzed (mode bit 1).
 fn prime(receiver: &mut DataReceiver) {
     let mut scratch = Vec::new();
     let done = receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
     assert!(!done);
 }
-
-/// Whether `Session::data` primes its receiver (see [`prime`]). It does not (yet): a
-/// client that sends an empty body ("DATA", then ".") waits for the data timeout, and
-/// a first line starting with "." keeps its stuffing dot. Both modes are fuzzed; only
-/// this one is what the server does today.
-#[allow(dead_code)]
-const DATA_PRIMED: bool = false;
 
 /// One BDAT command's outcome, as the session answers it.
 #[derive(Debug, PartialEq, Eq)]
@@ -233,7 +234,8 @@ fn run_bdat(
             let len = message.len();
             (message, len, false)
         });
-        // Saturating: smtp-proto passes sizes up to usize::MAX - 1.
+        // Saturating: smtp-proto passes sizes up to usize::MAX - 1. (`Session::bdat`
+        // still adds plainly; `command::parse` now refuses sizes over isize::MAX.)
         if (message.len() - *header_len).saturating_add(size) > max {
             *too_big = true;
             *message = Vec::new();
@@ -352,7 +354,10 @@ fn check_bdat_against_reference(
     let mut over = false;
     for (i, &(size, last)) in commands.iter().enumerate() {
         let Some(end) = pos.checked_add(size).filter(|&e| e <= stream.len()) else {
-            assert!(*closed && outcomes.len() == i, "chunk {i} cannot be complete");
+            assert!(
+                *closed && outcomes.len() == i,
+                "chunk {i} cannot be complete"
+            );
             assert_eq!(*used, stream.len());
             return;
         };

@@ -127,6 +127,7 @@ impl SinkArgs {
             drop_share: self.drop_share,
             delay: Duration::from_millis(self.delay_ms),
         };
+        faults.validate().map_err(anyhow::Error::msg)?;
         let mut domain_faults = HashMap::new();
         for spec in &self.domains {
             let (domain, kv) = spec
@@ -452,8 +453,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn config_errors_surface_at_start() {
-        let c = parse(&["--listen", "127.0.0.1:0", "--tempfail-share", "1.5"]).unwrap();
+    async fn bad_configs_fail_at_start() {
+        let mut c = parse(&["--listen", "127.0.0.1:0"]).unwrap();
+        c.faults.tempfail_share = 1.5;
+        assert!(Sink::start(c).await.is_err());
+        let mut c = parse(&["--listen", "127.0.0.1:0"]).unwrap();
+        c.domain_faults.insert(
+            "x.test".into(),
+            Faults {
+                drop_share: -1.0,
+                ..Faults::default()
+            },
+        );
         assert!(Sink::start(c).await.is_err());
     }
 }

@@ -106,7 +106,10 @@ fn postroad(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stdin(Stdio::null())
         .env_remove("POSTROAD_ADMIN_URL")
         .env_remove("POSTROAD_ADMIN_TOKEN")
-        .env_remove("POSTROAD_DATA_DIR");
+        .env_remove("POSTROAD_DATA_DIR")
+        // The one-line error messages are checked: no backtrace after them.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE");
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -13,7 +13,7 @@ use common::{Client, queued_id};
 
 fn env() -> &'static RelayEnv {
     static ENV: OnceLock<RelayEnv> = OnceLock::new();
-    ENV.get_or_init(|| RelayEnv::start(""))
+    ENV.get_or_init(|| RelayEnv::start("", ""))
 }
 
 /// Sends one message with a unique Message-ID; returns (queue id, Message-ID).

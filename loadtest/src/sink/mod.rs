@@ -221,11 +221,12 @@ impl Faults {
                 }
             }
         }
-        f.check()?;
+        f.validate()?;
         Ok(f)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Shares within 0..=1 (tempfail + permfail too), finite non-negative rates.
+    pub fn validate(&self) -> Result<(), String> {
         for (name, share) in [
             ("tempfail share", self.tempfail_share),
             ("permfail share", self.permfail_share),
@@ -410,9 +411,9 @@ impl Sink {
     /// Binds `config.listen` and serves connections until [`SinkHandle::shutdown`]
     /// (or until the handle is dropped).
     pub async fn start(config: SinkConfig) -> anyhow::Result<SinkHandle> {
-        config.faults.check().map_err(anyhow::Error::msg)?;
+        config.faults.validate().map_err(anyhow::Error::msg)?;
         for (d, f) in &config.domain_faults {
-            f.check()
+            f.validate()
                 .map_err(|e| anyhow::anyhow!("faults for {d}: {e}"))?;
         }
         let listener = TcpListener::bind(config.listen)
@@ -531,9 +532,9 @@ impl SinkHandle {
         faults: Faults,
         domain_faults: HashMap<String, Faults>,
     ) -> anyhow::Result<()> {
-        faults.check().map_err(anyhow::Error::msg)?;
+        faults.validate().map_err(anyhow::Error::msg)?;
         for (d, f) in &domain_faults {
-            f.check()
+            f.validate()
                 .map_err(|e| anyhow::anyhow!("faults for {d}: {e}"))?;
         }
         let plan = Arc::new(FaultPlan::new(&faults, &domain_faults));

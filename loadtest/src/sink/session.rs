@@ -351,7 +351,11 @@ impl Session {
                 self.skip_line = false;
                 continue;
             }
-            let parsed = parse(&input[..=nl]).map(Request::into_owned);
+            let parsed = if nl >= MAX_LINE {
+                Err((500, "5.5.2", "Line too long".to_owned()))
+            } else {
+                parse(&input[..=nl]).map(Request::into_owned)
+            };
             conn.consume(nl + 1);
             let flow = match parsed {
                 Ok(req) => self.command(conn, req).await?,

@@ -743,6 +743,14 @@ async fn limits_and_sequence_errors() {
     assert_eq!(cmd(&mut c, "VRFY a").await, 252);
     assert_eq!(cmd(&mut c, "AUTH PLAIN AAAA").await, 502);
     assert_eq!(cmd(&mut c, "FOO").await, 500);
+    // command lines: too long with or without their end in the same read
+    let long = format!("NOOP {}", "x".repeat(5000));
+    assert_eq!(cmd(&mut c, &long).await, 500);
+    c.write(&vec![b'y'; 70_000]).await.unwrap();
+    c.write(b"\r\nNOOP\r\n").await.unwrap();
+    c.flush().await.unwrap();
+    assert_eq!(c.read_reply().await.unwrap(), 500);
+    assert_eq!(c.read_reply().await.unwrap(), 250);
     c.quit().await;
     let s = sink.stats();
     assert_eq!((s.messages, s.rejected(552)), (2, 2));

@@ -45,8 +45,8 @@ impl fmt::Display for StatusError {
         if self.status == 401 {
             write!(
                 f,
-                "401: wrong token ({}): pass --token or POSTROAD_ADMIN_TOKEN, or --data-dir \
-                 with the server's data directory (for its admin.token)",
+                "401: {}: pass --token or POSTROAD_ADMIN_TOKEN, or --data-dir with the \
+                 server's data directory (for its admin.token)",
                 self.message
             )
         } else {

@@ -23,7 +23,7 @@ pub struct RelayEnv {
 
 /// Domains: `fast.test` and `implicit.test` (no MX, an A record) deliver to the sink;
 /// `slow.test` too, through its own MX host name (so its own site), with 3 s replies;
-/// `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
+/// `later.test` is like `fast.test` (tests give it faults); `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
 /// in the zone (NXDOMAIN).
 pub fn zone() -> Zone {
     let lo = Ipv4Addr::LOCALHOST;
@@ -36,13 +36,15 @@ pub fn zone() -> Zone {
         .mx("slow.test", 10, "mx-slow.sink.test")
         .a("mx-slow.sink.test", lo)
         .a("implicit.test", lo)
+        .mx("later.test", 10, "mx1.sink.test")
         .null_mx("nullmx.test")
         .servfail("broken.test")
 }
 
 impl RelayEnv {
-    /// Starts DNS, sink and server; `extra` is appended to the server config.
-    pub fn start(extra: &str) -> RelayEnv {
+    /// Starts DNS, sink and server; `relay_extra` goes into the `[relay]` section,
+    /// `extra` after it.
+    pub fn start(relay_extra: &str, extra: &str) -> RelayEnv {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -68,13 +70,31 @@ impl RelayEnv {
             }))
             .unwrap();
         let admin = free_port();
-        let config = format!(
-            "[relay]\nnameservers = [\"{dns}\"]\nmx_port = {port}\nretry_first_secs = 1\nretry_max_secs = 2\n\
-             site_backoff_secs = 1\ncommand_timeout_secs = 10\ndata_timeout_secs = 10\npoll_interval_ms = 50\n\
-             tls = \"none\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{extra}",
-            dns = dns.local_addr(),
-            port = sink.local_addr().port(),
-        );
+        // Test defaults for [relay]; a key in `relay_extra` replaces its default.
+        let dns_addr = dns.local_addr().to_string();
+        let sink_port = sink.local_addr().port().to_string();
+        let defaults = [
+            ("nameservers", format!("[\"{dns_addr}\"]")),
+            ("mx_port", sink_port),
+            ("retry_first_secs", "1".into()),
+            ("retry_max_secs", "2".into()),
+            ("site_backoff_secs", "1".into()),
+            ("command_timeout_secs", "10".into()),
+            ("data_timeout_secs", "10".into()),
+            ("poll_interval_ms", "50".into()),
+            ("tls", "\"none\"".into()),
+        ];
+        let overridden = |key: &str| {
+            relay_extra
+                .lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+        };
+        let mut relay = String::from("[relay]\n");
+        for (key, value) in defaults.iter().filter(|(k, _)| !overridden(k)) {
+            relay.push_str(&format!("{key} = {value}\n"));
+        }
+        relay.push_str(relay_extra);
+        let config = format!("{relay}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{extra}");
         let server = Server::start(&config);
         RelayEnv {
             rt,
