@@ -251,6 +251,7 @@ impl Config {
             ));
         }
         self.relay.validate().map_err(ConfigError::Semantic)?;
+        self.admin.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;
@@ -363,11 +364,14 @@ mod tests {
                     }
                 }
             }
+            // Arrays of tables ([[listener]], [[auth.users]]) must show every key of
+            // their entries; a list of plain values only needs to be there.
             (toml::Value::Array(known), toml::Value::Array(example)) => {
-                if let (Some(k), Some(e)) = (known.first(), example.first()) {
-                    missing_keys(k, e, path, missing);
-                } else if !known.is_empty() {
-                    missing.push(format!("{path}[]"));
+                if let Some(k @ toml::Value::Table(_)) = known.first() {
+                    match example.first() {
+                        Some(e) => missing_keys(k, e, path, missing),
+                        None => missing.push(format!("{path}[]")),
+                    }
                 }
             }
             _ => {}

@@ -95,7 +95,10 @@ fn main() -> anyhow::Result<()> {
             .context("cannot start the async runtime")?
             .block_on(postroad::history_cmd::run(args)),
         Command::CheckConfig { config } => {
-            let config = Config::load(config.as_deref())?;
+            let mut config = Config::load(config.as_deref())?;
+            if !config.admin.token.is_empty() {
+                config.admin.token = "(set; not shown)".into();
+            }
             print!(
                 "{}",
                 toml::to_string_pretty(&config).context("cannot print the config")?

@@ -165,10 +165,8 @@ const SETUP: &[u8] = b"RSET\r\nEHLO ok.test\r\nMAIL FROM:<a@ok.test>\r\nRCPT TO:
 /// body code rather than only its refusals.
 fn piece(rng: &mut Rng) -> (&'static str, Vec<u8>) {
     let (name, bytes) = raw_piece(rng);
-    if name.starts_with("bdat") || name.ends_with("data") {
-        if rng.chance(50) {
-            return (name, [SETUP, &bytes].concat());
-        }
+    if (name.starts_with("bdat") || name.ends_with("data")) && rng.chance(50) {
+        return (name, [SETUP, &bytes].concat());
     }
     (name, bytes)
 }

@@ -190,3 +190,15 @@ fn null_sender_is_accepted() {
     let r = c.send_mail("", &["bounce-target@b.test"], "Subject: bounce\n\nbody\n");
     assert_eq!(r.code, 250, "{r:?}");
 }
+
+#[test]
+fn empty_message_is_accepted_at_once() {
+    let mut c = Client::greeted(server().relay);
+    c.expect("EHLO client.test", 250);
+    c.expect("MAIL FROM:<a@b.test>", 250);
+    c.expect("RCPT TO:<r@b.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b".\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 250, "{r:?}");
+}

@@ -23,6 +23,7 @@ async fn accepted_messages_are_stored_intact() {
     let body = "Subject: dots\n\n.leading dot\n..two dots\nmiddle . dot\n.\nend\n";
     let mut c = Client::greeted(server.relay);
     let plain = queued_id(&c.send_mail("s@raw.test", &["r1@raw.test", "r2@raw.test"], body));
+    let first_dot = queued_id(&c.send_mail("s@raw.test", &["r@raw.test"], ".first line\n"));
     let multi = smtplib(server.relay, "multi_recipient");
     let dsn = smtplib(server.relay, "dsn");
     let utf8 = smtplib(server.relay, "utf8_addresses");
@@ -32,7 +33,12 @@ async fn accepted_messages_are_stored_intact() {
 
     let spool = server.open_spool();
     let all = spool.list(100).await.unwrap();
-    assert_eq!(all.len(), 6, "one stored copy per message: {all:#?}");
+    assert_eq!(all.len(), 7, "one stored copy per message: {all:#?}");
+    let (_, stored) = spool.get(first_dot).await.unwrap().unwrap();
+    assert!(
+        stored.ends_with(b"\r\n.first line\r\n"),
+        "the first line is unstuffed too"
+    );
 
     let (env, stored) = spool.get(plain).await.unwrap().expect("raw message stored");
     assert_eq!(env.sender, "s@raw.test");

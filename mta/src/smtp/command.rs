@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn control_characters_never_reach_the_envelope() {
         for line in [
-            &b"RCPT TO:<>ORCPT=rfc822;+00"[..],
+            &b"RCPT TO:<>ORCPT=rfc822;+00\r\n"[..],
             b"RCPT TO:<r@b.test> ORCPT=rfc822;r@b.test+0D+0AQUIT\r\n",
             b"MAIL FROM:<a@b.test> ENVID=x+0D+0ARSET\r\n",
             b"MAIL FROM:<a@b.test> ENVID=+00\r\n",

@@ -452,6 +452,10 @@ impl Session {
         self.send(&reply::START_DATA);
 
         let mut receiver = DataReceiver::new();
+        // The receiver starts mid-line; DATA's reply ended a line, so tell it, or an
+        // empty message (`.` at once) would not end and a first line `..x` would keep
+        // its stuffing dot.
+        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
         let mut discard: Option<DummyDataReceiver> = None;
         let timeout = self.data_timeout();
         let read = self
@@ -462,7 +466,9 @@ impl Session {
                     Some(skip) => skip.ingest(&mut bytes),
                     None => {
                         let done = receiver.ingest(&mut bytes, &mut message);
-                        if message.len() - header_len > max {
+                        // Until the end is seen, the CR of a split final CRLF may sit in
+                        // the buffer: allow for it, so where reads split never matters.
+                        if message.len() - header_len > max + usize::from(!done) {
                             discard = Some(DummyDataReceiver::new_data(&receiver));
                             message = Vec::new();
                         }
@@ -517,7 +523,7 @@ impl Session {
         let Some(chunks) = tx.as_mut().and_then(|tx| tx.chunks.as_mut()) else {
             return Ok(());
         };
-        if chunks.message.len() - chunks.header_len + size > max {
+        if (chunks.message.len() - chunks.header_len).saturating_add(size) > max {
             chunks.too_big = true;
             chunks.message = Vec::new();
         }

@@ -65,6 +65,18 @@ impl Server {
     pub fn start(extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (relay, submission, submissions) = (free_port(), free_port(), free_port());
+        // Each server gets its own admin port, and delivery only where a test asks for
+        // it (so no test ever looks up real MX hosts).
+        let mut extra = extra.to_string();
+        if !extra.contains("[admin]") {
+            extra.push_str(&format!(
+                "\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
+                free_port()
+            ));
+        }
+        if !extra.contains("[relay]") {
+            extra.push_str("\n[relay]\nenabled = false\n");
+        }
         let config = format!(
             r#"[server]
 hostname = "mx.postroad.test"

@@ -23,7 +23,8 @@ pub struct RelayEnv {
 
 /// Domains: `fast.test` and `implicit.test` (no MX, an A record) deliver to the sink;
 /// `slow.test` too, through its own MX host name (so its own site), with 3 s replies;
-/// `later.test` is like `fast.test` (tests give it faults); `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
+/// `later.test` and `postfix.test` are like `fast.test` (tests give them faults or
+/// another `mx_port`); `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
 /// in the zone (NXDOMAIN).
 pub fn zone() -> Zone {
     let lo = Ipv4Addr::LOCALHOST;
@@ -37,6 +38,7 @@ pub fn zone() -> Zone {
         .a("mx-slow.sink.test", lo)
         .a("implicit.test", lo)
         .mx("later.test", 10, "mx1.sink.test")
+        .mx("postfix.test", 10, "mx1.sink.test")
         .null_mx("nullmx.test")
         .servfail("broken.test")
 }
