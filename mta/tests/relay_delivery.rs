@@ -13,7 +13,13 @@ use common::{Client, queued_id};
 
 fn env() -> &'static RelayEnv {
     static ENV: OnceLock<RelayEnv> = OnceLock::new();
-    ENV.get_or_init(|| RelayEnv::start("", ""))
+    // A static route that demands TLS, to a sink that does not offer STARTTLS.
+    ENV.get_or_init(|| {
+        RelayEnv::start(
+            "[relay.routes.\"tlsreq.test\"]\nhost = \"{sink}\"\ntls = \"required\"\n",
+            "",
+        )
+    })
 }
 
 /// Sends one message with a unique Message-ID; returns (queue id, Message-ID).
@@ -189,4 +195,13 @@ fn a_slow_site_does_not_hold_up_the_others() {
     for (i, (id, _)) in slow.iter().enumerate() {
         env().wait_for_event(id, &format!("u{i}@slow.test"), "delivered", WAIT);
     }
+}
+
+#[test]
+fn a_route_that_requires_tls_defers_when_the_server_lacks_it() {
+    let (id, mid) = send("s@src.test", &["x@tlsreq.test"], "tlsreq");
+    let events = env().wait_for_event(&id, "x@tlsreq.test", "deferred", WAIT);
+    let deferred = events.iter().find(|e| e["kind"] == "deferred").unwrap();
+    assert_eq!(deferred["reply"]["enhanced"], "4.7.4", "{deferred}");
+    assert_eq!(env().deliveries(&mid, "x@tlsreq.test"), 0);
 }

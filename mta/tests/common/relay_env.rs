@@ -44,8 +44,8 @@ pub fn zone() -> Zone {
 }
 
 impl RelayEnv {
-    /// Starts DNS, sink and server; `relay_extra` goes into the `[relay]` section,
-    /// `extra` after it.
+    /// Starts DNS, sink and server; `relay_extra` goes into the `[relay]` section
+    /// (`{sink}` in it becomes the sink's address), `extra` after it.
     pub fn start(relay_extra: &str, extra: &str) -> RelayEnv {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -95,7 +95,7 @@ impl RelayEnv {
         for (key, value) in defaults.iter().filter(|(k, _)| !overridden(k)) {
             relay.push_str(&format!("{key} = {value}\n"));
         }
-        relay.push_str(relay_extra);
+        relay.push_str(&relay_extra.replace("{sink}", &sink.local_addr().to_string()));
         let config = format!("{relay}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{extra}");
         let server = Server::start(&config);
         RelayEnv {
