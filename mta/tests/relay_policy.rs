@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{Client, PASSWORD, Server, USER, run};
+use common::{Client, PASSWORD, Server, USER, run, swaks};
 
 /// Loopback is NOT in relay_networks here, so 127.0.0.1 is an outside client.
 fn server() -> &'static Server {
@@ -37,19 +37,9 @@ fn unauthenticated_outside_client_is_denied_for_every_recipient() {
 #[test]
 fn swaks_without_auth_is_refused_by_the_relay_listener() {
     let port = server().relay.to_string();
-    let (ok, out) = run(
-        "swaks",
-        &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--from",
-            "a@outside.test",
-            "--to",
-            "b@elsewhere.test",
-        ],
-        None,
+    let (ok, out) = swaks(
+        &port,
+        &["--from", "a@outside.test", "--to", "b@elsewhere.test"],
     );
     assert!(!ok, "relay must refuse:\n{out}");
     assert!(out.contains("554 5.7.1"), "{out}");
@@ -58,13 +48,9 @@ fn swaks_without_auth_is_refused_by_the_relay_listener() {
 #[test]
 fn swaks_starttls_auth_plain_may_relay() {
     let port = server().relay.to_string();
-    let (ok, out) = run(
-        "swaks",
+    let (ok, out) = swaks(
+        &port,
         &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
             "--tls",
             "--auth",
             "PLAIN",
@@ -77,7 +63,6 @@ fn swaks_starttls_auth_plain_may_relay() {
             "--to",
             "b@elsewhere.test",
         ],
-        None,
     );
     assert!(
         ok && out.contains("235 2.7.0") && out.contains("queued as"),
@@ -88,13 +73,9 @@ fn swaks_starttls_auth_plain_may_relay() {
 #[test]
 fn swaks_auth_login_on_submission_with_pipelining() {
     let port = server().submission.to_string();
-    let (ok, out) = run(
-        "swaks",
+    let (ok, out) = swaks(
+        &port,
         &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
             "--tls",
             "--auth",
             "LOGIN",
@@ -108,7 +89,6 @@ fn swaks_auth_login_on_submission_with_pipelining() {
             "--to",
             "c@elsewhere.test",
         ],
-        None,
     );
     assert!(ok && out.contains("queued as"), "{out}");
 }
@@ -116,13 +96,9 @@ fn swaks_auth_login_on_submission_with_pipelining() {
 #[test]
 fn swaks_implicit_tls_on_the_submissions_listener() {
     let port = server().submissions.to_string();
-    let (ok, out) = run(
-        "swaks",
+    let (ok, out) = swaks(
+        &port,
         &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
             "--tlsc",
             "--auth",
             "PLAIN",
@@ -135,7 +111,6 @@ fn swaks_implicit_tls_on_the_submissions_listener() {
             "--to",
             "d@elsewhere.test",
         ],
-        None,
     );
     assert!(ok && out.contains("queued as"), "{out}");
 }
@@ -143,13 +118,9 @@ fn swaks_implicit_tls_on_the_submissions_listener() {
 #[test]
 fn wrong_password_is_refused() {
     let port = server().submission.to_string();
-    let (ok, out) = run(
-        "swaks",
+    let (ok, out) = swaks(
+        &port,
         &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
             "--tls",
             "--auth",
             "PLAIN",
@@ -162,7 +133,6 @@ fn wrong_password_is_refused() {
             "--to",
             "c@elsewhere.test",
         ],
-        None,
     );
     assert!(!ok && out.contains("535 5.7.8"), "{out}");
 }

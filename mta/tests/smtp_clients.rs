@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{Client, Server, run};
+use common::{Client, Server, run, swaks};
 
 fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
@@ -68,7 +68,7 @@ fn swaks_plain_and_pipelined() {
             "r@swaks.test",
         ];
         args.extend_from_slice(extra);
-        let (ok, out) = run("swaks", &args, None);
+        let (ok, out) = swaks(&port, &args);
         assert!(
             ok && out.contains("250 2.0.0 Ok: queued as"),
             "{extra:?}:\n{out}"
@@ -79,20 +79,9 @@ fn swaks_plain_and_pipelined() {
 #[test]
 fn swaks_starttls_without_auth_from_an_allowed_network() {
     let port = server().relay.to_string();
-    let (ok, out) = run(
-        "swaks",
-        &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--tls",
-            "--from",
-            "s@swaks.test",
-            "--to",
-            "r@swaks.test",
-        ],
-        None,
+    let (ok, out) = swaks(
+        &port,
+        &["--tls", "--from", "s@swaks.test", "--to", "r@swaks.test"],
     );
     assert!(ok && out.contains("queued as"), "{out}");
 }
@@ -100,13 +89,9 @@ fn swaks_starttls_without_auth_from_an_allowed_network() {
 #[test]
 fn swaks_8bit_body() {
     let port = server().relay.to_string();
-    let (ok, out) = run(
-        "swaks",
+    let (ok, out) = swaks(
+        &port,
         &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
             "--from",
             "s@swaks.test",
             "--to",
@@ -116,7 +101,6 @@ fn swaks_8bit_body() {
             "--body",
             "Grüße, 8-bit body ✓",
         ],
-        None,
     );
     assert!(ok && out.contains("queued as"), "{out}");
 }
@@ -125,19 +109,9 @@ fn swaks_8bit_body() {
 #[test]
 fn utf8_sender_without_smtputf8_is_refused() {
     let port = server().relay.to_string();
-    let (ok, out) = run(
-        "swaks",
-        &[
-            "--server",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--from",
-            "jörg@absender.test",
-            "--to",
-            "r@swaks.test",
-        ],
-        None,
+    let (ok, out) = swaks(
+        &port,
+        &["--from", "jörg@absender.test", "--to", "r@swaks.test"],
     );
     assert!(!ok && out.contains("553 5.6.7"), "{out}");
 }

@@ -418,6 +418,13 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String)
     (out.status.success(), text)
 }
 
+/// Runs swaks against 127.0.0.1:`port` with `args`.
+pub fn swaks(port: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["--server", "127.0.0.1", "--port", port];
+    all.extend_from_slice(args);
+    run("swaks", &all, None)
+}
+
 pub fn scripts_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"))
 }
