@@ -205,3 +205,18 @@ fn a_route_that_requires_tls_defers_when_the_server_lacks_it() {
     assert_eq!(deferred["reply"]["enhanced"], "4.7.4", "{deferred}");
     assert_eq!(env().deliveries(&mid, "x@tlsreq.test"), 0);
 }
+
+#[test]
+fn falls_back_to_the_next_mx_when_the_preferred_one_is_down() {
+    let (id, mid) = send("s@src.test", &["x@fallback.test"], "fallback");
+    let events = env().wait_for_event(&id, "x@fallback.test", "delivered", WAIT);
+    let delivered = events.iter().find(|e| e["kind"] == "delivered").unwrap();
+    assert!(
+        delivered["remote_host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{delivered}"
+    );
+    assert_eq!(env().deliveries(&mid, "x@fallback.test"), 1);
+}

@@ -23,6 +23,7 @@ pub struct RelayEnv {
 
 /// Domains: `fast.test` and `implicit.test` (no MX, an A record) deliver to the sink;
 /// `slow.test` too, through its own MX host name (so its own site), with 3 s replies;
+/// `fallback.test` prefers an MX where nothing listens (127.0.0.2), then the sink;
 /// `later.test` and `postfix.test` are like `fast.test` (tests give them faults or
 /// another `mx_port`); `nullmx.test` has a null MX; `broken.test` answers SERVFAIL; `other.test` is not
 /// in the zone (NXDOMAIN).
@@ -37,6 +38,9 @@ pub fn zone() -> Zone {
         .mx("slow.test", 10, "mx-slow.sink.test")
         .a("mx-slow.sink.test", lo)
         .a("implicit.test", lo)
+        .mx("fallback.test", 10, "mx-dead.sink.test")
+        .mx("fallback.test", 20, "mx1.sink.test")
+        .a("mx-dead.sink.test", Ipv4Addr::new(127, 0, 0, 2))
         .mx("later.test", 10, "mx1.sink.test")
         .mx("postfix.test", 10, "mx1.sink.test")
         .null_mx("nullmx.test")
