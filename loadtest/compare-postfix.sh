@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Postroad vs Postfix, end to end, in one run (issues 3 and 4).
 #
-# The SAME load (`loadtest smtp`, N messages of SIZE bytes over CONNECTIONS connections,
-# one recipient each) goes first through a private Postfix relay instance
-# (scripts/postfix/instance, relayhost = the sink), then through `postroad serve
-# --smarthost` (same sink, fresh sink per run). For each MTA it reports
-#   accepted/s   loadtest's messages_per_sec (250s received / load duration)
-#   delivered/s  N / (time from the start of the load until the sink has counted all N)
+# The SAME load (`loadtest e2e`: N messages of SIZE bytes over CONNECTIONS connections,
+# one recipient each, stamped with X-Loadtest-Sent-At) goes first through a private
+# Postfix relay instance (scripts/postfix/instance, relayhost = the sink), then through
+# `postroad serve --smarthost` (same kind of sink, a fresh one per run). The sink is
+# `loadtest sink` with --verify (checksums, dedupe by Message-ID and recipient), run
+# inside `loadtest e2e` so that every delivery is matched to the 250 the MTA gave for
+# it. For each MTA it reports
+#   accepted/s    messages the MTA answered 250 to / load time
+#   delivered/s   distinct deliveries / (first send until the sink had the last one)
+#   e2e p50/p95/p99  submit (X-Loadtest-Sent-At) -> received by the sink, per delivery
+#   lost, dup     accepted but never delivered / delivered more than once
 # and the ratio Postroad/Postfix. Everything runs on 127.0.0.1; all state lives in one
 # temporary directory that is removed on exit, and every process started is stopped.
 #
@@ -18,7 +23,7 @@
 #
 # Usage (as root: Postfix's master runs as root):
 #   loadtest/compare-postfix.sh
-#   N=20000 SIZE=4096 CONNECTIONS=32 loadtest/compare-postfix.sh
+#   N=20000 SIZE=4096 CONNECTIONS=50 loadtest/compare-postfix.sh
 #
 # Environment:
 #   N=2000                  messages
@@ -27,21 +32,19 @@
 #   DELIVERY_CONNECTIONS=20 outbound connections to the sink, both MTAs (Postfix
 #                           *_destination_concurrency_limit, Postroad connections_per_site)
 #   ONLY=both               both | postfix | postroad
-#   DELIVERY_TIMEOUT=600    max seconds to wait for the sink to have all N
-#   STALL_SECS=30           give up earlier when the sink count has not moved for this
-#                           long after the load finished
+#   DELIVERY_TIMEOUT=600    max seconds after the load for the sink to get everything
+#                           (loadtest e2e --drain-timeout)
 #   WORK_ROOT=/var/tmp      where the temporary directory goes (Postfix queue, Postroad
 #                           spool: same disk for both)
 #   CARGO_TARGET_DIR=/var/tmp/postroad-target
 #   SKIP_BUILD=0            1: use the binaries already in $CARGO_TARGET_DIR/release
 #   LOADTEST, POSTROAD      binaries to use (default: $CARGO_TARGET_DIR/release/...)
 #   JSON_OUT=               also write the results as JSON to this file
+#   REPORT_DIR=             also keep each run's e2e JSON and HTML report here
 #   KEEP=0                  1: keep the temporary directory (logs) after the run
-#   SINK_CMD                see below
 #
-# Exit: 0 when every run that could run delivered all N; 1 otherwise (including when
-# Postroad could not be built or does not deliver yet: the Postfix half still runs and
-# is printed).
+# Exit: 0 when every run that could run delivered everything it accepted, exactly
+# once; 1 otherwise (the other half still runs and is printed).
 set -euo pipefail
 
 N=${N:-2000}
@@ -50,10 +53,10 @@ CONNECTIONS=${CONNECTIONS:-16}
 DELIVERY_CONNECTIONS=${DELIVERY_CONNECTIONS:-20}
 ONLY=${ONLY:-both}
 DELIVERY_TIMEOUT=${DELIVERY_TIMEOUT:-600}
-STALL_SECS=${STALL_SECS:-30}
 WORK_ROOT=${WORK_ROOT:-/var/tmp}
 SKIP_BUILD=${SKIP_BUILD:-0}
 JSON_OUT=${JSON_OUT:-}
+REPORT_DIR=${REPORT_DIR:-}
 KEEP=${KEEP:-0}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/postroad-target}
 
@@ -68,15 +71,17 @@ die() { log "ERROR: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "run as root (the Postfix instance's master runs as root)"
 case $ONLY in both | postfix | postroad) ;; *) die "ONLY must be both, postfix or postroad" ;; esac
-for v in N SIZE CONNECTIONS DELIVERY_CONNECTIONS DELIVERY_TIMEOUT STALL_SECS; do
+for v in N SIZE CONNECTIONS DELIVERY_CONNECTIONS DELIVERY_TIMEOUT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} == 0)); then die "$v must be a positive integer (got '${!v}')"; fi
 done
 command -v python3 >/dev/null || die "python3 is needed (free ports, JSON); scripts/install-test-deps installs it"
-[ -x /usr/sbin/smtp-sink ] || die "/usr/sbin/smtp-sink missing: apt-get install postfix ('No configuration')"
+if [ "$ONLY" != postroad ]; then
+    [ -x /usr/sbin/postfix ] || die "Postfix missing: apt-get install postfix ('No configuration')"
+fi
+[ -z "$REPORT_DIR" ] || mkdir -p "$REPORT_DIR"
 
 WORK=$(mktemp -d "$WORK_ROOT/postroad-compare.XXXXXX")
 chmod 0755 "$WORK" # the postfix user must traverse it to reach the instance's queue
-SINK_PID=
 POSTROAD_PID=
 LOAD_PID=
 PF_DIR=$WORK/postfix
@@ -89,7 +94,6 @@ cleanup() {
     [ -n "$LOAD_PID" ] && stop_pid "$LOAD_PID" 5
     [ -n "$POSTROAD_PID" ] && stop_pid "$POSTROAD_PID" 30
     [ -e "$PF_DIR" ] && "$INSTANCE" stop "$PF_DIR" >/dev/null 2>&1
-    [ -n "$SINK_PID" ] && stop_pid "$SINK_PID" 5
     if [ "$KEEP" = 1 ]; then
         log "kept $WORK"
     else
@@ -121,7 +125,7 @@ free_port() {
 
 # Waits until 127.0.0.1:$1 greets with 220 (bounded by $2 seconds).
 wait_220() {
-    local port=$1 secs=$2 deadline=$((SECONDS + $2)) line
+    local port=$1 deadline=$((SECONDS + $2)) line
     while ((SECONDS < deadline)); do
         if { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
             line=
@@ -135,175 +139,96 @@ wait_220() {
     return 1
 }
 
-now() { date +%s.%N; }
-
-# ---------------------------------------------------------------------------------
-# The sink. SINK_CMD is started in the background with SINK_PORT set and its stdout
-# in $SINK_OUT; sink_count prints how many messages it has received so far.
-# >>> To switch to `loadtest sink` (issue 4), replace SINK_CMD and sink_count here. <<<
-# smtp-sink -c prints running counters ("\rsess=6 quit=6 mesg=500") to stdout each time
-# a session ends or "." is received; -u is required when it runs as root. 5000 is its
-# listen backlog. It advertises PIPELINING and 8BITMIME, no STARTTLS, answers 250 at once.
-# shellcheck disable=SC2016  # $SINK_PORT is expanded when the sink starts
-SINK_CMD=${SINK_CMD:-'/usr/sbin/smtp-sink -u nobody -c 127.0.0.1:$SINK_PORT 5000'}
-sink_count() {
-    local n
-    n=$(tail -c 256 "$SINK_OUT" 2>/dev/null | tr '\r' '\n' | grep -o 'mesg=[0-9]*' | tail -n 1)
-    n=${n#mesg=}
-    echo "${n:-0}"
-}
-# ---------------------------------------------------------------------------------
-
-start_sink() {
-    local name=$1
-    [ -n "$SINK_PID" ] && stop_pid "$SINK_PID" 5
-    SINK_PORT=$(free_port)
-    SINK_OUT=$WORK/sink-$name.out
-    export SINK_PORT
-    # shellcheck disable=SC2086  # SINK_CMD is a command line
-    # exec: $! is the sink itself, not a subshell around it.
-    eval "exec $SINK_CMD" >"$SINK_OUT" 2>"$WORK/sink-$name.err" &
-    SINK_PID=$!
-    wait_220 "$SINK_PORT" 10 || die "sink did not start on 127.0.0.1:$SINK_PORT: $(cat "$WORK/sink-$name.err")"
-    # The probe connection counts as a session, not a message.
-    log "sink: $SINK_CMD (port $SINK_PORT, pid $SINK_PID)"
-}
-
-# Runs the load against 127.0.0.1:$1, writes $WORK/load-$2.json; sets LOAD_START/END.
-run_load() {
-    local port=$1 name=$2 rc=0
-    LOAD_START=$(now)
+# Runs `loadtest e2e` against the MTA on 127.0.0.1:$1, whose relay delivers to
+# 127.0.0.1:$3 (the e2e sink binds it); writes $WORK/e2e-$2.{json,html,txt}.
+run_e2e() {
+    local port=$1 name=$2 sink_port=$3 rc=0
     # In the background + wait, so that INT/TERM run the cleanup at once.
-    "$LOADTEST" smtp --addr "127.0.0.1:$port" -n "$N" -c "$CONNECTIONS" --size "$SIZE" \
-        --no-progress --json "$WORK/load-$name.json" >"$WORK/load-$name.txt" 2>&1 &
+    "$LOADTEST" e2e --addr "127.0.0.1:$port" --sink-listen "127.0.0.1:$sink_port" \
+        --dns-listen "127.0.0.1:$(free_port)" -n "$N" -c "$CONNECTIONS" --size "$SIZE" \
+        --drain-timeout "$DELIVERY_TIMEOUT" --no-progress \
+        --json "$WORK/e2e-$name.json" --html "$WORK/e2e-$name.html" >"$WORK/e2e-$name.txt" 2>&1 &
     LOAD_PID=$!
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=
-    LOAD_END=$(now)
-    ((rc == 0)) || log "loadtest ($name) exited $rc: $(tail -n 5 "$WORK/load-$name.txt")"
+    if ((rc != 0)); then
+        log "loadtest e2e ($name) exited $rc:"
+        sed 's/^/    /' "$WORK/e2e-$name.txt" >&2
+        STATUS=1
+    fi
+    if [ -n "$REPORT_DIR" ]; then
+        cp -f "$WORK/e2e-$name.json" "$WORK/e2e-$name.html" "$WORK/e2e-$name.txt" "$REPORT_DIR/" 2>/dev/null || true
+    fi
     return 0
 }
 
-# Waits until the sink has as many messages as were accepted (N when all went well),
-# or DELIVERY_TIMEOUT, or no progress for STALL_SECS. Sets DELIVERED and DELIVER_END.
-wait_delivered() {
-    local deadline last=-1 last_change=$SECONDS c TARGET
-    TARGET=$(json_field "$WORK/load-$1.json" accepted)
-    ((TARGET > 0)) || TARGET=$N
-    deadline=$((SECONDS + DELIVERY_TIMEOUT))
-    while :; do
-        c=$(sink_count)
-        if ((c >= TARGET)); then
-            DELIVER_END=$(now)
-            DELIVERED=$c
-            return 0
-        fi
-        if ((c != last)); then
-            last=$c
-            last_change=$SECONDS
-        fi
-        if ((SECONDS >= deadline)) || ((SECONDS - last_change >= STALL_SECS)); then
-            DELIVER_END=
-            DELIVERED=$c
-            return 1
-        fi
-        sleep 0.05
-    done
+# One line of the table from an e2e JSON report.
+row() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+try:
+    r = json.load(open(path))
+except Exception as e:
+    print(f"{name:<18} (no report: {e})")
+    sys.exit(0)
+l = r["e2e_latency_ms"]
+status = "ok" if r["ok"] else "FAILED: " + "; ".join(r["problems"])
+print(f"{name:<18} {r['accepted_per_sec']:>10.1f} {r['delivered_per_sec']:>11.1f} "
+      f"{l['p50']:>9.1f} {l['p95']:>9.1f} {l['p99']:>9.1f} {r['lost']:>6} {r['duplicates']:>5}   {status}")
+PY
 }
 
-json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2" 2>/dev/null || echo 0; }
-calc() { python3 -c "print(round($1, 1))"; }
-
-declare -A R # results: R[name.key]
-
-record() {
-    local name=$1 ok=$2
-    local j=$WORK/load-$name.json
-    R[$name.accepted]=$(json_field "$j" accepted)
-    R[$name.accepted_per_sec]=$(calc "$(json_field "$j" messages_per_sec)")
-    R[$name.load_secs]=$(calc "$LOAD_END - $LOAD_START")
-    R[$name.delivered]=$DELIVERED
-    if [ "$ok" = 1 ]; then
-        R[$name.delivered_secs]=$(calc "$DELIVER_END - $LOAD_START")
-        R[$name.delivered_per_sec]=$(calc "$N / ($DELIVER_END - $LOAD_START)")
-    else
-        R[$name.delivered_secs]=
-        R[$name.delivered_per_sec]=
-    fi
-    R[$name.status]=$3
-    # Nothing lost or duplicated: the sink must end with exactly as many as were accepted.
-    if [ "$ok" = 1 ]; then
-        sleep 1
-        local total accepted=${R[$name.accepted]}
-        total=$(sink_count)
-        R[$name.delivered]=$total
-        if ((accepted != N)); then
-            R[$name.status]="only $accepted of $N accepted (see $name's loadtest output)"
-            STATUS=1
-        elif ((total != N)); then
-            R[$name.status]="sink counted $total for $N accepted (duplicates?)"
-            STATUS=1
-        fi
-    fi
+ratio() { # key: Postroad's value / Postfix's
+    python3 - "$WORK/e2e-postroad.json" "$WORK/e2e-postfix.json" "$1" <<'PY'
+import json, sys
+try:
+    a, b = (json.load(open(p))[sys.argv[3]] for p in sys.argv[1:3])
+    print(f"{a / b:.2f}x" if b else "-")
+except Exception:
+    print("-")
+PY
 }
 
 # --- build ------------------------------------------------------------------------
-POSTROAD_BUILD_OK=1
 if [ "$SKIP_BUILD" != 1 ]; then
-    log "building loadtest (release, CARGO_TARGET_DIR=$T)"
-    (cd "$ROOT" && cargo build --release -q -p postroad-loadtest) || die "loadtest does not build"
-    if [ "$ONLY" != postfix ]; then
-        log "building postroad (release)"
-        if ! (cd "$ROOT" && cargo build --release -q -p postroad) >"$WORK/build-postroad.log" 2>&1; then
-            POSTROAD_BUILD_OK=0
-            log "postroad does not build; only the Postfix half runs. First errors:"
-            grep -m 5 -A 3 '^error' "$WORK/build-postroad.log" >&2 || tail -n 20 "$WORK/build-postroad.log" >&2
-        fi
-    fi
+    log "building loadtest and postroad (release, CARGO_TARGET_DIR=$T)"
+    (cd "$ROOT" && cargo build --release -q -p postroad-loadtest -p postroad) || die "build failed"
 fi
 [ -x "$LOADTEST" ] || die "$LOADTEST missing"
+"$LOADTEST" e2e --help >/dev/null 2>&1 || die "$LOADTEST has no e2e mode (rebuild it)"
 
 STATUS=0
 
 # --- Postfix ------------------------------------------------------------------------
 if [ "$ONLY" != postroad ]; then
-    start_sink postfix
+    SINK_PORT=$(free_port)
     PF_PORT=$(free_port)
     maxproc=$((CONNECTIONS + 50 > 200 ? CONNECTIONS + 50 : 200))
     "$INSTANCE" start "$PF_DIR" --mode relay --port "$PF_PORT" \
         --relayhost "127.0.0.1:$SINK_PORT" --concurrency "$DELIVERY_CONNECTIONS" \
         --maxproc "$maxproc" >&2
-    log "Postfix $(postconf -dh mail_version): loading 127.0.0.1:$PF_PORT with N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
-    run_load "$PF_PORT" postfix
-    if wait_delivered postfix; then
-        record postfix 1 ok
-    else
-        record postfix 0 "sink got $DELIVERED of $N; $("$INSTANCE" queue "$PF_DIR") still queued"
-        STATUS=1
-    fi
-    log "Postfix: ${R[postfix.status]}"
+    log "Postfix $(postconf -dh mail_version) on 127.0.0.1:$PF_PORT -> sink 127.0.0.1:$SINK_PORT: N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
+    run_e2e "$PF_PORT" postfix "$SINK_PORT"
+    left=$("$INSTANCE" queue "$PF_DIR" 2>/dev/null || echo '?')
+    log "Postfix: $(grep -m1 "^result" "$WORK/e2e-postfix.txt" || true) (queue now: $left)"
     "$INSTANCE" stop "$PF_DIR" >&2
 fi
 
 # --- Postroad -----------------------------------------------------------------------
 if [ "$ONLY" != postfix ]; then
-    if [ "$POSTROAD_BUILD_OK" != 1 ]; then
-        R[postroad.status]="not run: postroad does not build (see above)"
-        STATUS=1
-    elif ! "$POSTROAD" serve --help 2>/dev/null | grep -q -- '--smarthost'; then
-        R[postroad.status]="not run: this postroad has no 'serve --smarthost' (relay not built in yet)"
-        STATUS=1
-    else
-        start_sink postroad
-        PR_PORT=$(free_port)
-        PR_CONF=$WORK/postroad.toml
-        per_ip=$((CONNECTIONS > 100 ? CONNECTIONS + 10 : 100))
-        cat >"$PR_CONF" <<EOF
+    [ -x "$POSTROAD" ] || die "$POSTROAD missing"
+    SINK_PORT=$(free_port)
+    PR_PORT=$(free_port)
+    PR_CONF=$WORK/postroad.toml
+    per_ip=$((CONNECTIONS > 90 ? CONNECTIONS + 10 : 100))
+    cat >"$PR_CONF" <<EOF
 # written by loadtest/compare-postfix.sh
 [server]
 hostname = "postroad-compare.test"
 
 [spool]
+# every group commit is fsync'd before the 250 (the default)
 fsync = true
 
 [smtp]
@@ -315,89 +240,73 @@ enabled = true
 tls = "none"
 connections_per_site = $DELIVERY_CONNECTIONS
 
+[admin]
+listen = "127.0.0.1:$(free_port)"
+
 [[listener]]
 name = "relay"
 address = "127.0.0.1:$PR_PORT"
 role = "relay"
 tls = "none"
 EOF
-        if ! "$POSTROAD" check-config --config "$PR_CONF" >"$WORK/postroad-effective.txt" 2>&1; then
-            R[postroad.status]="not run: postroad rejects the config: $(tail -n 3 "$WORK/postroad-effective.txt" | tr '\n' ' ')"
-            STATUS=1
-        else
-            RUST_LOG=${RUST_LOG:-warn} "$POSTROAD" serve --config "$PR_CONF" --data-dir "$WORK/postroad-data" \
-                --smarthost "127.0.0.1:$SINK_PORT" >"$WORK/postroad.log" 2>&1 &
-            POSTROAD_PID=$!
-            if ! wait_220 "$PR_PORT" 30; then
-                tail -n 20 "$WORK/postroad.log" >&2
-                R[postroad.status]="not run: postroad did not greet on 127.0.0.1:$PR_PORT"
-                STATUS=1
-            else
-                log "Postroad: loading 127.0.0.1:$PR_PORT with N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
-                run_load "$PR_PORT" postroad
-                if wait_delivered postroad; then
-                    record postroad 1 ok
-                else
-                    if ((DELIVERED == 0)); then
-                        record postroad 0 "DELIVERS NOTHING: sink got 0 of $N (serve --smarthost does not deliver yet?)"
-                    else
-                        record postroad 0 "sink got $DELIVERED of $N"
-                    fi
-                    STATUS=1
-                fi
-            fi
-            stop_pid "$POSTROAD_PID" 30
-            POSTROAD_PID=
-            log "Postroad: ${R[postroad.status]}"
-        fi
+    "$POSTROAD" check-config --config "$PR_CONF" >"$WORK/postroad-effective.txt" 2>&1 ||
+        die "postroad rejects the config: $(tail -n 3 "$WORK/postroad-effective.txt")"
+    RUST_LOG=${RUST_LOG:-warn} "$POSTROAD" serve --config "$PR_CONF" --data-dir "$WORK/postroad-data" \
+        --smarthost "127.0.0.1:$SINK_PORT" >"$WORK/postroad.log" 2>&1 &
+    POSTROAD_PID=$!
+    if ! wait_220 "$PR_PORT" 30; then
+        tail -n 20 "$WORK/postroad.log" >&2
+        die "postroad did not greet on 127.0.0.1:$PR_PORT"
     fi
+    log "Postroad on 127.0.0.1:$PR_PORT -> sink 127.0.0.1:$SINK_PORT (smarthost): N=$N SIZE=$SIZE CONNECTIONS=$CONNECTIONS"
+    run_e2e "$PR_PORT" postroad "$SINK_PORT"
+    stop_pid "$POSTROAD_PID" 30
+    POSTROAD_PID=
 fi
 
 # --- report ----------------------------------------------------------------------------
-ratio() { # $1/$2 or "-"
-    if [ -n "${1:-}" ] && [ -n "${2:-}" ] && python3 -c "import sys; sys.exit(0 if float('$2') > 0 else 1)" 2>/dev/null; then
-        python3 -c "print(f'{$1/$2:.2f}x')"
-    else
-        echo -
-    fi
-}
 disk=$(df -P "$WORK" | awk 'NR==2 {print $1}')
 cat <<EOF
 
-== Postroad vs Postfix, end to end (loadtest -> MTA -> sink), 127.0.0.1 ==
-load:    N=$N messages, body $SIZE bytes, $CONNECTIONS connections, 1 recipient each
-outbound: $DELIVERY_CONNECTIONS connections to the sink; sink: ${SINK_CMD//\$SINK_PORT/PORT}
-machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), spool/queue disk $disk ($WORK_ROOT)
+== Postroad vs Postfix, end to end (loadtest e2e -> MTA -> loadtest sink), 127.0.0.1 ==
+load:     N=$N messages, body $SIZE bytes, $CONNECTIONS connections in, 1 recipient each
+outbound: $DELIVERY_CONNECTIONS connections to the sink (Postfix relayhost, Postroad --smarthost)
+machine:  $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), queue/spool disk $disk ($WORK_ROOT)
 
-                      accepted/s   delivered/s   load s   all delivered s   status
+                   accepted/s delivered/s  e2e p50ms  e2e p95ms  e2e p99ms   lost   dup   status
 EOF
-for name in postfix postroad; do
-    [ -n "${R[$name.status]:-}" ] || continue
-    printf '%-20s %11s %13s %8s %17s   %s\n' "$name" "${R[$name.accepted_per_sec]:--}" \
-        "${R[$name.delivered_per_sec]:--}" "${R[$name.load_secs]:--}" "${R[$name.delivered_secs]:--}" \
-        "${R[$name.status]}"
-done
-printf '%-20s %11s %13s\n' "postroad/postfix" \
-    "$(ratio "${R[postroad.accepted_per_sec]:-}" "${R[postfix.accepted_per_sec]:-}")" \
-    "$(ratio "${R[postroad.delivered_per_sec]:-}" "${R[postfix.delivered_per_sec]:-}")"
+[ "$ONLY" = postroad ] || row postfix "$WORK/e2e-postfix.json"
+[ "$ONLY" = postfix ] || row postroad "$WORK/e2e-postroad.json"
+if [ "$ONLY" = both ]; then
+    printf '%-18s %10s %11s\n' "postroad/postfix" "$(ratio accepted_per_sec)" "$(ratio delivered_per_sec)"
+fi
 cat <<EOF
 
-durability: Postfix $(postconf -dh mail_version): fsync of each queue file before 250 (cleanup(8) default)
+durability: Postfix $(postconf -dh mail_version 2>/dev/null || echo '?'): fsync of each queue file before 250 (cleanup(8) default)
             Postroad: spool fsync per group commit before 250 (spool.fsync = true)
-delivered/s = N / (time from the start of the load until the sink counted all N)
+accepted/s  = messages answered 250 / load time; delivered/s = distinct deliveries /
+              (first send until the sink got the last one); e2e = X-Loadtest-Sent-At to
+              the end of data at the sink, per delivery
 EOF
 
 if [ -n "$JSON_OUT" ]; then
-    {
-        printf '{"n":%s,"size":%s,"connections":%s,"delivery_connections":%s' "$N" "$SIZE" "$CONNECTIONS" "$DELIVERY_CONNECTIONS"
-        for name in postfix postroad; do
-            [ -n "${R[$name.status]:-}" ] || continue
-            printf ',"%s":{"accepted_per_sec":%s,"delivered_per_sec":%s,"load_secs":%s,"delivered_secs":%s,"delivered":%s,"status":%s}' \
-                "$name" "${R[$name.accepted_per_sec]:-null}" "${R[$name.delivered_per_sec]:-null}" \
-                "${R[$name.load_secs]:-null}" "${R[$name.delivered_secs]:-null}" "${R[$name.delivered]:-0}" \
-                "$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "${R[$name.status]}")"
-        done
-        printf '}\n'
-    } >"$JSON_OUT"
+    python3 - "$JSON_OUT" "$N" "$SIZE" "$CONNECTIONS" "$DELIVERY_CONNECTIONS" "$WORK" <<'PY'
+import json, os, sys
+out, n, size, conns, dconns, work = sys.argv[1:]
+res = {"n": int(n), "size": int(size), "connections": int(conns), "delivery_connections": int(dconns)}
+for name in ("postfix", "postroad"):
+    p = os.path.join(work, f"e2e-{name}.json")
+    if os.path.exists(p):
+        r = json.load(open(p))
+        res[name] = {k: r[k] for k in ("accepted_per_sec", "delivered_per_sec", "messages_accepted",
+                                       "delivered", "lost", "duplicates", "drain_secs", "ok", "problems",
+                                       "e2e_latency_ms", "ack_latency_ms")}
+json.dump(res, open(out, "w"), indent=2)
+PY
 fi
+for name in postfix postroad; do
+    f=$WORK/e2e-$name.json
+    [ -e "$f" ] || continue
+    python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1]))["ok"] else 1)' "$f" || STATUS=1
+done
 exit "$STATUS"

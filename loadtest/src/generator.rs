@@ -329,6 +329,42 @@ pub fn verify(message: &[u8]) -> Result<Verified, String> {
     Ok(Verified { seq, checksum })
 }
 
+/// The splitmix64 finaliser: a well-mixed 64-bit hash of `z`.
+pub fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The (run id, seq) of a generated `Message-ID: <RUNID.SEQ@loadtest.invalid>`
+/// (angle brackets optional).
+pub fn parse_message_id(id: &str) -> Option<(u64, u64)> {
+    let id = id.trim();
+    let id = id.strip_prefix('<').unwrap_or(id);
+    let id = id.strip_suffix('>').unwrap_or(id);
+    let local = id.strip_suffix("@loadtest.invalid")?;
+    let (run, seq) = local.split_once('.')?;
+    if run.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(run, 16).ok()?, seq.parse().ok()?))
+}
+
+/// The N of a generated recipient `userN@domain` (any case).
+pub fn parse_recipient(addr: &str) -> Option<u64> {
+    let addr = addr.trim().trim_start_matches('<').trim_end_matches('>');
+    let (local, _) = addr.rsplit_once('@')?;
+    let n = local
+        .get(..4)?
+        .eq_ignore_ascii_case("user")
+        .then(|| &local[4..])?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
 /// Microseconds since the Unix epoch, now (0 if the clock is before 1970).
 pub fn unix_micros() -> u64 {
     std::time::SystemTime::now()
@@ -469,6 +505,24 @@ mod tests {
         let (g, _) = build(100, 1);
         let raw: Vec<u8> = g.parts_raw().concat();
         assert!(!String::from_utf8_lossy(&raw).contains("Sent-At"));
+    }
+
+    #[test]
+    fn message_ids_and_recipients_parse_back() {
+        let (g, _) = build(10, 77);
+        let raw = String::from_utf8(g.parts_raw().concat()).unwrap();
+        let id = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap();
+        assert_eq!(parse_message_id(id), Some((0xabcd, 77)));
+        assert_eq!(parse_message_id("<0000000000000001.5@other.invalid>"), None);
+        assert_eq!(parse_message_id("<1.5@loadtest.invalid>"), None);
+        assert_eq!(parse_recipient("user12@gmail.test"), Some(12));
+        assert_eq!(parse_recipient("<USER3@x.test>"), Some(3));
+        for bad in ["user@x", "userx1@x", "bob@x", "user1"] {
+            assert_eq!(parse_recipient(bad), None, "{bad}");
+        }
     }
 
     #[test]

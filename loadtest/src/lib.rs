@@ -7,14 +7,25 @@
 //! - [`dns`]: an authoritative DNS stub (UDP + TCP) with MX, null MX, A and AAAA
 //!   records, SERVFAIL and NXDOMAIN names, changeable at run time.
 //! - [`generator`]: the test messages and their integrity contract.
-//! - [`smtp_client`] and [`smtp_cmd`]: the `loadtest smtp` generator.
+//! - [`smtp_client`] and [`smtp_cmd`]: the `loadtest smtp` generator, closed loop or
+//!   open loop ([`pacer`]), over a weighted domain [`mix`].
+//! - [`e2e_cmd`]: `loadtest e2e`, generator → MTA → sink with per-message tracking
+//!   ([`tracker`]).
+//! - [`timeline`] and [`html`]: per-second buckets and the HTML report.
 
 pub mod dns;
 pub mod dns_cmd;
+pub mod e2e_cmd;
 pub mod generator;
+pub mod html;
+pub mod mix;
+pub mod pacer;
+pub mod postroad_proc;
 pub mod sink;
 pub mod sink_cmd;
 pub mod smtp_client;
 pub mod smtp_cmd;
 pub mod stats;
+pub mod timeline;
+pub mod tracker;
 pub mod verify_cmd;

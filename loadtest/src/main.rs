@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postroad_loadtest::{dns_cmd, sink_cmd, smtp_cmd, verify_cmd};
+use postroad_loadtest::{dns_cmd, e2e_cmd, sink_cmd, smtp_cmd, verify_cmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about = "Postroad's load-test harness")]
@@ -16,6 +16,9 @@ struct Cli {
 enum Command {
     /// Push messages at an SMTP server and report throughput and ack latency.
     Smtp(Box<smtp_cmd::SmtpArgs>),
+    /// Load an MTA (running, or spawned Postroad) that delivers to an in-process sink:
+    /// accepted/s, delivered/s, submit-to-delivered latency, lost and duplicated.
+    E2e(Box<e2e_cmd::E2eArgs>),
     /// Receive mail over SMTP or LMTP: count, verify, dedupe, inject faults.
     Sink(Box<sink_cmd::SinkArgs>),
     /// Serve MX, A and AAAA records (and SERVFAIL/NXDOMAIN names) over UDP and TCP.
@@ -29,6 +32,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Smtp(args) => smtp_cmd::run(*args).await,
+        Command::E2e(args) => e2e_cmd::run(*args).await,
         Command::Sink(args) => sink_cmd::run(*args).await,
         Command::Dns(args) => dns_cmd::run(*args).await,
         Command::Verify(args) => verify_cmd::run(args),

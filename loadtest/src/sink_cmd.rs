@@ -155,6 +155,7 @@ impl SinkArgs {
             max_message_size: self.max_message_size,
             max_recipients: self.max_recipients,
             idle_timeout: Duration::try_from_secs_f64(self.idle_timeout)?,
+            observer: None,
         })
     }
 }

@@ -16,9 +16,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
-use crate::generator::{BodyTemplate, MessageGen, rfc5322_date};
+use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
+use crate::mix::DomainMix;
+use crate::pacer::{Exhausted, Pacer, Ticket};
 use crate::smtp_client::{self, ClientError, SmtpClient};
 use crate::stats::{Counters, Latency, Report};
+use crate::timeline::Timeline;
+use crate::tracker::Tracker;
 
 /// Messages sent when neither `--messages` nor `--duration` is given.
 const DEFAULT_MESSAGES: u64 = 1000;
@@ -69,8 +73,20 @@ pub struct SmtpArgs {
     pub from: String,
 
     /// Recipient domain; recipients are userN@DOMAIN, N = 1, 2, ...
-    #[arg(long, value_name = "DOMAIN", default_value = "example.test")]
-    pub to_domain: String,
+    /// [default: example.test; e2e: the --domain-mix default]
+    #[arg(long, value_name = "DOMAIN", conflicts_with = "domain_mix")]
+    pub to_domain: Option<String>,
+
+    /// Weighted recipient domains, DOMAIN=WEIGHT,...: each recipient userN gets one,
+    /// in proportion to the weights (e2e default:
+    /// gmail.test=40,outlook.test=25,yahoo.test=15,other.test=20).
+    #[arg(long, value_name = "MIX")]
+    pub domain_mix: Option<String>,
+
+    /// Open loop: start a message every 1/RATE seconds whatever the replies (up to -c
+    /// at once); latency counts from each message's scheduled time.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
 
     /// Name sent with EHLO.
     #[arg(long, default_value = "loadtest.invalid")]
@@ -102,9 +118,13 @@ pub struct SmtpArgs {
     #[arg(long, value_name = "FILE")]
     pub ack_log: Option<PathBuf>,
 
-    /// Also write the summary as JSON to FILE.
+    /// Also write the summary (with per-second buckets) as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// Write a self-contained HTML report (summary, rate and latency charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 
     /// Stop the whole run at the first rejection or error.
     #[arg(long)]
@@ -123,7 +143,8 @@ pub struct SmtpArgs {
     pub connect_timeout: f64,
 
     /// Add `X-Loadtest-Sent-At: <unix micros>` to each message, set when its data is
-    /// written (for end-to-end latency at the receiving sink).
+    /// written, or to its scheduled time with --rate (for end-to-end latency at the
+    /// receiving sink; always on in e2e).
     #[arg(long)]
     pub stamp: bool,
 
@@ -139,11 +160,44 @@ struct AckRecord {
     checksum: u64,
 }
 
+/// What `loadtest e2e` (or a test) plugs into a run.
+#[derive(Default)]
+pub struct Hooks {
+    /// Run id of the Message-IDs [default: random].
+    pub run_id: Option<u64>,
+    /// Recipient domains [default: from the arguments].
+    pub mix: Option<Arc<DomainMix>>,
+    /// Per-second buckets to fill [default: a new timeline starting now].
+    pub timeline: Option<Arc<Timeline>>,
+    /// Told about every acknowledged message.
+    pub tracker: Option<Arc<Tracker>>,
+    /// Always add `X-Loadtest-Sent-At`, as with --stamp.
+    pub stamp: bool,
+    /// Appended to the progress bar's message.
+    pub progress: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+/// The recipient domains the arguments ask for (`default` when they name none).
+pub fn domain_mix(args: &SmtpArgs, default: &str) -> anyhow::Result<DomainMix> {
+    match (&args.to_domain, &args.domain_mix) {
+        (Some(_), Some(_)) => bail!("--to-domain and --domain-mix exclude each other"),
+        (Some(d), None) => DomainMix::parse(d).map_err(|e| anyhow::anyhow!("--to-domain: {e}")),
+        (None, Some(m)) => DomainMix::parse(m).map_err(|e| anyhow::anyhow!("--domain-mix: {e}")),
+        (None, None) => DomainMix::parse(default).map_err(anyhow::Error::msg),
+    }
+}
+
+/// A message to send: its number and, in open loop, its place in the schedule.
+struct Claim {
+    seq: u64,
+    ticket: Option<Ticket>,
+}
+
 /// Everything the workers share.
 struct Shared {
     addr: SocketAddr,
     helo: String,
-    to_domain: String,
+    mix: Arc<DomainMix>,
     recipients: u64,
     mail_cmd: Vec<u8>,
     pipelining: Pipelining,
@@ -164,6 +218,9 @@ struct Shared {
 
     limit: Option<u64>,
     deadline: Option<Instant>,
+    pacer: Option<Pacer>,
+    timeline: Arc<Timeline>,
+    tracker: Option<Arc<Tracker>>,
     next_seq: AtomicU64,
     stop: AtomicBool,
     stop_reason: Mutex<Option<String>>,
@@ -175,6 +232,8 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     latency: Mutex<Latency>,
+    /// Open loop: how late transactions started after their scheduled time.
+    send_lag: Mutex<Latency>,
 }
 
 impl Shared {
@@ -190,10 +249,36 @@ impl Shared {
         self.stop.store(true, Relaxed);
     }
 
-    /// The next sequence number to send, or None when the run is over.
-    fn claim(&self) -> Option<u64> {
+    /// The next message to send, or None when the run is over. In open loop it
+    /// returns once the message is due.
+    async fn claim(&self) -> Option<Claim> {
         if self.stopped() {
             return None;
+        }
+        if let Some(pacer) = &self.pacer {
+            return match pacer.claim() {
+                Ok(ticket) => {
+                    let stopped = async {
+                        while !self.stopped() {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = Pacer::wait(&ticket) => {}
+                        _ = stopped => return None,
+                    }
+                    Some(Claim {
+                        seq: ticket.seq,
+                        ticket: Some(ticket),
+                    })
+                }
+                Err(Exhausted::Duration) => {
+                    self.stop_with("duration reached");
+                    None
+                }
+                // not a stop: workers holding earlier numbers still send them
+                Err(Exhausted::Count) => None,
+            };
         }
         if let Some(d) = self.deadline
             && Instant::now() >= d
@@ -208,11 +293,11 @@ impl Shared {
             // not a stop: workers holding earlier numbers still send them
             return None;
         }
-        Some(seq)
+        Some(Claim { seq, ticket: None })
     }
 }
 
-/// Entry point of `loadtest smtp`: run, print the summary, write the JSON.
+/// Entry point of `loadtest smtp`: run, print the summary, write the JSON and HTML.
 pub async fn run(args: SmtpArgs) -> anyhow::Result<ExitCode> {
     let result = execute(&args).await?;
     let mut out = std::io::stdout().lock();
@@ -222,6 +307,10 @@ pub async fn run(args: SmtpArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.json {
         let json = serde_json::to_vec_pretty(&result.report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let html = html_report(&result.report, &command_line());
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(e) = result.ack_error {
         eprintln!("error: {e}");
@@ -238,10 +327,18 @@ pub struct RunResult {
     pub report: Report,
     /// The ack log could not be written completely.
     pub ack_error: Option<String>,
+    /// Unix microseconds when the first message was due (the start of the run).
+    pub start_us: u64,
+    pub run_id: u64,
 }
 
 /// The run itself.
 pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
+    execute_with(args, Hooks::default()).await
+}
+
+/// The run, with what `hooks` plugs in.
+pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunResult> {
     let addr = tokio::net::lookup_host(&args.addr)
         .await
         .with_context(|| format!("resolving {}", args.addr))?
@@ -279,7 +376,16 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         None => None,
     };
 
-    let run_id: u64 = rand::random();
+    let mix = match hooks.mix {
+        Some(m) => m,
+        None => Arc::new(domain_mix(args, "example.test")?),
+    };
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("bad --rate {r}: want messages per second > 0");
+    }
+    let run_id: u64 = hooks.run_id.unwrap_or_else(rand::random);
     let unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -295,10 +401,32 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
     };
 
     let start = Instant::now();
+    let start_us = unix_micros();
+    let timeline = match hooks.timeline {
+        Some(t) => {
+            t.set_start(start_us);
+            t
+        }
+        None => Arc::new(Timeline::new(start_us)),
+    };
+    let pacer = match args.rate {
+        Some(rate) => Some(
+            Pacer::new(
+                rate,
+                tokio::time::Instant::from_std(start),
+                start_us,
+                limit,
+                duration,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let stamp = args.stamp || hooks.stamp;
     let shared = Arc::new(Shared {
         addr,
         helo: args.helo.clone(),
-        to_domain: args.to_domain.clone(),
+        mix: mix.clone(),
         recipients: u64::from(args.recipients),
         mail_cmd: format!("MAIL FROM:<{}>\r\n", args.from).into_bytes(),
         pipelining: args.pipelining,
@@ -314,9 +442,12 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         run_id,
         from: args.from.clone(),
         date: rfc5322_date(unix),
-        stamp: args.stamp,
+        stamp,
         limit,
         deadline: duration.map(|d| start + d),
+        pacer,
+        timeline: timeline.clone(),
+        tracker: hooks.tracker.clone(),
         next_seq: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         stop_reason: Mutex::new(None),
@@ -326,10 +457,11 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         latency: Mutex::new(Latency::default()),
+        send_lag: Mutex::new(Latency::default()),
     });
 
     // Ctrl-C: first stops gracefully (in-flight messages finish), second exits.
-    {
+    let on_ctrl_c = {
         let shared = shared.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -339,12 +471,13 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
                     std::process::exit(130);
                 }
             }
-        });
-    }
+        })
+    };
 
     let bar = progress_bar(args, limit, duration);
     let ticker = {
         let (shared, bar) = (shared.clone(), bar.clone());
+        let extra = hooks.progress.clone();
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
             loop {
@@ -359,10 +492,16 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
                     bar.set_position((now - start).as_millis() as u64);
                 }
                 let failed = shared.failed.load(Relaxed);
+                let extra = extra
+                    .as_ref()
+                    .map(|f| format!(", {}", f()))
+                    .unwrap_or_default();
                 if limit.is_some() {
-                    bar.set_message(format!("{rate:.0} msg/s, {failed} failed"));
+                    bar.set_message(format!("{rate:.0} msg/s, {failed} failed{extra}"));
                 } else {
-                    bar.set_message(format!("{done} msgs, {rate:.0} msg/s, {failed} failed"));
+                    bar.set_message(format!(
+                        "{done} msgs, {rate:.0} msg/s, {failed} failed{extra}"
+                    ));
                 }
             }
         })
@@ -382,6 +521,7 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
     }
     let elapsed = start.elapsed();
     ticker.abort();
+    on_ctrl_c.abort();
     bar.finish_and_clear();
 
     let mut ack_error = None;
@@ -407,7 +547,10 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
     if let Some(m) = shared.mode.get() {
         let _ = write!(mode, ", {m}");
     }
-    let report = Report::new(
+    if let Some(r) = args.rate {
+        let _ = write!(mode, ", open loop at {r} msg/s");
+    }
+    let mut report = Report::new(
         args.addr.clone(),
         mode,
         args.connections as usize,
@@ -416,7 +559,121 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
         elapsed,
         stop_reason,
     );
-    Ok(RunResult { report, ack_error })
+    report.rate_per_sec = args.rate;
+    report.ack_latency_from = if args.rate.is_some() {
+        "scheduled send time".into()
+    } else {
+        "end of data".into()
+    };
+    if args.rate.is_some() {
+        report.send_lag_ms = Some(
+            shared
+                .send_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .summary(),
+        );
+    }
+    report.recipient_domains = mix.to_string();
+    report.timeline = timeline.seconds_until(Some(unix_micros()));
+    Ok(RunResult {
+        report,
+        ack_error,
+        start_us,
+        run_id,
+    })
+}
+
+/// The command line, for the reports.
+pub fn command_line() -> String {
+    let args: Vec<String> = std::env::args()
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    args.join(" ")
+}
+
+/// The `--html` page of `loadtest smtp`.
+pub fn html_report(r: &Report, command: &str) -> String {
+    use crate::html::{self, Chart, Page, item, section, series};
+    let l = &r.ack_latency_ms;
+    let ms = |v: f64| format!("{v:.3} ms");
+    let mut rows = vec![
+        section("Load"),
+        item("target", &r.target),
+        item("mode", &r.mode),
+        item("recipient domains", &r.recipient_domains),
+        item(
+            "connections",
+            format!(
+                "{} concurrent, {} opened",
+                r.connections, r.connections_opened
+            ),
+        ),
+        section("Result"),
+        item("sent", r.sent),
+        item("accepted", r.accepted),
+        item("rejected", r.rejected),
+        item("errors", r.errors),
+        item("elapsed", format!("{:.3} s", r.elapsed_secs)),
+        item("accepted/s", format!("{:.1}", r.messages_per_sec)),
+        item("MB/s", format!("{:.2}", r.mb_per_sec)),
+        item("stopped", &r.stop_reason),
+        section(&format!("Ack latency (from {})", r.ack_latency_from)),
+        item("p50", ms(l.p50)),
+        item("p90", ms(l.p90)),
+        item("p95", ms(l.p95)),
+        item("p99", ms(l.p99)),
+        item("max", ms(l.max)),
+        item("mean", ms(l.mean)),
+    ];
+    if let Some(lag) = &r.send_lag_ms {
+        rows.push(item(
+            "send lag p50 / p99 / max",
+            format!("{:.3} / {:.3} / {:.3} ms", lag.p50, lag.p99, lag.max),
+        ));
+    }
+    if let Some(e) = &r.last_error {
+        rows.push(item("last error", e));
+    }
+    let tl = &r.timeline;
+    let page = Page {
+        title: format!("loadtest smtp: {}", r.target),
+        subtitle: vec![command.to_owned()],
+        rows,
+        charts: vec![
+            Chart {
+                title: "Rate per second".into(),
+                unit: "messages/s".into(),
+                series: vec![
+                    series(tl, "accepted", html::BLUE, false, |s| {
+                        html::rate(s, s.accepted)
+                    }),
+                    series(tl, "failed", html::RED, true, |s| html::rate(s, s.failed)),
+                ],
+            },
+            Chart {
+                title: format!("Ack latency per second (from {})", r.ack_latency_from),
+                unit: "ms".into(),
+                series: vec![
+                    series(tl, "p50", html::BLUE, false, |s| s.ack_p50_ms),
+                    series(tl, "p99", html::ORANGE, false, |s| s.ack_p99_ms),
+                ],
+            },
+        ],
+        notes: vec![
+            "Each point is one second of the run (the rate of a last, partial second is over \
+             the part the run covered, and not drawn when that is under 0.2 s). Latency \
+             percentiles per second are over the messages acknowledged in that second."
+                .into(),
+        ],
+    };
+    html::render(&page)
 }
 
 fn progress_bar(args: &SmtpArgs, limit: Option<u64>, duration: Option<Duration>) -> ProgressBar {
@@ -473,9 +730,10 @@ fn spawn_ack_writer(
 
 enum Outcome {
     /// 2xx after the end of data; the reply (with the queue id) is the client's last.
+    /// The recipients refused at RCPT are in `Bufs::refused`.
     Accepted {
-        latency: Duration,
-        rcpt_refused: u64,
+        /// When the end of data was written.
+        data_done: Instant,
     },
     /// A negative reply; `reset` when a transaction may still be open.
     Rejected { code: u16, reset: bool },
@@ -486,6 +744,21 @@ struct Bufs {
     msg: MessageGen,
     cmds: Vec<u8>,
     to: String,
+    /// Positions (0-based) of the recipients refused at RCPT, this message.
+    refused: Vec<u64>,
+    /// Open loop: the scheduled time for `X-Loadtest-Sent-At` (Unix µs).
+    stamp_at: Option<u64>,
+}
+
+impl Bufs {
+    /// Sets `X-Loadtest-Sent-At` (when stamping): the scheduled time in open loop,
+    /// now otherwise.
+    fn stamp(&mut self) {
+        match self.stamp_at {
+            Some(us) => self.msg.stamp(us),
+            None => self.msg.stamp_now(),
+        }
+    }
 }
 
 async fn open_session(sh: &Shared) -> Result<SmtpClient, ClientError> {
@@ -517,6 +790,8 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
         msg,
         cmds: Vec::with_capacity(256),
         to: String::with_capacity(64),
+        refused: Vec::new(),
+        stamp_at: None,
     };
     let mut client: Option<SmtpClient> = None;
     let mut on_conn = 0u64;
@@ -524,7 +799,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
     let mut bdat = false;
     let mut backoff_n = 0u32;
 
-    'messages: while let Some(seq) = sh.claim() {
+    'messages: while let Some(Claim { seq, ticket }) = sh.claim().await {
         // a session to send on
         loop {
             if let (Some(limit), Some(_)) = (sh.per_connection, &client)
@@ -579,18 +854,31 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
         let c = client.as_mut().expect("connected above");
         st.sent += 1;
         on_conn += 1;
+        // open loop: stamp and measure from the scheduled time, however late we are
+        bufs.stamp_at = ticket.map(|t| t.due_unix_us);
+        if let Some(t) = &ticket {
+            let lag = tokio::time::Instant::now().saturating_duration_since(t.due);
+            sh.send_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(lag);
+        }
         match transact(c, &mut bufs, &sh, seq, pipelining, bdat).await {
-            Ok(Outcome::Accepted {
-                latency,
-                rcpt_refused,
-            }) => {
+            Ok(Outcome::Accepted { data_done }) => {
+                let now = Instant::now();
+                let from = ticket.map_or(data_done, |t| t.due.into_std());
+                let latency = now.saturating_duration_since(from);
                 st.accepted += 1;
-                st.rcpt_rejected += rcpt_refused;
+                st.rcpt_rejected += bufs.refused.len() as u64;
                 st.accepted_bytes += bufs.msg.len() as u64;
                 sh.latency
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record(latency);
+                sh.timeline.accepted(unix_micros(), latency);
+                if let Some(t) = &sh.tracker {
+                    t.accepted(seq, &bufs.refused);
+                }
                 if let Some(tx) = &ack {
                     let _ = tx.send(AckRecord {
                         queue_id: c.reply().queue_id().to_vec(),
@@ -602,6 +890,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
             }
             Ok(Outcome::Rejected { code, reset }) => {
                 st.reject(code);
+                sh.timeline.failed(unix_micros());
                 sh.done.fetch_add(1, Relaxed);
                 sh.failed.fetch_add(1, Relaxed);
                 if sh.stop_on_error {
@@ -620,6 +909,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
             Err(e) => {
                 st.error(e.kind(), e.to_string());
                 st.failed_in_flight += 1;
+                sh.timeline.failed(unix_micros());
                 sh.done.fetch_add(1, Relaxed);
                 sh.failed.fetch_add(1, Relaxed);
                 client = None;
@@ -650,7 +940,8 @@ async fn backoff(sh: &Shared, n: &mut u32) {
     }
 }
 
-fn rcpt_cmd(buf: &mut Vec<u8>, n: u64, domain: &str) {
+fn rcpt_cmd(buf: &mut Vec<u8>, n: u64, mix: &DomainMix) {
+    let domain = mix.pick(n);
     use std::io::Write as _;
     write!(buf, "RCPT TO:<user{n}@{domain}>\r\n").expect("write to Vec");
 }
@@ -667,7 +958,8 @@ async fn transact(
     let k = sh.recipients;
     let first_user = (seq - 1) * k + 1;
     b.to.clear();
-    let _ = write!(b.to, "user{first_user}@{}", sh.to_domain);
+    b.refused.clear();
+    let _ = write!(b.to, "user{first_user}@{}", sh.mix.pick(first_user));
     b.msg.prepare(seq, &b.to);
     let positive = |code: u16| (200..300).contains(&code);
 
@@ -675,13 +967,13 @@ async fn transact(
         b.cmds.clear();
         b.cmds.extend_from_slice(&sh.mail_cmd);
         for i in 0..k {
-            rcpt_cmd(&mut b.cmds, first_user + i, &sh.to_domain);
+            rcpt_cmd(&mut b.cmds, first_user + i, &sh.mix);
         }
         if bdat {
             use std::io::Write as _;
             write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
             c.write(&b.cmds).await?;
-            b.msg.stamp_now();
+            b.stamp();
             for part in b.msg.parts_raw() {
                 c.write(part).await?;
             }
@@ -701,7 +993,7 @@ async fn transact(
         }
         let mut ok = 0;
         let mut first_bad = None;
-        for _ in 0..k {
+        for i in 0..k {
             let code = c.read_reply().await?;
             if code == 421 {
                 return Ok(Outcome::Rejected { code, reset: false });
@@ -710,6 +1002,7 @@ async fn transact(
                 ok += 1;
             } else {
                 first_bad.get_or_insert(code);
+                b.refused.push(i);
             }
         }
         let last = c.read_reply().await?;
@@ -724,7 +1017,7 @@ async fn transact(
         };
         if bdat {
             if positive(mail) && ok > 0 && positive(last) {
-                return accepted(t0, k - ok);
+                return Ok(Outcome::Accepted { data_done: t0 });
             }
             return Ok(Outcome::Rejected {
                 code: culprit(last),
@@ -747,7 +1040,7 @@ async fn transact(
                 reset: true,
             });
         }
-        return send_data(c, b, k - ok).await;
+        return send_data(c, b).await;
     }
 
     // one command at a time
@@ -762,7 +1055,7 @@ async fn transact(
     let mut first_bad = None;
     for i in 0..k {
         b.cmds.clear();
-        rcpt_cmd(&mut b.cmds, first_user + i, &sh.to_domain);
+        rcpt_cmd(&mut b.cmds, first_user + i, &sh.mix);
         let code = c.command(&b.cmds).await?;
         if code == 421 {
             return Ok(Outcome::Rejected { code, reset: false });
@@ -771,6 +1064,7 @@ async fn transact(
             ok += 1;
         } else {
             first_bad.get_or_insert(code);
+            b.refused.push(i);
         }
     }
     if ok == 0 {
@@ -784,7 +1078,7 @@ async fn transact(
         b.cmds.clear();
         write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
         c.write(&b.cmds).await?;
-        b.msg.stamp_now();
+        b.stamp();
         for part in b.msg.parts_raw() {
             c.write(part).await?;
         }
@@ -792,7 +1086,7 @@ async fn transact(
         let t0 = Instant::now();
         let code = c.read_reply().await?;
         if positive(code) {
-            return accepted(t0, k - ok);
+            return Ok(Outcome::Accepted { data_done: t0 });
         }
         return Ok(Outcome::Rejected {
             code,
@@ -806,16 +1100,12 @@ async fn transact(
             reset: data != 421,
         });
     }
-    send_data(c, b, k - ok).await
+    send_data(c, b).await
 }
 
 /// After a 354: the dot-stuffed message, ".", and the final reply.
-async fn send_data(
-    c: &mut SmtpClient,
-    b: &mut Bufs,
-    rcpt_refused: u64,
-) -> Result<Outcome, ClientError> {
-    b.msg.stamp_now();
+async fn send_data(c: &mut SmtpClient, b: &mut Bufs) -> Result<Outcome, ClientError> {
+    b.stamp();
     for part in b.msg.parts_stuffed() {
         c.write(part).await?;
     }
@@ -824,17 +1114,10 @@ async fn send_data(
     let t0 = Instant::now();
     let code = c.read_reply().await?;
     if (200..300).contains(&code) {
-        accepted(t0, rcpt_refused)
+        Ok(Outcome::Accepted { data_done: t0 })
     } else {
         Ok(Outcome::Rejected { code, reset: false })
     }
-}
-
-fn accepted(t0: Instant, rcpt_refused: u64) -> Result<Outcome, ClientError> {
-    Ok(Outcome::Accepted {
-        latency: t0.elapsed(),
-        rcpt_refused,
-    })
 }
 
 #[cfg(test)]

@@ -152,6 +152,18 @@ pub struct Report {
     pub mb_per_sec: f64,
     pub accepted_bytes: u64,
     pub ack_latency_ms: LatencySummary,
+    /// What ack latency is measured from: "end of data", or in open loop
+    /// "scheduled send time".
+    pub ack_latency_from: String,
+    /// `--rate` (open loop), if given.
+    pub rate_per_sec: Option<f64>,
+    /// Open loop: how late transactions started after their scheduled time (waiting
+    /// for a free connection).
+    pub send_lag_ms: Option<LatencySummary>,
+    /// The recipient domains, DOMAIN=WEIGHT,...
+    pub recipient_domains: String,
+    /// Per-second buckets (accepted, failed, ack p50/p99).
+    pub timeline: Vec<crate::timeline::Second>,
 }
 
 impl Report {
@@ -194,6 +206,11 @@ impl Report {
             mb_per_sec: c.accepted_bytes as f64 / 1e6 / secs,
             accepted_bytes: c.accepted_bytes,
             ack_latency_ms: latency.summary(),
+            ack_latency_from: "end of data".into(),
+            rate_per_sec: None,
+            send_lag_ms: None,
+            recipient_domains: String::new(),
+            timeline: Vec::new(),
         }
     }
 
@@ -257,6 +274,19 @@ impl Report {
             "ack latency  p50 {:.3} ms, p90 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms, max {:.3} ms (mean {:.3} ms, n={})",
             l.p50, l.p90, l.p95, l.p99, l.max, l.mean, l.count
         );
+        if let Some(rate) = self.rate_per_sec {
+            let _ = writeln!(
+                s,
+                "open loop    {rate} msg/s scheduled; ack latency counts from the scheduled send time"
+            );
+        }
+        if let Some(lag) = &self.send_lag_ms {
+            let _ = writeln!(
+                s,
+                "send lag     p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (start of transaction after its scheduled time)",
+                lag.p50, lag.p99, lag.max
+            );
+        }
         s
     }
 }

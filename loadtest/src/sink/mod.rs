@@ -290,6 +290,40 @@ pub struct SinkConfig {
     pub max_recipients: usize,
     /// Wait at most this long for a command or data.
     pub idle_timeout: Duration,
+    /// Called for every accepted message (after counting and verifying it), from
+    /// the session that received it; keep it short.
+    pub observer: Option<Observer>,
+}
+
+/// What an [`Observer`] is told about each accepted message.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryEvent<'a> {
+    /// The `Message-ID` header value, with its angle brackets.
+    pub message_id: Option<&'a str>,
+    /// Recipients it was accepted for.
+    pub recipients: &'a [&'a str],
+    /// Unix time in microseconds when the data was complete.
+    pub received_at_us: u64,
+    /// `X-Loadtest-Sent-At`, when the message had one.
+    pub sent_at_us: Option<u64>,
+    /// Bytes as stored.
+    pub size: usize,
+}
+
+/// A callback for [`SinkConfig::observer`].
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn Fn(&DeliveryEvent<'_>) + Send + Sync>);
+
+impl Observer {
+    pub fn new(f: impl Fn(&DeliveryEvent<'_>) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer(..)")
+    }
 }
 
 impl Default for SinkConfig {
@@ -310,6 +344,7 @@ impl Default for SinkConfig {
             max_message_size: 64 << 20,
             max_recipients: 10_000,
             idle_timeout: Duration::from_secs(300),
+            observer: None,
         }
     }
 }
@@ -1105,6 +1140,15 @@ impl Shared {
             let _ = tx.send(MaildirItem {
                 name: format!("{}.{}", received_at_us / 1_000_000, d.queue_id),
                 data,
+            });
+        }
+        if let Some(observer) = &self.config.observer {
+            (observer.0)(&DeliveryEvent {
+                message_id: d.info.message_id,
+                recipients: d.recipients,
+                received_at_us,
+                sent_at_us,
+                size: d.msg.len(),
             });
         }
         c.bytes.fetch_add(d.msg.len() as u64, SeqCst);

@@ -396,3 +396,84 @@ async fn starttls_and_auth() {
     assert!(r.last_error.unwrap().contains("535"));
     assert!(r.stop_reason.contains("3 consecutive"), "{}", r.stop_reason);
 }
+
+#[tokio::test]
+async fn ack_percentiles_match_a_synthetic_delay() {
+    // the sink waits 40 ms before every reply: every ack latency is 40 ms and a bit
+    use crate::sink::{Faults, Sink, SinkConfig};
+    let sink = Sink::start(SinkConfig {
+        faults: Faults {
+            delay: Duration::from_millis(40),
+            ..Faults::default()
+        },
+        ..SinkConfig::default()
+    })
+    .await
+    .unwrap();
+    let r = execute(&args(sink.local_addr(), &["-n", "30", "-c", "3"]))
+        .await
+        .unwrap()
+        .report;
+    assert!(r.success(), "{}", r.text());
+    let l = &r.ack_latency_ms;
+    assert_eq!(l.count, 30);
+    // at least the delay, and not much more (a loaded CI machine adds some)
+    for (name, v, most) in [
+        ("p50", l.p50, 60.0),
+        ("mean", l.mean, 70.0),
+        ("p90", l.p90, 100.0),
+        ("p99", l.p99, 100.0),
+    ] {
+        assert!((40.0..most).contains(&v), "{name} {v} ms:\n{}", r.text());
+    }
+    assert!(l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max);
+    // and the per-second buckets say the same
+    let p50s: Vec<f64> = r.timeline.iter().filter_map(|s| s.ack_p50_ms).collect();
+    assert!(!p50s.is_empty());
+    assert!(p50s.iter().all(|v| (40.0..70.0).contains(v)), "{p50s:?}");
+    assert_eq!(r.timeline.iter().map(|s| s.accepted).sum::<u64>(), 30);
+    // the HTML report: summary and the two charts
+    let page = html_report(&r, "loadtest smtp -n 30");
+    assert_eq!(page.matches("<svg").count(), 2);
+    assert!(page.contains("Ack latency per second") && page.contains("Rate per second"));
+    assert!(page.contains(">p99<") && page.contains("loadtest smtp -n 30"));
+}
+
+#[tokio::test]
+async fn open_loop_paces_and_stamps_the_scheduled_time() {
+    use crate::sink::{Sink, SinkConfig};
+    let sink = Sink::start(SinkConfig {
+        keep_messages: true,
+        ..SinkConfig::default()
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let res = execute(&args(
+        sink.local_addr(),
+        &["--rate", "50", "-n", "25", "-c", "2", "--stamp"],
+    ))
+    .await
+    .unwrap();
+    // 25 messages due every 20 ms: the last one at 480 ms
+    assert!(started.elapsed() >= Duration::from_millis(470));
+    let r = res.report;
+    assert!(r.success(), "{}", r.text());
+    assert_eq!(r.ack_latency_from, "scheduled send time");
+    assert_eq!(r.rate_per_sec, Some(50.0));
+    assert!(r.send_lag_ms.is_some());
+    let mut stamps: Vec<(u64, u64)> = sink
+        .messages()
+        .iter()
+        .map(|m| {
+            let seq = verify(&m.data).unwrap().seq;
+            (seq, m.sent_at_us.unwrap())
+        })
+        .collect();
+    stamps.sort();
+    assert_eq!(stamps.len(), 25);
+    // X-Loadtest-Sent-At is the schedule: start + (seq - 1) * 20 ms, exactly
+    for (seq, at) in &stamps {
+        assert_eq!(*at, res.start_us + (seq - 1) * 20_000, "seq {seq}");
+    }
+}

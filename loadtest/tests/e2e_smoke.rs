@@ -1,0 +1,145 @@
+//! CI smoke test of the whole path: `loadtest e2e --spawn-postroad` with the real
+//! `postroad` binary (debug build), 500 messages over 8 connections by MX through the
+//! DNS stub to the sink: exit 0, nothing lost or duplicated. Then the same with a sink
+//! that refuses some recipients with 550: Postroad bounces them, and e2e must report
+//! exactly those as lost and exit 1.
+//!
+//! The binary is `$CARGO_TARGET_DIR/debug/postroad` (or `POSTROAD_BIN`); when it is not
+//! there this test builds it with `cargo build -p postroad`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadtest/ is in the workspace")
+        .to_path_buf()
+}
+
+/// target/debug: $CARGO_TARGET_DIR, else where this test binary lives
+/// (target/debug/deps/..), else the workspace's target/.
+fn debug_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        let dir = if dir.is_relative() {
+            workspace_root().join(dir)
+        } else {
+            dir
+        };
+        return dir.join("debug");
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(deps) = exe.parent()
+        && deps.ends_with("deps")
+        && let Some(debug) = deps.parent()
+    {
+        return debug.to_path_buf();
+    }
+    workspace_root().join("target").join("debug")
+}
+
+fn postroad_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("POSTROAD_BIN") {
+        return PathBuf::from(bin);
+    }
+    let bin = debug_dir().join("postroad");
+    if !bin.exists() {
+        eprintln!("{} missing: cargo build -p postroad", bin.display());
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "postroad"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build -p postroad");
+        assert!(status.success(), "cargo build -p postroad failed");
+    }
+    assert!(
+        bin.exists(),
+        "{} still missing after the build",
+        bin.display()
+    );
+    bin
+}
+
+fn e2e(extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("e2e.json");
+    let html = dir.path().join("e2e.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("e2e")
+        .arg("--spawn-postroad")
+        .arg(postroad_binary())
+        .args(["--no-progress", "--work-dir"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .args(extra)
+        .output()
+        .expect("run loadtest e2e");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&json).unwrap_or_else(|e| panic!("no JSON report ({e}):\n{text}")),
+    )
+    .unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3, "HTML charts");
+    (out.status.code(), report, text)
+}
+
+#[test]
+fn e2e_through_postroad_loses_and_duplicates_nothing() {
+    let (code, r, text) = e2e(&["-n", "500", "-c", "8"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(r["ok"], true, "{text}");
+    assert_eq!(r["messages_accepted"], 500, "{text}");
+    assert_eq!(r["delivered"], 500, "{text}");
+    assert_eq!(r["lost"], 0, "{text}");
+    assert_eq!(r["duplicates"], 0, "{text}");
+    assert_eq!(r["checksum_bad"], 0, "{text}");
+    assert_eq!(r["e2e_latency_ms"]["count"], 500, "{text}");
+    assert_eq!(r["postroad"]["spool_fsync"], true);
+    assert_eq!(r["postroad"]["exit"], "clean exit", "{text}");
+    // MX routing spread the mail over the four default domains
+    let domains = r["by_domain"].as_array().unwrap();
+    assert_eq!(domains.len(), 4);
+    assert!(
+        domains.iter().all(|d| d["delivered"].as_u64() > Some(0)),
+        "{domains:?}"
+    );
+}
+
+#[test]
+fn recipients_bounced_by_the_sink_are_reported_lost() {
+    let (code, r, text) = e2e(&[
+        "-n",
+        "200",
+        "-c",
+        "4",
+        "--sink-permfail-share",
+        "0.05",
+        "--drain-timeout",
+        "5",
+        "--fsync",
+        "false",
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(r["ok"], false);
+    let lost = r["lost"].as_u64().unwrap();
+    assert!(lost > 0, "{text}");
+    // exactly the recipients the sink refused with 550 (Postroad does not retry 5xx)
+    assert_eq!(
+        r["sink_rejections_by_code"]["550"].as_u64(),
+        Some(lost),
+        "{text}"
+    );
+    assert_eq!(r["delivered"].as_u64(), Some(200 - lost), "{text}");
+    assert_eq!(r["duplicates"], 0, "{text}");
+    assert_eq!(r["postroad"]["spool_fsync"], false);
+    assert!(text.contains(&format!("{lost} lost")), "{text}");
+}
