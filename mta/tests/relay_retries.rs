@@ -10,21 +10,24 @@ use common::relay_env::RelayEnv;
 use common::{Client, queued_id};
 use postroad_loadtest::sink::Faults;
 
+/// Sink faults that answer 451 to every recipient at `domain`.
+fn tempfail_everything_at(domain: &str) -> HashMap<String, Faults> {
+    let faults = Faults {
+        tempfail_share: 1.0,
+        ..Faults::default()
+    };
+    HashMap::from([(domain.to_string(), faults)])
+}
+
 #[test]
 fn deferred_mail_is_retried_at_its_due_time_after_a_restart() {
     let mut env = RelayEnv::start(
         "retry_first_secs = 3\nretry_max_secs = 3\nretry_jitter = 0.0\n",
         "",
     );
-    let mut refuse_all = HashMap::new();
-    refuse_all.insert(
-        "later.test".to_string(),
-        Faults {
-            tempfail_share: 1.0,
-            ..Faults::default()
-        },
-    );
-    env.sink.set_faults(Faults::default(), refuse_all).unwrap();
+    env.sink
+        .set_faults(Faults::default(), tempfail_everything_at("later.test"))
+        .unwrap();
 
     let mut c = Client::greeted(env.server.relay);
     let body = "Message-ID: <restart@relay.test>\nSubject: later\n\nbody\n";
@@ -59,15 +62,9 @@ fn deferred_mail_is_retried_at_its_due_time_after_a_restart() {
 #[test]
 fn expired_mail_is_dead_lettered_and_can_be_requeued() {
     let env = RelayEnv::start("max_queue_age_secs = 2\n", "");
-    let mut refuse_all = HashMap::new();
-    refuse_all.insert(
-        "later.test".to_string(),
-        Faults {
-            tempfail_share: 1.0,
-            ..Faults::default()
-        },
-    );
-    env.sink.set_faults(Faults::default(), refuse_all).unwrap();
+    env.sink
+        .set_faults(Faults::default(), tempfail_everything_at("later.test"))
+        .unwrap();
 
     let mut c = Client::greeted(env.server.relay);
     let body = "Message-ID: <expire@relay.test>\nSubject: expire\n\nbody\n";
