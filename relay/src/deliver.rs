@@ -20,8 +20,6 @@ pub struct Context {
     pub queue: Arc<dyn Queue>,
     pub retry: RetryPolicy,
     pub events: Option<mpsc::Sender<DeliveryEvent>>,
-    /// Messages resolved (for tests and metrics).
-    pub resolved: AtomicUsize,
 }
 
 impl Context {
@@ -297,7 +295,6 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
         tracing::error!(id = %envelope.id, "cannot record the delivery outcome: {e}");
         return;
     }
-    ctx.resolved.fetch_add(1, Ordering::Relaxed);
     if let Some(tx) = &ctx.events {
         for event in events {
             if tx.send(event).await.is_err() {
@@ -307,8 +304,8 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
     }
 }
 
-/// Marks outcomes that need no connection and reports the message when nothing else
-/// is pending (all recipients failed routing).
+/// Resolves a message none of whose recipients needed a connection (every domain failed
+/// routing; the outcomes are already set).
 pub fn finish_without_jobs(message: Arc<InFlight>, ctx: &Arc<Context>) {
     tokio::spawn(finish(message, ctx.clone()));
 }

@@ -2,7 +2,6 @@
 //! and hands the sites their jobs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,7 +65,6 @@ impl Relay {
                 client,
                 queue,
                 events,
-                resolved: Default::default(),
             }),
             router,
             sites: Mutex::new(HashMap::new()),
@@ -78,11 +76,6 @@ impl Relay {
     /// Call after enqueueing so ready mail is picked up without waiting for the next poll.
     pub fn waker(&self) -> Arc<Notify> {
         self.wake.clone()
-    }
-
-    /// Messages resolved since start (delivered, deferred, bounced or expired).
-    pub fn resolved(&self) -> usize {
-        self.ctx.resolved.load(Ordering::Relaxed)
     }
 
     /// Claims and delivers until `shutdown` turns true, then waits up to `grace` for

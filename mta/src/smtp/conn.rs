@@ -149,11 +149,6 @@ impl Conn {
         }
     }
 
-    /// The bytes received but not consumed yet.
-    pub fn buffered(&mut self) -> &mut BytesMut {
-        &mut self.input
-    }
-
     /// Feeds buffered input to `consume` (which returns how many bytes it used and
     /// whether it is done) and reads more until it is done.
     pub async fn read_until<F>(

@@ -26,11 +26,6 @@ impl Reply {
         }
     }
 
-    /// 4xx and 5xx replies: the client did something we refused.
-    pub fn is_error(&self) -> bool {
-        self.code >= 400
-    }
-
     /// Appends the wire form (`250 2.0.0 Ok\r\n`) to `out`. Text with `\n` in it
     /// becomes a multi-line reply (`250-first`, ..., `250 last`).
     pub fn write_to(&self, out: &mut Vec<u8>) {

@@ -70,14 +70,6 @@ impl SmtpServer {
         })
     }
 
-    /// The addresses actually bound (useful with port 0).
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners
-            .iter()
-            .filter_map(|(c, l)| l.local_addr().ok().map(|a| (c.name.clone(), a)))
-            .collect()
-    }
-
     /// Serves until `shutdown` turns true, then stops accepting, lets sessions finish
     /// the transaction they are in (idle ones are told `421` at once) for up to `grace`,
     /// and returns.
