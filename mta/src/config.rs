@@ -11,6 +11,7 @@ use figment::providers::{Env, Format, Toml};
 use ipnet::IpNet;
 use postroad_history::HistoryConfig;
 use postroad_queue::SpoolConfig;
+use postroad_queue::kafka::KafkaConfig;
 use postroad_relay::RelayConfig;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +33,9 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub queue: QueueConfig,
     pub spool: SpoolConfig,
+    pub kafka: KafkaConfig,
     pub smtp: SmtpConfig,
     pub relay: RelayConfig,
     pub history: HistoryConfig,
@@ -62,6 +65,24 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
         }
     }
+}
+
+/// `[queue]`: which backend holds the mail between ingress and relay.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `spool` (default): the embedded on-disk spool (`[spool]`), one process does
+    /// everything. `kafka`: Kafka topics (`[kafka]`), shared by any number of ingress
+    /// and relay processes.
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Spool,
+    Kafka,
 }
 
 /// Limits and policy of the SMTP server, shared by all listeners.
@@ -172,7 +193,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::default(),
+            queue: QueueConfig::default(),
             spool: SpoolConfig::default(),
+            kafka: KafkaConfig::default(),
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
             history: HistoryConfig::default(),
@@ -251,6 +274,12 @@ impl Config {
             ));
         }
         self.relay.validate().map_err(ConfigError::Semantic)?;
+        if self.queue.backend == Backend::Kafka {
+            self.kafka.validate().map_err(ConfigError::Semantic)?;
+            if self.kafka.instance_id.is_empty() {
+                self.kafka.instance_id = self.server.hostname.clone();
+            }
+        }
         self.admin.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
@@ -324,6 +353,10 @@ mod tests {
         full.tls.key_file = Some("/k".into());
         full.relay.smarthost = Some("smtp.example.net:587".into());
         full.admin.token = "t".repeat(32);
+        full.kafka.instance_id = "relay-1".into();
+        full.kafka
+            .client
+            .insert("socket.keepalive.enable".into(), "true".into());
         full.relay.tls_ca_file = Some("/ca.pem".into());
         full.relay.routes.insert(
             "example.org".into(),
@@ -376,6 +409,20 @@ mod tests {
             }
             _ => {}
         }
+    }
+
+    #[test]
+    fn kafka_backend_is_checked_and_gets_an_instance_id() {
+        let c =
+            Config::from_toml("[server]\nhostname = \"relay-7\"\n[queue]\nbackend = \"kafka\"\n")
+                .unwrap();
+        assert_eq!(c.queue.backend, Backend::Kafka);
+        assert_eq!(c.kafka.instance_id, "relay-7");
+        let err = Config::from_toml("[queue]\nbackend = \"kafka\"\n[kafka]\nbrokers = \"\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("kafka.brokers"), "{err}");
+        let err = Config::from_toml("[queue]\nbackend = \"rabbit\"\n").unwrap_err();
+        assert!(err.to_string().contains("rabbit"), "{err}");
     }
 
     #[test]

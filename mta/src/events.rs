@@ -1,8 +1,12 @@
 //! The event bus of one process: delivery events from the SMTP sessions (`queued`) and
-//! the relay (everything else) go to their consumers; today the history writer.
+//! the relay (everything else) go to their consumers: the history writer, and with the
+//! Kafka backend the events topic (for consumers in other processes).
 
 use postroad_history::HistorySender;
+use std::sync::Arc;
+
 use postroad_queue::DeliveryEvent;
+use postroad_queue::kafka::KafkaQueue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -16,20 +20,20 @@ pub struct EventBus {
 }
 
 impl EventBus {
-    pub fn start(history: HistorySender) -> Self {
+    pub fn start(history: HistorySender, kafka: Option<Arc<KafkaQueue>>) -> Self {
         let (tx, mut rx) = mpsc::channel(BUS_CAPACITY);
         let (stop, mut stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     event = rx.recv() => match event {
-                        Some(event) => forward(&history, event).await,
+                        Some(event) => forward(&history, kafka.as_deref(), event).await,
                         None => break,
                     },
                     _ = &mut stopped => {
                         // Producers are done (or given up on): pass on what is buffered.
                         while let Ok(event) = rx.try_recv() {
-                            forward(&history, event).await;
+                            forward(&history, kafka.as_deref(), event).await;
                         }
                         break;
                     }
@@ -59,7 +63,10 @@ impl EventBus {
     }
 }
 
-async fn forward(history: &HistorySender, event: DeliveryEvent) {
+async fn forward(history: &HistorySender, kafka: Option<&KafkaQueue>, event: DeliveryEvent) {
+    if let Some(kafka) = kafka {
+        kafka.publish_event(&event);
+    }
     if history.send(event).await.is_err() {
         tracing::error!("the history writer has stopped; an event was not recorded");
     }

@@ -20,7 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the MTA (every role, embedded spool) until SIGTERM or SIGINT.
+    /// Run the MTA until SIGTERM or SIGINT (every role and the embedded spool unless
+    /// told otherwise).
     Serve {
         /// TOML config file; without one, built-in defaults (see postroad.example.toml).
         #[arg(long, short, env = "POSTROAD_CONFIG")]
@@ -32,6 +33,16 @@ enum Command {
         /// relay.smarthost.
         #[arg(long, env = "POSTROAD_SMARTHOST")]
         smarthost: Option<String>,
+        /// Roles this process runs, comma separated: `ingress` (SMTP listeners) and/or
+        /// `relay` (delivery). Default: both. With the Kafka backend, run as many of each
+        /// as needed.
+        #[arg(long, env = "POSTROAD_ROLES", value_delimiter = ',', default_values = ["ingress", "relay"])]
+        roles: Vec<RoleArg>,
+    },
+    /// Kafka backend tools.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
     },
     /// Print the argon2 hash of a password (read from stdin) for [[auth.users]].
     Passwd,
@@ -48,6 +59,22 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RoleArg {
+    Ingress,
+    Relay,
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Create the topics of `[kafka]` with their partition counts (existing topics are
+    /// left as they are).
+    Init {
+        #[arg(long, short, env = "POSTROAD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -55,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             config,
             data_dir,
             smarthost,
+            roles,
         } => {
             init_tracing();
             let mut config = Config::load(config.as_deref())?;
@@ -70,7 +98,41 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("postroad")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(postroad::serve::serve(config))
+            let roles = postroad::serve::Roles {
+                ingress: roles.contains(&RoleArg::Ingress),
+                relay: roles.contains(&RoleArg::Relay),
+            };
+            runtime.block_on(postroad::serve::serve(config, roles))
+        }
+        Command::Kafka {
+            command: KafkaCommand::Init { config },
+        } => {
+            init_tracing();
+            let config = Config::load(config.as_deref())?;
+            config.kafka.validate().map_err(anyhow::Error::msg)?;
+            let created = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(postroad_queue::kafka::init_topics(&config.kafka))
+                .with_context(|| format!("cannot create topics at {}", config.kafka.brokers))?;
+            for (topic, outcome) in created {
+                let partitions = config
+                    .kafka
+                    .all_topics()
+                    .into_iter()
+                    .find(|t| t.0 == topic)
+                    .map_or(0, |t| t.1);
+                match outcome {
+                    postroad_queue::kafka::TopicOutcome::Created => {
+                        println!("created {topic} ({partitions} partitions)")
+                    }
+                    postroad_queue::kafka::TopicOutcome::AlreadyExists => {
+                        println!("exists  {topic}")
+                    }
+                }
+            }
+            Ok(())
         }
         Command::Passwd => {
             let stdin = std::io::stdin();

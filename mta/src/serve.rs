@@ -1,21 +1,91 @@
-//! `postroad serve`: open the queue, start the listeners, run until SIGTERM/SIGINT.
+//! `postroad serve`: open the queue, start the roles asked for (SMTP ingress, relay),
+//! run until SIGTERM/SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use postroad_queue::kafka::KafkaQueue;
 use postroad_queue::{Queue, Spool};
 use tokio::sync::watch;
 
 use crate::auth::Credentials;
-use crate::config::{Config, TlsMode};
+use crate::config::{Backend, Config, TlsMode};
 use crate::smtp::{Shared, SmtpServer};
 use postroad_history::{HistoryStore, HistoryWriter};
 use postroad_relay::Relay;
 
 use crate::events::EventBus;
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Which parts of Postroad this process runs (`serve --roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// SMTP listeners: accept mail into the queue.
+    pub ingress: bool,
+    /// Relay workers: deliver what is in the queue.
+    pub relay: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingress: true,
+        relay: true,
+    };
+}
+
+/// The queue backend this process opened, and how to close it.
+enum OpenQueue {
+    Spool(Spool),
+    Kafka(Arc<KafkaQueue>),
+}
+
+impl OpenQueue {
+    async fn open(config: &Config, consume: bool) -> anyhow::Result<(Self, Arc<dyn Queue>)> {
+        match config.queue.backend {
+            Backend::Spool => {
+                let spool = Spool::open(config.spool.clone()).with_context(|| {
+                    format!("cannot open the spool at {}", config.spool.dir.display())
+                })?;
+                if !config.spool.fsync {
+                    tracing::warn!(
+                        "spool.fsync is off: acknowledged mail can be lost in a power failure"
+                    );
+                }
+                let queue: Arc<dyn Queue> = Arc::new(spool.clone());
+                Ok((OpenQueue::Spool(spool), queue))
+            }
+            Backend::Kafka => {
+                let consume_as = consume.then(|| config.kafka.instance_id.clone());
+                let kafka = KafkaQueue::connect(config.kafka.clone(), consume_as)
+                    .await
+                    .with_context(|| {
+                        format!("cannot use the Kafka queue at {}", config.kafka.brokers)
+                    })?;
+                let queue: Arc<dyn Queue> = kafka.clone();
+                Ok((OpenQueue::Kafka(kafka), queue))
+            }
+        }
+    }
+
+    fn kafka(&self) -> Option<Arc<KafkaQueue>> {
+        match self {
+            OpenQueue::Kafka(kafka) => Some(kafka.clone()),
+            OpenQueue::Spool(_) => None,
+        }
+    }
+
+    async fn shutdown(self) -> anyhow::Result<()> {
+        match self {
+            OpenQueue::Spool(spool) => spool.shutdown().await.context("spool shutdown failed"),
+            OpenQueue::Kafka(kafka) => {
+                kafka.shutdown().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
@@ -23,12 +93,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )
     })?;
 
-    let spool = Spool::open(config.spool.clone())
-        .with_context(|| format!("cannot open the spool at {}", config.spool.dir.display()))?;
-    let queue: Arc<dyn Queue> = Arc::new(spool.clone());
-    queue.recover().await.context("spool recovery failed")?;
-    if !config.spool.fsync {
-        tracing::warn!("spool.fsync is off: acknowledged mail can be lost in a power failure");
+    let relaying = roles.relay && config.relay.enabled;
+    let (backend, queue) = OpenQueue::open(&config, relaying).await?;
+    queue.recover().await.context("queue recovery failed")?;
+    if let Some(max) = queue.max_message_size()
+        && max < config.smtp.max_message_size
+    {
+        tracing::info!(
+            "smtp.max_message_size lowered from {} to {max} bytes: the queue's record limit",
+            config.smtp.max_message_size
+        );
+        config.smtp.max_message_size = max;
     }
 
     let needs_tls = config.listeners.iter().any(|l| l.tls != TlsMode::None);
@@ -52,9 +127,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
     let (history, history_task) = HistoryWriter::spawn(store, &config.history);
     drop(history_task); // the bus waits for the writer through `HistorySender::shutdown`
-    let bus = EventBus::start(history);
+    let bus = EventBus::start(history, backend.kafka());
     let events = Some(bus.sender());
-    let relay = if config.relay.enabled {
+    let relay = if relaying {
         Some(Relay::new(
             config.relay.clone(),
             &config.server.hostname,
@@ -62,7 +137,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             events.clone(),
         )?)
     } else {
-        tracing::info!("relay.enabled is off: mail is accepted and queued, not delivered");
+        if roles.relay {
+            tracing::info!("relay.enabled is off: mail is accepted and queued, not delivered");
+        } else {
+            tracing::info!("ingress role only: mail is accepted and queued, not delivered");
+        }
         None
     };
 
@@ -76,7 +155,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         relay_waker: relay.as_ref().map(|r| r.waker()),
         events,
     };
-    let server = SmtpServer::bind(shared, &config.listeners).await?;
+    let server = if roles.ingress {
+        Some(SmtpServer::bind(shared, &config.listeners).await?)
+    } else {
+        tracing::info!("relay role only: no SMTP listeners");
+        None
+    };
 
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
@@ -94,13 +178,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .await?;
     let relay_task = relay.map(|relay| tokio::spawn(relay.run(stopped.clone(), grace)));
     tracing::info!(hostname = %config.server.hostname, "postroad ready");
-    server.run(stopped, grace).await;
+    match server {
+        Some(server) => server.run(stopped, grace).await,
+        None => {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
     if let Some(task) = relay_task {
         let _ = task.await;
     }
     let _ = admin.await;
     bus.close().await;
-    spool.shutdown().await.context("spool shutdown failed")?;
+    backend.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -7,9 +7,12 @@
 
 mod envelope;
 mod event;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod spool;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -36,6 +39,16 @@ pub enum QueueError {
     Locked(PathBuf),
     #[error("invalid queue configuration: {0}")]
     Config(String),
+    /// The backend cannot store messages right now (broker unreachable, buffer full);
+    /// clients should try again later.
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The message does not fit in one queue record.
+    #[error("message of {size} bytes is larger than the queue's record limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
+    /// The backend does not offer this operation.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
@@ -116,6 +129,15 @@ pub struct Resolution {
     pub dead: Option<(Vec<Recipient>, String)>,
 }
 
+/// A metric a backend exports (rendered on the admin endpoint's `/metrics`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
 /// The interface both queue backends (embedded spool, Kafka) implement.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -158,6 +180,23 @@ pub trait Queue: Send + Sync + 'static {
             },
         )
         .await
+    }
+
+    /// Backend-specific gauges (e.g. Kafka consumer lag per partition).
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
+
+    /// Notified when claimable messages arrive, for backends that learn of new work
+    /// on their own (the Kafka consumer); `None` when the caller must poll.
+    fn ready_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// The largest message body the backend can store, when it is smaller than any
+    /// configured SMTP limit would be (Kafka's record size).
+    fn max_message_size(&self) -> Option<usize> {
+        None
     }
 
     /// Called once at start: releases claims from a previous run and counts what is held.

@@ -58,6 +58,8 @@ impl Relay {
             tls_roots: Arc::new(crate::tls_roots::load(config.tls_ca_file.as_deref())?),
         };
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        // A backend that learns of new work by itself (Kafka) wakes the claim loop.
+        let wake = queue.ready_signal().unwrap_or_default();
         Ok(Arc::new(Self {
             ctx: Arc::new(Context {
                 retry: RetryPolicy::new(&config),
@@ -69,7 +71,7 @@ impl Relay {
             router,
             sites: Mutex::new(HashMap::new()),
             in_flight,
-            wake: Arc::new(Notify::new()),
+            wake,
         }))
     }
 

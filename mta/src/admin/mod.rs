@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod client;
+mod metrics;
 pub mod server;
 
 #[cfg(test)]

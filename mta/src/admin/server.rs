@@ -78,6 +78,7 @@ pub fn router(token: String, queue: Arc<dyn Queue>) -> Router {
         token: token.into(),
     };
     Router::new()
+        .route("/metrics", get(metrics))
         .route("/v1/queue/stats", get(queue_stats))
         .route("/v1/queue/messages", get(queue_list))
         .route("/v1/queue/messages/{id}", get(queue_get))
@@ -118,7 +119,10 @@ impl ApiError {
     fn queue(e: QueueError) -> Self {
         let status = match e {
             QueueError::NotFound(_) => StatusCode::NOT_FOUND,
-            QueueError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            QueueError::ShuttingDown | QueueError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            QueueError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -243,6 +247,19 @@ fn encode_body(body: &Bytes, raw: bool) -> (String, BodyEncoding) {
             BodyEncoding::Text,
         )
     }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state.queue.stats().await.map_err(ApiError::queue)?;
+    let text = super::metrics::render(&stats, &state.queue.gauges());
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn queue_stats(State(state): State<AppState>) -> ApiResult<postroad_queue::QueueStats> {

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use postroad_queue::{
-    DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, Recipient, unix_ms,
+    DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, QueueError, Recipient, unix_ms,
 };
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use smtp_proto::{MailFrom, RcptTo, Request};
@@ -636,6 +636,10 @@ impl Session {
                         }
                     }
                 }
+            }
+            Err(e @ QueueError::TooLarge { .. }) => {
+                tracing::info!(%id, client = %self.peer.ip(), "refused: {e}");
+                self.send(&reply::TOO_BIG);
             }
             Err(e) => {
                 tracing::error!(%id, client = %self.peer.ip(), "cannot queue message: {e}");

@@ -64,15 +64,22 @@ pub(crate) fn decode_due(id: MessageId, record: &[u8]) -> Result<u64> {
 
 /// Decodes an envelope record into its due time and envelope.
 pub(crate) fn decode_envelope(id: MessageId, record: &[u8]) -> Result<(u64, Envelope)> {
-    let due = decode_due(id, record)?;
-    let envelope: Envelope = postcard::from_bytes(&record[ENVELOPE_HEADER..])
-        .map_err(|e| corrupt(id, format!("cannot decode envelope: {e}")))?;
+    let (due, envelope) = decode_any_envelope(id, record)?;
     if envelope.id != id {
         return Err(corrupt(
             id,
             format!("envelope stored under this id says it is {}", envelope.id),
         ));
     }
+    Ok((due, envelope))
+}
+
+/// Decodes an envelope record without knowing its id beforehand (a Kafka record);
+/// `context` only names the record in errors.
+pub(crate) fn decode_any_envelope(context: MessageId, record: &[u8]) -> Result<(u64, Envelope)> {
+    let due = decode_due(context, record)?;
+    let envelope: Envelope = postcard::from_bytes(&record[ENVELOPE_HEADER..])
+        .map_err(|e| corrupt(context, format!("cannot decode envelope: {e}")))?;
     Ok((due, envelope))
 }
 

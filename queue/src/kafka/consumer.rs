@@ -1,0 +1,467 @@
+//! The relay side: one consumer in the group, records held until due and claimed,
+//! offsets committed only past resolved records, partitions paused under load.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::{Notify, watch};
+
+use super::config::KafkaConfig;
+use super::record;
+use super::tracker::OffsetTracker;
+use crate::{Claimed, Envelope, MessageId, QueueError, Result};
+
+/// A topic and partition.
+pub type Partition = (Arc<str>, i32);
+
+/// Where a claimed record came from, to resolve its offset later.
+#[derive(Debug, Clone)]
+pub struct RecordRef {
+    pub partition: Partition,
+    pub offset: i64,
+    /// The assignment the record was read under; a resolution from an older one does
+    /// not touch the partition's (new) tracker.
+    pub generation: u64,
+}
+
+struct Held {
+    at: RecordRef,
+    envelope: Envelope,
+    body: Bytes,
+}
+
+struct PartitionState {
+    tracker: OffsetTracker,
+    generation: u64,
+    paused: bool,
+}
+
+/// Limits for holding records in memory.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldLimits {
+    pub per_partition: usize,
+    pub total: usize,
+}
+
+/// What the consumer task, the rebalance callbacks and the claiming relay share.
+#[derive(Default)]
+pub struct State {
+    partitions: HashMap<Partition, PartitionState>,
+    /// Records read and not claimed, by (due time, arrival) so due ones come first.
+    held: BTreeMap<(u64, u64), Held>,
+    /// Claimed records: where each came from, and the message (a retry or dead letter
+    /// is produced from it on resolution).
+    claimed: HashMap<MessageId, (RecordRef, Claimed)>,
+    arrivals: u64,
+    generation: u64,
+    /// Records read and not resolved, in all partitions.
+    outstanding: usize,
+    lag: BTreeMap<Partition, i64>,
+}
+
+impl State {
+    /// Up to `max` held records due at `now_ms`, at most one per message id at a time.
+    pub fn claim(&mut self, max: usize, now_ms: u64) -> Vec<Claimed> {
+        let mut taken = Vec::new();
+        let mut ids = HashSet::new();
+        for (key, held) in &self.held {
+            if taken.len() == max || key.0 > now_ms {
+                break;
+            }
+            let id = held.envelope.id;
+            if !self.claimed.contains_key(&id) && ids.insert(id) {
+                taken.push(*key);
+            }
+        }
+        taken
+            .into_iter()
+            .filter_map(|key| self.held.remove(&key))
+            .map(|held| {
+                let claimed = Claimed {
+                    envelope: held.envelope,
+                    body: held.body,
+                };
+                self.claimed
+                    .insert(claimed.envelope.id, (held.at, claimed.clone()));
+                claimed
+            })
+            .collect()
+    }
+
+    /// Takes a message's claim (for resolution).
+    pub fn take_claim(&mut self, id: MessageId) -> Result<(RecordRef, Claimed)> {
+        self.claimed.remove(&id).ok_or(QueueError::NotClaimed(id))
+    }
+
+    /// Puts back a claim whose resolution could not be completed.
+    pub fn restore_claim(&mut self, id: MessageId, at: RecordRef, claimed: Claimed) {
+        self.claimed.insert(id, (at, claimed));
+    }
+
+    /// A record is resolved: its offset may be committed once those before it are.
+    pub fn resolved(&mut self, at: &RecordRef) {
+        if let Some(p) = self.partitions.get_mut(&at.partition)
+            && p.generation == at.generation
+            && p.tracker.resolve(at.offset)
+        {
+            self.outstanding -= 1;
+        }
+    }
+
+    fn read(&mut self, at: RecordRef, due_ms: u64, envelope: Envelope, body: Bytes) {
+        self.arrivals += 1;
+        let key = (due_ms, self.arrivals);
+        self.held.insert(key, Held { at, envelope, body });
+    }
+
+    /// Makes every held record due now; returns how many were waiting.
+    pub fn flush(&mut self, now_ms: u64) -> u64 {
+        let waiting: Vec<_> = self.held.keys().filter(|k| k.0 > now_ms).copied().collect();
+        for key in &waiting {
+            if let Some(held) = self.held.remove(key) {
+                self.arrivals += 1;
+                self.held.insert((0, self.arrivals), held);
+            }
+        }
+        waiting.len() as u64
+    }
+
+    pub fn counts(&self, now_ms: u64) -> (u64, u64, u64) {
+        let ready = self.held.keys().take_while(|k| k.0 <= now_ms).count() as u64;
+        let deferred = self.held.len() as u64 - ready;
+        (ready, deferred, self.claimed.len() as u64)
+    }
+
+    pub fn lag(&self) -> Vec<(Partition, i64)> {
+        self.lag.iter().map(|(p, l)| (p.clone(), *l)).collect()
+    }
+
+    fn assign(&mut self, partitions: &TopicPartitionList) {
+        self.generation += 1;
+        for elem in partitions.elements() {
+            let key: Partition = (elem.topic().into(), elem.partition());
+            self.partitions.entry(key).or_insert(PartitionState {
+                tracker: OffsetTracker::default(),
+                generation: self.generation,
+                paused: false,
+            });
+        }
+    }
+
+    /// Forgets revoked partitions: their unclaimed records are dropped (the next owner
+    /// reads them from the committed offset), claims in flight still resolve.
+    fn revoke(&mut self, partitions: &TopicPartitionList) {
+        for elem in partitions.elements() {
+            let key: Partition = (elem.topic().into(), elem.partition());
+            if let Some(p) = self.partitions.remove(&key) {
+                self.outstanding -= p.tracker.outstanding();
+            }
+            self.lag.remove(&key);
+        }
+        let partitions = &self.partitions;
+        self.held
+            .retain(|_, held| partitions.contains_key(&held.at.partition));
+    }
+
+    /// The offsets that moved since the last commit.
+    fn commits(&mut self, only: Option<&TopicPartitionList>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), p) in &mut self.partitions {
+            if let Some(only) = only
+                && only.find_partition(topic, *partition).is_none()
+            {
+                continue;
+            }
+            if let Some(offset) = p.tracker.take_commit() {
+                let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset));
+            }
+        }
+        tpl
+    }
+
+    fn commit_failed(&mut self, offsets: &TopicPartitionList) {
+        for elem in offsets.elements() {
+            let key: Partition = (elem.topic().into(), elem.partition());
+            if let Some(p) = self.partitions.get_mut(&key) {
+                p.tracker.forget_commit();
+            }
+        }
+    }
+}
+
+pub struct Shared {
+    state: Mutex<State>,
+    /// Woken when held records arrive (the relay claims then).
+    pub ready: Arc<Notify>,
+    /// Woken when records are resolved (the consumer may resume partitions then).
+    drained: Notify,
+    limits: HoldLimits,
+}
+
+impl Shared {
+    pub fn new(limits: HoldLimits) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            ready: Arc::new(Notify::new()),
+            drained: Notify::new(),
+            limits,
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn drained(&self) {
+        self.drained.notify_one();
+    }
+}
+
+/// rdkafka callbacks: rebalances, commit results, statistics (lag).
+pub struct Context {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut state = self.shared.state();
+        let assigned: HashSet<Partition> = state.partitions.keys().cloned().collect();
+        state.lag.clear();
+        for (name, topic) in statistics.topics {
+            let name: Arc<str> = name.into();
+            for (id, partition) in topic.partitions {
+                let key = (name.clone(), id);
+                if id >= 0 && partition.consumer_lag >= 0 && assigned.contains(&key) {
+                    state.lag.insert(key, partition.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let commits = self.shared.state().commits(Some(partitions));
+            if commits.count() > 0 && !consumer.assignment_lost() {
+                if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
+                    tracing::warn!("commit before giving up partitions failed: {e}");
+                }
+            }
+            self.shared.state().revoke(partitions);
+            tracing::info!(partitions = partitions.count(), "Kafka partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.shared.state().assign(partitions);
+                tracing::info!(partitions = partitions.count(), "Kafka partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::error!("Kafka rebalance failed: {e}"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!("offset commit failed (will retry): {e}");
+            self.shared.state().commit_failed(offsets);
+        }
+    }
+}
+
+pub type GroupConsumer = StreamConsumer<Context>;
+
+/// Creates the group consumer and subscribes it to new mail and the retry tiers.
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    instance_id: &str,
+    shared: Arc<Shared>,
+) -> Result<GroupConsumer> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // No transactions are used, and some brokers cannot answer read_committed.
+        .set("isolation.level", "read_uncommitted")
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        .set("statistics.interval.ms", kafka.lag_interval_ms.to_string())
+        .set_log_level(RDKafkaLogLevel::Warning);
+    if !instance_id.is_empty() {
+        config.set("group.instance.id", instance_id);
+    }
+    for (key, value) in &kafka.client {
+        config.set(key, value);
+    }
+    let consumer: GroupConsumer = config
+        .create_with_context(Context { shared })
+        .map_err(|e| QueueError::Config(format!("cannot create the Kafka consumer: {e}")))?;
+    consumer
+        .subscribe(&kafka.consumed_topics())
+        .map_err(|e| QueueError::Config(format!("cannot subscribe to the Kafka topics: {e}")))?;
+    Ok(consumer)
+}
+
+/// What the consumer task does with a record it cannot decode.
+pub type Quarantine = Box<dyn Fn(QueueError, RecordRef, Option<Bytes>, Bytes) + Send + Sync>;
+
+/// Reads records into the held set, pauses and resumes partitions, commits resolved
+/// offsets, until `shutdown`; then commits what is resolved one last time.
+pub async fn run(
+    consumer: GroupConsumer,
+    shared: Arc<Shared>,
+    commit_every: Duration,
+    quarantine: Quarantine,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(commit_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let failed = tokio::select! {
+            biased;
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            _ = tick.tick() => {
+                commit(&consumer, &shared, CommitMode::Async);
+                false
+            }
+            _ = shared.drained.notified() => {
+                resume_drained(&consumer, &shared);
+                false
+            }
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    take(&consumer, &shared, &message, &quarantine);
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!("Kafka consumer: {e}");
+                    true
+                }
+            },
+        };
+        if failed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    commit(&consumer, &shared, CommitMode::Sync);
+    tracing::info!("Kafka consumer stopped");
+}
+
+fn commit(consumer: &GroupConsumer, shared: &Shared, mode: CommitMode) {
+    let commits = shared.state().commits(None);
+    if commits.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.commit(&commits, mode) {
+        tracing::warn!("offset commit failed (will retry): {e}");
+        shared.state().commit_failed(&commits);
+    }
+}
+
+/// Holds one record, pausing its partition (or all) when too much is held.
+fn take(
+    consumer: &GroupConsumer,
+    shared: &Shared,
+    message: &BorrowedMessage<'_>,
+    quarantine: &Quarantine,
+) {
+    let partition: Partition = (message.topic().into(), message.partition());
+    let offset = message.offset();
+    let body = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    let decoded = record::decode(message.headers());
+    let now = crate::unix_ms(std::time::SystemTime::now());
+    let mut state = shared.state();
+    let Some(p) = state.partitions.get_mut(&partition) else {
+        return; // read just before a revocation; the next owner reads it again
+    };
+    p.tracker.read(offset);
+    let at = RecordRef {
+        partition: partition.clone(),
+        offset,
+        generation: p.generation,
+    };
+    let outstanding = p.tracker.outstanding();
+    state.outstanding += 1;
+    let due = match decoded {
+        Ok((due, envelope)) => {
+            state.read(at, due, envelope, body);
+            Some(due)
+        }
+        Err(e) => {
+            drop(state);
+            let key = message.key().map(Bytes::copy_from_slice);
+            quarantine(e, at, key, body);
+            state = shared.state();
+            None
+        }
+    };
+    let limits = shared.limits;
+    let mut pause = TopicPartitionList::new();
+    if state.outstanding >= limits.total {
+        for (key, p) in &mut state.partitions {
+            if !p.paused {
+                p.paused = true;
+                pause.add_partition(&key.0, key.1);
+            }
+        }
+    } else if outstanding >= limits.per_partition
+        && let Some(p) = state.partitions.get_mut(&partition)
+        && !p.paused
+    {
+        p.paused = true;
+        pause.add_partition(&partition.0, partition.1);
+    }
+    drop(state);
+    if pause.count() > 0 {
+        tracing::debug!(
+            partitions = pause.count(),
+            "pausing Kafka partitions: worker is full"
+        );
+        if let Err(e) = consumer.pause(&pause) {
+            tracing::warn!("cannot pause Kafka partitions: {e}");
+        }
+    }
+    if due.is_some_and(|due| due <= now) {
+        shared.ready.notify_one();
+    }
+}
+
+/// Resumes paused partitions that have drained to half their limit.
+fn resume_drained(consumer: &GroupConsumer, shared: &Shared) {
+    let limits = shared.limits;
+    let mut state = shared.state();
+    if state.outstanding > limits.total / 2 {
+        return;
+    }
+    let mut resume = TopicPartitionList::new();
+    for (key, p) in &mut state.partitions {
+        if p.paused && p.tracker.outstanding() <= limits.per_partition / 2 {
+            p.paused = false;
+            resume.add_partition(&key.0, key.1);
+        }
+    }
+    drop(state);
+    if resume.count() > 0 {
+        tracing::debug!(partitions = resume.count(), "resuming Kafka partitions");
+        if let Err(e) = consumer.resume(&resume) {
+            tracing::warn!("cannot resume Kafka partitions: {e}");
+        }
+    }
+}

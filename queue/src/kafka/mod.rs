@@ -1,0 +1,506 @@
+//! The Kafka backend: the queue that scales past one machine.
+//!
+//! Ingress produces each message (one record per recipient domain, keyed by the
+//! domain) to the send topic and returns only once the broker acknowledged it
+//! (`acks=all`, idempotent producer). Relay workers are one consumer group: each holds
+//! the records it reads until they are due, hands them out through [`Queue::claim`],
+//! and on [`Queue::resolve`] produces retries to a retry tier and dead letters to the
+//! DLQ topic, then marks the record resolved. Offsets are committed only past records
+//! that are all resolved (see [`tracker`]); a worker that dies is replaced by the
+//! records after its last commit being read again: delivery is at least once.
+//!
+//! No Kafka transactions are used (not every Kafka-compatible broker has them).
+
+pub mod config;
+mod consumer;
+mod producer;
+mod record;
+pub mod tracker;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::{ClientConfig, consumer::BaseConsumer, consumer::Consumer as _};
+use tokio::sync::{Mutex, Notify, watch};
+
+pub use config::{Compression, KafkaConfig, RetryTier, TopicConfig, TopicsConfig};
+use consumer::{HoldLimits, RecordRef, Shared};
+use producer::Producer;
+
+use crate::{
+    Claimed, DeadLetter, DeliveryEvent, Envelope, Gauge, MessageId, Queue, QueueError, QueueStats,
+    RecoveryReport, Resolution, Result, unix_ms,
+};
+
+/// How long to wait between attempts to produce a resolution while the broker is away.
+const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Longest dead-letter reason kept in a DLQ record header.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A handle on the Kafka backend (producer always; group consumer for relay workers).
+pub struct KafkaQueue {
+    config: KafkaConfig,
+    producer: Arc<Producer>,
+    shared: Arc<Shared>,
+    consuming: bool,
+    stop: watch::Sender<bool>,
+    consumer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl KafkaQueue {
+    /// Connects to the brokers and checks that every topic exists. With `consume_as`
+    /// (the worker's `group.instance.id`, empty for dynamic membership) it also joins
+    /// the relay consumer group.
+    pub async fn connect(config: KafkaConfig, consume_as: Option<String>) -> Result<Arc<Self>> {
+        config.validate().map_err(QueueError::Config)?;
+        check_topics(&config).await?;
+        let producer = Arc::new(Producer::new(&config)?);
+        let shared = Shared::new(HoldLimits {
+            per_partition: config.max_held_per_partition,
+            total: config.max_held,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut task = None;
+        if let Some(instance_id) = &consume_as {
+            let consumer = consumer::subscribe(&config, instance_id, shared.clone())?;
+            let quarantine = quarantine(
+                producer.clone(),
+                shared.clone(),
+                config.topics.dlq.name.clone(),
+                stopped.clone(),
+            );
+            task = Some(tokio::spawn(consumer::run(
+                consumer,
+                shared.clone(),
+                Duration::from_millis(config.commit_interval_ms),
+                quarantine,
+                stopped,
+            )));
+            tracing::info!(group = %config.group_id, instance = %instance_id, topics = ?config.consumed_topics(), "joined the Kafka relay group");
+        }
+        Ok(Arc::new(Self {
+            config,
+            producer,
+            shared,
+            consuming: consume_as.is_some(),
+            stop,
+            consumer_task: Mutex::new(task),
+        }))
+    }
+
+    /// Largest message (body) that fits in a record with room for its envelope.
+    pub fn max_message_size(&self) -> usize {
+        self.config.max_record_bytes.saturating_sub(16 * 1024)
+    }
+
+    /// Publishes a delivery event to the events topic (JSON, keyed by message id, the
+    /// event id in a header so consumers can drop replays). Does not wait for the
+    /// broker; failures are logged.
+    pub fn publish_event(&self, event: &DeliveryEvent) {
+        let payload = match serde_json::to_vec(event) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!("cannot encode a delivery event: {e}");
+                return;
+            }
+        };
+        let event_id = event.event_id.to_string();
+        let key = event.message_id.to_string();
+        let producer = self.producer.clone();
+        let topic = self.config.topics.events.name.clone();
+        tokio::spawn(async move {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: record::EVENT_ID_HEADER,
+                value: Some(event_id.as_bytes()),
+            });
+            if let Err(e) = producer
+                .send(&topic, key.as_bytes(), &payload, headers)
+                .await
+            {
+                tracing::warn!(event = %event_id, "delivery event not published: {e}");
+            }
+        });
+    }
+
+    /// Consumer lag per partition this worker owns, from the latest statistics.
+    pub fn lag(&self) -> Vec<((Arc<str>, i32), i64)> {
+        self.shared.state().lag()
+    }
+
+    /// Stops consuming (committing what is resolved) and flushes the producer.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.consumer_task.lock().await.take() {
+            let _ = task.await;
+        }
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    }
+
+    async fn send_message(
+        &self,
+        topic: &str,
+        envelope: &Envelope,
+        body: &[u8],
+        due_ms: u64,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let size = record::record_size(envelope, body.len()) + reason.map_or(0, str::len);
+        if size > self.config.max_record_bytes {
+            return Err(QueueError::TooLarge {
+                size,
+                max: self.config.max_record_bytes,
+            });
+        }
+        let key = envelope
+            .recipients
+            .first()
+            .map(|r| r.domain())
+            .unwrap_or_default();
+        let headers = record::headers(envelope, due_ms, reason)?;
+        self.producer
+            .send(topic, key.as_bytes(), body, headers)
+            .await
+    }
+
+    /// Produces what a resolution needs, retrying while the broker is unreachable:
+    /// the record's offset must not be committed before these are durable.
+    async fn produce_resolution(&self, claimed: &Claimed, resolution: &Resolution) -> Result<()> {
+        let now = SystemTime::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let retry = async {
+                match &resolution.retry {
+                    Some((envelope, until)) => {
+                        let secs = until.duration_since(now).unwrap_or_default().as_secs();
+                        let topic = self.config.retry_topic(secs);
+                        self.send_message(topic, envelope, &claimed.body, unix_ms(*until), None)
+                            .await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let dead = async {
+                match &resolution.dead {
+                    Some((recipients, reason)) => {
+                        let mut envelope = claimed.envelope.clone();
+                        envelope.recipients = recipients.clone();
+                        let topic = &self.config.topics.dlq.name;
+                        let reason = truncate(reason, MAX_REASON_BYTES);
+                        self.send_message(
+                            topic,
+                            &envelope,
+                            &claimed.body,
+                            unix_ms(now),
+                            Some(reason),
+                        )
+                        .await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let (retry, dead) = tokio::join!(retry, dead);
+            match retry.and(dead) {
+                Ok(()) => return Ok(()),
+                // Not a broker outage: retrying cannot help.
+                Err(e @ (QueueError::TooLarge { .. } | QueueError::Corrupt { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    if *self.stop.borrow() {
+                        return Err(QueueError::ShuttingDown);
+                    }
+                    tracing::warn!(id = %claimed.envelope.id, "cannot record a delivery outcome in Kafka, retrying in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RESOLVE_RETRY_MAX);
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for KafkaQueue {
+    async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()> {
+        let due = envelope.received_at_ms;
+        let parts = record::split_by_domain(envelope);
+        for (_, part) in &parts {
+            let size = record::record_size(part, body.len());
+            if size > self.config.max_record_bytes {
+                return Err(QueueError::TooLarge {
+                    size,
+                    max: self.config.max_record_bytes,
+                });
+            }
+        }
+        let topic = &self.config.topics.send.name;
+        let sends = parts
+            .iter()
+            .map(|(_, part)| self.send_message(topic, part, &body, due, None));
+        futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
+        if !self.consuming {
+            return Ok(Vec::new());
+        }
+        let now = unix_ms(SystemTime::now());
+        Ok(self.shared.state().claim(max, now))
+    }
+
+    async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()> {
+        // The claim is needed for the body; take it out while producing, so a
+        // concurrent resolution of the same id fails instead of writing twice.
+        let (at, claimed) = self.shared.state().take_claim(id)?;
+        let produced = self.produce_resolution(&claimed, &resolution).await;
+        if let Err(e) = produced {
+            self.shared.state().restore_claim(id, at, claimed);
+            return Err(e);
+        }
+        self.shared.state().resolved(&at);
+        self.shared.drained();
+        Ok(())
+    }
+
+    async fn recover(&self) -> Result<RecoveryReport> {
+        // Nothing to recover locally: what was claimed and not committed is read again
+        // from the group's committed offsets.
+        Ok(RecoveryReport::default())
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        let (ready, deferred, claimed) = self.shared.state().counts(unix_ms(SystemTime::now()));
+        Ok(QueueStats {
+            queued: ready + deferred + claimed,
+            ready,
+            deferred,
+            claimed,
+            dead_letters: 0,
+        })
+    }
+
+    fn gauges(&self) -> Vec<Gauge> {
+        self.lag()
+            .into_iter()
+            .map(|((topic, partition), lag)| Gauge {
+                name: "postroad_kafka_consumer_lag",
+                help: "Records in a partition this worker owns that are past its committed offset",
+                labels: vec![
+                    ("topic", topic.to_string()),
+                    ("partition", partition.to_string()),
+                ],
+                value: lag as f64,
+            })
+            .collect()
+    }
+
+    fn ready_signal(&self) -> Option<Arc<Notify>> {
+        Some(self.shared.ready.clone())
+    }
+
+    fn max_message_size(&self) -> Option<usize> {
+        Some(KafkaQueue::max_message_size(self))
+    }
+
+    async fn get(&self, _id: MessageId) -> Result<Option<(Envelope, Bytes)>> {
+        Err(unsupported("looking up a queued message"))
+    }
+
+    async fn list(&self, _limit: usize) -> Result<Vec<Envelope>> {
+        Err(unsupported("listing queued messages"))
+    }
+
+    async fn flush(&self) -> Result<u64> {
+        let flushed = self.shared.state().flush(unix_ms(SystemTime::now()));
+        self.shared.ready.notify_one();
+        Ok(flushed)
+    }
+
+    async fn dead_letters(&self, _limit: usize) -> Result<Vec<DeadLetter>> {
+        Err(unsupported("listing dead letters"))
+    }
+
+    async fn get_dead_letter(&self, _id: MessageId) -> Result<Option<(DeadLetter, Bytes)>> {
+        Err(unsupported("reading a dead letter"))
+    }
+
+    async fn requeue_dead_letter(&self, _id: MessageId) -> Result<MessageId> {
+        Err(unsupported("requeueing a dead letter"))
+    }
+
+    async fn purge_dead_letter(&self, _id: MessageId) -> Result<()> {
+        Err(unsupported("purging a dead letter"))
+    }
+}
+
+fn unsupported(what: &'static str) -> QueueError {
+    QueueError::Unsupported(format!(
+        "{what} is not available with the Kafka backend: the messages are records in Kafka topics (read them with Kafka tools)"
+    ))
+}
+
+/// Sends a record the consumer cannot decode to the DLQ as it is (with the reason),
+/// then lets its offset be committed. Retries while the broker is away.
+fn quarantine(
+    producer: Arc<Producer>,
+    shared: Arc<Shared>,
+    dlq: String,
+    stopped: watch::Receiver<bool>,
+) -> consumer::Quarantine {
+    Box::new(
+        move |error: QueueError, at: RecordRef, key: Option<Bytes>, body: Bytes| {
+            tracing::error!(topic = %at.partition.0, partition = at.partition.1, offset = at.offset, "undecodable record moved to {dlq}: {error}");
+            let (producer, shared, dlq, stopped) = (
+                producer.clone(),
+                shared.clone(),
+                dlq.clone(),
+                stopped.clone(),
+            );
+            tokio::spawn(async move {
+                let reason = format!(
+                    "undecodable record from {}[{}]@{}: {error}",
+                    at.partition.0, at.partition.1, at.offset
+                );
+                loop {
+                    let headers = OwnedHeaders::new().insert(Header {
+                        key: record::REASON_HEADER,
+                        value: Some(reason.as_bytes()),
+                    });
+                    match producer
+                        .send(&dlq, key.as_deref().unwrap_or_default(), &body, headers)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) if *stopped.borrow() => {
+                            tracing::warn!("undecodable record left uncommitted at shutdown: {e}");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!("cannot move an undecodable record to {dlq}: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                shared.state().resolved(&at);
+                shared.drained();
+            });
+        },
+    )
+}
+
+/// What `postroad kafka init` did with one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicOutcome {
+    Created,
+    AlreadyExists,
+}
+
+fn admin_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.client {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Creates every topic the backend uses with its configured partition count; topics
+/// that exist already are left as they are.
+pub async fn init_topics(config: &KafkaConfig) -> Result<Vec<(String, TopicOutcome)>> {
+    config.validate().map_err(QueueError::Config)?;
+    let admin: AdminClient<DefaultClientContext> = admin_config(config)
+        .create()
+        .map_err(|e| QueueError::Config(format!("cannot create a Kafka admin client: {e}")))?;
+    let topics: Vec<NewTopic<'_>> = config
+        .all_topics()
+        .into_iter()
+        .map(|(name, partitions)| {
+            NewTopic::new(
+                name,
+                partitions,
+                TopicReplication::Fixed(config.topics.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("cannot create Kafka topics: {e}")))?;
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(name) => Ok((name, TopicOutcome::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                Ok((name, TopicOutcome::AlreadyExists))
+            }
+            Err((name, code)) => Err(QueueError::Unavailable(format!(
+                "cannot create Kafka topic {name}: {code}"
+            ))),
+        })
+        .collect()
+}
+
+/// Fails unless every topic the backend uses exists (a clear error beats a worker that
+/// waits for records on a topic nobody created).
+async fn check_topics(config: &KafkaConfig) -> Result<()> {
+    let client = admin_config(config);
+    let names: Vec<String> = config
+        .all_topics()
+        .into_iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let brokers = config.brokers.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = client
+            .create()
+            .map_err(|e| QueueError::Config(format!("cannot create a Kafka client: {e}")))?;
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| {
+                QueueError::Unavailable(format!("cannot reach the Kafka brokers {brokers}: {e}"))
+            })?;
+        let missing: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| {
+                !metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == *name && t.error().is_none())
+            })
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(QueueError::Config(format!(
+                "Kafka topics missing: {} (create them with `postroad kafka init`)",
+                missing.join(", ")
+            )))
+        }
+    })
+    .await
+    .map_err(|e| QueueError::Storage(format!("topic check failed: {e}")))?
+}
