@@ -2,6 +2,7 @@
 //! as a plain SMTP client.
 #![allow(dead_code)]
 
+pub mod kafka_env;
 pub mod relay_env;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -40,13 +41,21 @@ pub fn password_hash() -> &'static str {
     })
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, from below the kernel's ephemeral range
+/// (32768 and up here), so no client connection can take it between this check and
+/// the server's bind; each port is handed out once per test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // Start at a point that depends on the process, so test binaries run one after
+    // another do not all try the same ports first.
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id()));
+    loop {
+        let port = 20_000 + (next.fetch_add(1, Ordering::SeqCst) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running `postroad serve` with its own data directory and ports.
@@ -57,12 +66,19 @@ pub struct Server {
     pub relay: u16,
     pub submission: u16,
     pub submissions: u16,
+    /// Extra `serve` arguments (e.g. `--roles relay`).
+    args: Vec<String>,
 }
 
 impl Server {
     /// Starts a server; `extra` is appended to the generated config (it may add
     /// `[smtp]`, `[spool]` or `[tls]` sections).
     pub fn start(extra: &str) -> Server {
+        Self::start_with(extra, &[])
+    }
+
+    /// Like [`Server::start`], with extra `serve` arguments.
+    pub fn start_with(extra: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (relay, submission, submissions) = (free_port(), free_port(), free_port());
         // Each server gets its own admin port, and delivery only where a test asks for
@@ -119,6 +135,7 @@ tls = "implicit"
             relay,
             submission,
             submissions,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         server.launch();
         server
@@ -138,6 +155,7 @@ tls = "implicit"
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config_path)
+            .args(&self.args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -146,14 +164,26 @@ tls = "implicit"
         self.wait_ready();
     }
 
-    /// Waits until the relay listener answers with its 220 greeting.
+    /// Whether this server has SMTP listeners (not `--roles relay` only).
+    fn has_listeners(&self) -> bool {
+        let roles = self.args.iter().position(|a| a == "--roles");
+        roles.is_none_or(|i| self.args.get(i + 1).is_some_and(|r| r.contains("ingress")))
+    }
+
+    /// Waits until the relay listener answers with its 220 greeting (or, without
+    /// listeners, until the server logs that it is ready).
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let starts_before = self.log().matches("postroad ready").count();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("postroad exited at start ({status}):\n{}", self.log());
             }
-            if TcpStream::connect(("127.0.0.1", self.relay)).is_ok() {
+            if !self.has_listeners() {
+                if self.log().matches("postroad ready").count() > starts_before {
+                    return;
+                }
+            } else if TcpStream::connect(("127.0.0.1", self.relay)).is_ok() {
                 // Leave cleanly, so this probe holds no connection slot afterwards.
                 let mut c = Client::greeted(self.relay);
                 c.expect("QUIT", 221);

@@ -47,59 +47,73 @@ pub fn zone() -> Zone {
         .servfail("broken.test")
 }
 
+/// A runtime with the DNS stub serving `zone` and a verifying sink (3 s replies for
+/// `slow.test`).
+pub fn start_peers(zone: Zone) -> (Runtime, DnsHandle, SinkHandle) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dns = rt
+        .block_on(DnsStub::start("127.0.0.1:0".parse().unwrap(), vec![zone]))
+        .unwrap();
+    let mut domain_faults = HashMap::new();
+    domain_faults.insert(
+        "slow.test".to_string(),
+        Faults {
+            delay: Duration::from_secs(3),
+            ..Faults::default()
+        },
+    );
+    let sink = rt
+        .block_on(Sink::start(SinkConfig {
+            verify: true,
+            keep_messages: true,
+            domain_faults,
+            ..SinkConfig::default()
+        }))
+        .unwrap();
+    (rt, dns, sink)
+}
+
+/// The `[relay]` section for a server that resolves through `dns` and delivers to
+/// `sink`: test defaults, a key in `relay_extra` replacing its default (`{sink}` in it
+/// becomes the sink's address).
+pub fn relay_section(dns: &DnsHandle, sink: &SinkHandle, relay_extra: &str) -> String {
+    let dns_addr = dns.local_addr().to_string();
+    let sink_port = sink.local_addr().port().to_string();
+    let defaults = [
+        ("nameservers", format!("[\"{dns_addr}\"]")),
+        ("mx_port", sink_port),
+        ("retry_first_secs", "1".into()),
+        ("retry_max_secs", "2".into()),
+        ("site_backoff_secs", "1".into()),
+        ("command_timeout_secs", "10".into()),
+        ("data_timeout_secs", "10".into()),
+        ("poll_interval_ms", "50".into()),
+        ("tls", "\"none\"".into()),
+    ];
+    let overridden = |key: &str| {
+        relay_extra
+            .lines()
+            .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
+    };
+    let mut relay = String::from("[relay]\n");
+    for (key, value) in defaults.iter().filter(|(k, _)| !overridden(k)) {
+        relay.push_str(&format!("{key} = {value}\n"));
+    }
+    relay.push_str(&relay_extra.replace("{sink}", &sink.local_addr().to_string()));
+    relay
+}
+
 impl RelayEnv {
     /// Starts DNS, sink and server; `relay_extra` goes into the `[relay]` section
     /// (`{sink}` in it becomes the sink's address), `extra` after it.
     pub fn start(relay_extra: &str, extra: &str) -> RelayEnv {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dns = rt
-            .block_on(DnsStub::start("127.0.0.1:0".parse().unwrap(), vec![zone()]))
-            .unwrap();
-        let mut domain_faults = HashMap::new();
-        domain_faults.insert(
-            "slow.test".to_string(),
-            Faults {
-                delay: Duration::from_secs(3),
-                ..Faults::default()
-            },
-        );
-        let sink = rt
-            .block_on(Sink::start(SinkConfig {
-                verify: true,
-                keep_messages: true,
-                domain_faults,
-                ..SinkConfig::default()
-            }))
-            .unwrap();
+        let (rt, dns, sink) = start_peers(zone());
         let admin = free_port();
-        // Test defaults for [relay]; a key in `relay_extra` replaces its default.
-        let dns_addr = dns.local_addr().to_string();
-        let sink_port = sink.local_addr().port().to_string();
-        let defaults = [
-            ("nameservers", format!("[\"{dns_addr}\"]")),
-            ("mx_port", sink_port),
-            ("retry_first_secs", "1".into()),
-            ("retry_max_secs", "2".into()),
-            ("site_backoff_secs", "1".into()),
-            ("command_timeout_secs", "10".into()),
-            ("data_timeout_secs", "10".into()),
-            ("poll_interval_ms", "50".into()),
-            ("tls", "\"none\"".into()),
-        ];
-        let overridden = |key: &str| {
-            relay_extra
-                .lines()
-                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == key))
-        };
-        let mut relay = String::from("[relay]\n");
-        for (key, value) in defaults.iter().filter(|(k, _)| !overridden(k)) {
-            relay.push_str(&format!("{key} = {value}\n"));
-        }
-        relay.push_str(&relay_extra.replace("{sink}", &sink.local_addr().to_string()));
+        let relay = relay_section(&dns, &sink, relay_extra);
         let config = format!("{relay}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{extra}");
         let server = Server::start(&config);
         RelayEnv {

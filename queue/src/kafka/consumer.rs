@@ -254,10 +254,11 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             let commits = self.shared.state().commits(Some(partitions));
-            if commits.count() > 0 && !consumer.assignment_lost() {
-                if let Err(e) = consumer.commit(&commits, CommitMode::Sync) {
-                    tracing::warn!("commit before giving up partitions failed: {e}");
-                }
+            if commits.count() > 0
+                && !consumer.assignment_lost()
+                && let Err(e) = consumer.commit(&commits, CommitMode::Sync)
+            {
+                tracing::warn!("commit before giving up partitions failed: {e}");
             }
             self.shared.state().revoke(partitions);
             tracing::info!(partitions = partitions.count(), "Kafka partitions revoked");
