@@ -39,7 +39,8 @@ pub enum Pipelining {
 
 #[derive(Debug, Clone, Args)]
 pub struct SmtpArgs {
-    /// Server to load, HOST:PORT.
+    /// Server to load, HOST:PORT; several separated by commas (e.g. two ingress
+    /// nodes): each new connection goes to the next one in turn.
     #[arg(long, default_value = "127.0.0.1:2525")]
     pub addr: String,
 
@@ -195,7 +196,9 @@ struct Claim {
 
 /// Everything the workers share.
 struct Shared {
-    addr: SocketAddr,
+    /// Servers to load; connections go to each in turn.
+    addrs: Vec<SocketAddr>,
+    next_addr: std::sync::atomic::AtomicUsize,
     helo: String,
     mix: Arc<DomainMix>,
     recipients: u64,
@@ -339,14 +342,19 @@ pub async fn execute(args: &SmtpArgs) -> anyhow::Result<RunResult> {
 
 /// The run, with what `hooks` plugs in.
 pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunResult> {
-    let addr = tokio::net::lookup_host(&args.addr)
-        .await
-        .with_context(|| format!("resolving {}", args.addr))?
-        .next()
-        .with_context(|| format!("{} resolves to no address", args.addr))?;
-    let host = match args.addr.rsplit_once(':') {
+    let mut addrs = Vec::new();
+    for one in args.addr.split(',').map(str::trim) {
+        let addr = tokio::net::lookup_host(one)
+            .await
+            .with_context(|| format!("resolving {one}"))?
+            .next()
+            .with_context(|| format!("{one} resolves to no address"))?;
+        addrs.push(addr);
+    }
+    let first = args.addr.split(',').next().unwrap_or_default().trim();
+    let host = match first.rsplit_once(':') {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-        None => args.addr.clone(),
+        None => first.to_owned(),
     };
     if args.timeout <= 0.0 || args.connect_timeout <= 0.0 {
         bail!("timeouts must be positive");
@@ -424,7 +432,8 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     };
     let stamp = args.stamp || hooks.stamp;
     let shared = Arc::new(Shared {
-        addr,
+        addrs,
+        next_addr: std::sync::atomic::AtomicUsize::new(0),
         helo: args.helo.clone(),
         mix: mix.clone(),
         recipients: u64::from(args.recipients),
@@ -762,7 +771,11 @@ impl Bufs {
 }
 
 async fn open_session(sh: &Shared) -> Result<SmtpClient, ClientError> {
-    let mut c = SmtpClient::connect(sh.addr, sh.connect_timeout, sh.timeout).await?;
+    let turn = sh
+        .next_addr
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let addr = sh.addrs[turn % sh.addrs.len()];
+    let mut c = SmtpClient::connect(addr, sh.connect_timeout, sh.timeout).await?;
     c.greeting().await?;
     c.ehlo(&sh.helo).await?;
     if let Some((connector, name)) = &sh.tls {

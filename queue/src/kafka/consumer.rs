@@ -392,7 +392,9 @@ fn take(
     let Some(p) = state.partitions.get_mut(&partition) else {
         return; // read just before a revocation; the next owner reads it again
     };
-    p.tracker.read(offset);
+    if !p.tracker.read(offset) {
+        return; // already held or claimed
+    }
     let at = RecordRef {
         partition: partition.clone(),
         offset,

@@ -18,10 +18,11 @@ pub struct OffsetTracker {
 }
 
 impl OffsetTracker {
-    /// A record was read from the partition.
-    pub fn read(&mut self, offset: i64) {
-        self.pending.insert(offset);
+    /// A record was read from the partition; false when it is pending already (read
+    /// again after a fetch error), so it must not be handed out twice.
+    pub fn read(&mut self, offset: i64) -> bool {
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        self.pending.insert(offset)
     }
 
     /// A record was resolved; returns false when it was not pending (a duplicate
@@ -113,6 +114,14 @@ mod tests {
         assert!(t.resolve(5));
         assert!(!t.resolve(5));
         assert_eq!(t.committable(), Some(6));
+    }
+
+    #[test]
+    fn a_record_read_twice_is_pending_once() {
+        let mut t = OffsetTracker::default();
+        assert!(t.read(4));
+        assert!(!t.read(4));
+        assert_eq!(t.outstanding(), 1);
     }
 
     #[test]
