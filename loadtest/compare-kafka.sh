@@ -25,6 +25,10 @@
 #   N=5000 SIZE=4096 CONNECTIONS=50   load (loadtest e2e -n/--size/-c)
 #   INGRESS=2 RELAYS=2                Kafka-backend processes
 #   PARTITIONS=16                     partitions of the send topic
+#   TIER_PARTITIONS=4                 partitions of each retry tier (1m, 10m, 1h, 6h)
+#   EVENTS_PARTITIONS=2               partitions of the events topic
+#   FETCH_WAIT_MS=20                  kafka.fetch_wait_max_ms of the relay workers
+#   PUBLISH_EVENTS=true               kafka.publish_events (delivery events to the events topic)
 #   ONLY=both                         both | spool | kafka
 #   BROKER_PORT=29092                 the run's own broker (database tansu_bench, emptied)
 #   DELIVERY_TIMEOUT=600              loadtest e2e --drain-timeout
@@ -39,6 +43,10 @@ CONNECTIONS=${CONNECTIONS:-50}
 INGRESS=${INGRESS:-2}
 RELAYS=${RELAYS:-2}
 PARTITIONS=${PARTITIONS:-16}
+TIER_PARTITIONS=${TIER_PARTITIONS:-4}
+EVENTS_PARTITIONS=${EVENTS_PARTITIONS:-2}
+FETCH_WAIT_MS=${FETCH_WAIT_MS:-20}
+PUBLISH_EVENTS=${PUBLISH_EVENTS:-true}
 ONLY=${ONLY:-both}
 BROKER_PORT=${BROKER_PORT:-29092}
 DELIVERY_TIMEOUT=${DELIVERY_TIMEOUT:-600}
@@ -56,7 +64,7 @@ log() { printf '[compare-kafka] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 case $ONLY in both | spool | kafka) ;; *) die "ONLY must be both, spool or kafka" ;; esac
-for v in N SIZE CONNECTIONS INGRESS RELAYS PARTITIONS BROKER_PORT DELIVERY_TIMEOUT; do
+for v in N SIZE CONNECTIONS INGRESS RELAYS PARTITIONS TIER_PARTITIONS EVENTS_PARTITIONS FETCH_WAIT_MS BROKER_PORT DELIVERY_TIMEOUT; do
     if ! [[ ${!v} =~ ^[0-9]+$ ]] || ((${!v} == 0)); then die "$v must be a positive integer (got '${!v}')"; fi
 done
 
@@ -118,9 +126,15 @@ backend = "$backend"
 brokers = "127.0.0.1:$BROKER_PORT"
 group_id = "bench-relay"
 instance_id = "$name"
+fetch_wait_max_ms = $FETCH_WAIT_MS
+publish_events = $PUBLISH_EVENTS
 
 [kafka.topics]
 send = { name = "bench-send", partitions = $PARTITIONS }
+events = { name = "bench-events", partitions = $EVENTS_PARTITIONS }
+$(for t in 1m:60 10m:600 1h:3600 6h:21600; do
+    printf '[[kafka.retry_tier]]\ntopic = "bench-retry-%s"\ndelay_secs = %s\npartitions = %s\n' "${t%%:*}" "${t##*:}" "$TIER_PARTITIONS"
+done)
 
 [smtp]
 max_connections = 1000
@@ -217,6 +231,15 @@ if [ "$ONLY" != spool ]; then
             sleep 0.2
         done
     done
+    # Each join rebalances the group: relay-i has been assigned once per relay started
+    # after it, plus its own join.
+    for ((i = 1; i <= RELAYS; i++)); do
+        deadline=$((SECONDS + 120))
+        until (($(grep -c "Kafka partitions assigned" "$WORK/relay-$i.log") >= RELAYS - i + 1)); do
+            ((SECONDS < deadline)) || die "relay-$i was not given its share of partitions"
+            sleep 0.2
+        done
+    done
     log "kafka: $INGRESS ingress (${addrs[*]}), $RELAYS relay workers, broker 127.0.0.1:$BROKER_PORT"
     run_e2e kafka "$(IFS=,; echo "${addrs[*]}")" "$sink"
     stop_all
@@ -226,7 +249,7 @@ cat <<EOF
 
 == embedded spool vs Kafka backend, end to end (loadtest e2e -> Postroad -> loadtest sink) ==
 load:     N=$N messages, body $SIZE bytes, $CONNECTIONS connections in, 1 recipient each
-kafka:    $INGRESS ingress + $RELAYS relay processes, send topic $PARTITIONS partitions, tansu $("${TANSU_ROOT:-/var/tmp/tansu-root}/bin/tansu" --version 2>/dev/null | cut -d' ' -f2) on PostgreSQL
+kafka:    $INGRESS ingress + $RELAYS relay processes, send topic $PARTITIONS partitions, retry tiers $TIER_PARTITIONS each, events $EVENTS_PARTITIONS (publish $PUBLISH_EVENTS), fetch wait $FETCH_WAIT_MS ms, tansu $("${TANSU_ROOT:-/var/tmp/tansu-root}/bin/tansu" --version 2>/dev/null | cut -d' ' -f2) on PostgreSQL
 machine:  $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); everything (generator, broker, PostgreSQL, MTAs, sink) on it
 
                          accepted/s delivered/s ack p50  ack p95  e2e p50ms e2e p99ms   lost   dup   status

@@ -220,6 +220,12 @@ impl MessageGen {
         }
     }
 
+    /// The body template for the next messages (a size distribution changes it per
+    /// message).
+    pub fn set_template(&mut self, template: Arc<BodyTemplate>) {
+        self.template = template;
+    }
+
     /// Builds message `seq`, addressed (in its `To:` header) to `to`.
     pub fn prepare(&mut self, seq: u64, to: &str) {
         self.trailer.clear();

@@ -157,3 +157,140 @@ mod tests {
         assert_eq!(DomainMix::single("x.test").pick(7), "x.test");
     }
 }
+
+/// Weighted body sizes, `BYTES=WEIGHT,...` (`4k`, `1m` suffixes allowed): the size of
+/// message `seq` is a pure function of `seq`, like the domain of a recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeMix {
+    /// (size in bytes, cumulative weight up to and including it)
+    entries: Vec<(usize, u64)>,
+    total: u64,
+}
+
+/// Largest body a size mix may ask for (64 MiB).
+pub const MAX_BODY_SIZE: usize = 64 << 20;
+
+impl SizeMix {
+    /// Parses `SIZE=WEIGHT,...`; a size is bytes with an optional `k` (KiB) or `m`
+    /// (MiB) suffix, a size without a weight weighs 1.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        let mut total = 0u64;
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (size, weight) = match item.split_once(['=', ':']) {
+                Some((s, w)) => (
+                    s.trim(),
+                    w.trim()
+                        .parse::<u64>()
+                        .map_err(|e| format!("{item:?}: bad weight: {e}"))?,
+                ),
+                None => (item, 1),
+            };
+            let size = parse_size(size).map_err(|e| format!("{item:?}: {e}"))?;
+            if entries.iter().any(|(s, _)| *s == size) {
+                return Err(format!("size {size} appears twice"));
+            }
+            if weight == 0 {
+                continue;
+            }
+            total = total
+                .checked_add(weight)
+                .ok_or_else(|| format!("{item:?}: weights too large"))?;
+            entries.push((size, total));
+        }
+        if entries.is_empty() {
+            return Err(format!("no size with a positive weight in {spec:?}"));
+        }
+        Ok(Self { entries, total })
+    }
+
+    /// Index (into [`SizeMix::sizes`]) of the size of message `seq`.
+    pub fn pick(&self, seq: u64) -> usize {
+        if self.entries.len() == 1 {
+            return 0;
+        }
+        // A different stream from the domain picks, so size and domain are independent.
+        let x = crate::generator::splitmix64(seq ^ 0x0051_57e5) % self.total;
+        self.entries.partition_point(|(_, cum)| *cum <= x)
+    }
+
+    /// The sizes, in the order given.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.entries.iter().map(|(s, _)| *s).collect()
+    }
+
+    /// The weighted mean size in bytes.
+    pub fn mean(&self) -> f64 {
+        let mut prev = 0;
+        let sum: f64 = self
+            .entries
+            .iter()
+            .map(|(s, cum)| {
+                let w = cum - prev;
+                prev = *cum;
+                *s as f64 * w as f64
+            })
+            .sum();
+        sum / self.total as f64
+    }
+}
+
+impl fmt::Display for SizeMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut prev = 0;
+        let parts: Vec<String> = self
+            .entries
+            .iter()
+            .map(|(s, cum)| {
+                let w = cum - prev;
+                prev = *cum;
+                format!("{s}={w}")
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let lower = s.to_ascii_lowercase();
+    let (digits, unit) = match lower.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => match lower.strip_suffix('m') {
+            Some(d) => (d, 1 << 20),
+            None => (lower.as_str(), 1),
+        },
+    };
+    let n: usize = digits
+        .trim()
+        .parse()
+        .map_err(|e| format!("bad size {s:?}: {e}"))?;
+    n.checked_mul(unit)
+        .filter(|&b| b <= MAX_BODY_SIZE)
+        .ok_or_else(|| format!("size {s:?} is above {MAX_BODY_SIZE} bytes"))
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn parse_display_and_mean() {
+        let m = SizeMix::parse("1k=50, 10K=40 ,100k:10").unwrap();
+        assert_eq!(m.sizes(), vec![1024, 10240, 102_400]);
+        assert_eq!(m.to_string(), "1024=50,10240=40,102400=10");
+        assert!((m.mean() - (1024.0 * 0.5 + 10240.0 * 0.4 + 102_400.0 * 0.1)).abs() < 1e-6);
+        assert_eq!(SizeMix::parse("2m").unwrap().sizes(), vec![2 << 20]);
+        for bad in ["", "1k=0", "x=1", "1k,1024", "65m", "1k=y"] {
+            assert!(SizeMix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn picks_follow_the_weights() {
+        let m = SizeMix::parse("100=70,200=30").unwrap();
+        let n = 100_000;
+        let small = (0..n).filter(|&s| m.pick(s) == 0).count() as f64 / n as f64;
+        assert!((small - 0.7).abs() < 0.01, "{small}");
+        assert_eq!(m.pick(42), m.pick(42), "a pure function of the sequence number");
+    }
+}

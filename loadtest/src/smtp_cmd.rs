@@ -17,7 +17,7 @@ use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
-use crate::mix::DomainMix;
+use crate::mix::{DomainMix, SizeMix};
 use crate::pacer::{Exhausted, Pacer, Ticket};
 use crate::smtp_client::{self, ClientError, SmtpClient};
 use crate::stats::{Counters, Latency, Report};
@@ -64,6 +64,12 @@ pub struct SmtpArgs {
     /// Body size in bytes (after the header block).
     #[arg(long, value_name = "BYTES", default_value_t = 4096)]
     pub size: usize,
+
+    /// Body size distribution instead of one --size: SIZE=WEIGHT,... with sizes in bytes
+    /// or with a k/m suffix, e.g. `2k=60,20k=30,200k=9,2m=1`; each message's size is
+    /// drawn by its sequence number.
+    #[arg(long, value_name = "MIX", value_parser = SizeMix::parse)]
+    pub size_mix: Option<SizeMix>,
 
     /// Recipients per message.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -196,6 +202,9 @@ struct Claim {
 
 /// Everything the workers share.
 struct Shared {
+    /// One body template per size of the size mix (one without a mix).
+    templates: Vec<Arc<BodyTemplate>>,
+    size_mix: Option<SizeMix>,
     /// Servers to load; connections go to each in turn.
     addrs: Vec<SocketAddr>,
     next_addr: std::sync::atomic::AtomicUsize,
@@ -398,7 +407,15 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let template = Arc::new(BodyTemplate::new(args.size, run_id));
+    let sizes = args
+        .size_mix
+        .as_ref()
+        .map_or_else(|| vec![args.size], SizeMix::sizes);
+    let templates: Vec<Arc<BodyTemplate>> = sizes
+        .into_iter()
+        .map(|size| Arc::new(BodyTemplate::new(size, run_id)))
+        .collect();
+    let template = templates[0].clone();
 
     let (ack_tx, ack_thread) = match &args.ack_log {
         Some(path) => {
@@ -432,6 +449,8 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     };
     let stamp = args.stamp || hooks.stamp;
     let shared = Arc::new(Shared {
+        templates,
+        size_mix: args.size_mix.clone(),
         addrs,
         next_addr: std::sync::atomic::AtomicUsize::new(0),
         helo: args.helo.clone(),
@@ -552,7 +571,14 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
             None => "done".to_owned(),
         });
     let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
-    let mut mode = format!("{} bytes/body, {} rcpt/msg", args.size, args.recipients);
+    let mut mode = match &args.size_mix {
+        Some(mix) => format!(
+            "body sizes {mix} (mean {:.0} bytes), {} rcpt/msg",
+            mix.mean(),
+            args.recipients
+        ),
+        None => format!("{} bytes/body, {} rcpt/msg", args.size, args.recipients),
+    };
     if let Some(m) = shared.mode.get() {
         let _ = write!(mode, ", {m}");
     }
@@ -973,6 +999,9 @@ async fn transact(
     b.to.clear();
     b.refused.clear();
     let _ = write!(b.to, "user{first_user}@{}", sh.mix.pick(first_user));
+    if let Some(mix) = &sh.size_mix {
+        b.msg.set_template(sh.templates[mix.pick(seq)].clone());
+    }
     b.msg.prepare(seq, &b.to);
     let positive = |code: u16| (200..300).contains(&code);
 

@@ -127,7 +127,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
     let (history, history_task) = HistoryWriter::spawn(store, &config.history);
     drop(history_task); // the bus waits for the writer through `HistorySender::shutdown`
-    let bus = EventBus::start(history, backend.kafka());
+    let publish = backend.kafka().filter(|_| config.kafka.publish_events);
+    let bus = EventBus::start(history, publish);
     let events = Some(bus.sender());
     let relay = if relaying {
         Some(Relay::new(

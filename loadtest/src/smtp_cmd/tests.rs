@@ -477,3 +477,38 @@ async fn open_loop_paces_and_stamps_the_scheduled_time() {
         assert_eq!(*at, res.start_us + (seq - 1) * 20_000, "seq {seq}");
     }
 }
+
+#[tokio::test]
+async fn a_size_mix_sends_each_size_in_its_share_and_every_body_verifies() {
+    use crate::sink::{ChecksumStatus, Sink, SinkConfig};
+    let sink = Sink::start(SinkConfig {
+        keep_messages: true,
+        verify: true,
+        ..SinkConfig::default()
+    })
+    .await
+    .unwrap();
+    let res = execute(&args(
+        sink.local_addr(),
+        &["-n", "400", "-c", "4", "--size-mix", "1k=75,16k=25"],
+    ))
+    .await
+    .unwrap();
+    assert!(res.report.success(), "{}", res.report.text());
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 400);
+    assert!(messages.iter().all(|m| m.checksum == ChecksumStatus::Ok));
+    // Body sizes are exact; the header block adds a few hundred bytes to each.
+    let large = messages.iter().filter(|m| m.size > 16 * 1024).count();
+    let small = messages.iter().filter(|m| m.size < 2 * 1024).count();
+    assert_eq!(large + small, 400, "every message is one of the two sizes");
+    assert!((70..=130).contains(&large), "{large} of 400 at 16k, expected ~100");
+}
+
+#[test]
+fn size_and_size_mix_are_parsed() {
+    let a = args("127.0.0.1:25".parse().unwrap(), &["--size-mix", "2k=1,4k=3"]);
+    assert_eq!(a.size_mix.unwrap().sizes(), vec![2048, 4096]);
+    let parsed = TestCli::try_parse_from(["t", "--size-mix", "0k=0"]);
+    assert!(parsed.is_err());
+}

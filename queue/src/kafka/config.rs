@@ -51,6 +51,10 @@ pub struct KafkaConfig {
     /// How often per-partition consumer lag is refreshed (`statistics.interval.ms`).
     /// Default 5000.
     pub lag_interval_ms: u64,
+    /// Publish every delivery event to the events topic (for history, metrics and
+    /// webhook consumers in other processes). Default true; false keeps events in the
+    /// local history only, and saves the broker one record per event.
+    pub publish_events: bool,
     /// Extra librdkafka properties for every client (producer, consumer, admin), e.g.
     /// `"security.protocol" = "ssl"`. They override Postroad's own settings.
     pub client: BTreeMap<String, String>,
@@ -75,6 +79,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             fetch_wait_max_ms: 20,
             lag_interval_ms: 5000,
+            publish_events: true,
             client: BTreeMap::new(),
         }
     }
