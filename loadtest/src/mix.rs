@@ -291,6 +291,10 @@ mod size_tests {
         let n = 100_000;
         let small = (0..n).filter(|&s| m.pick(s) == 0).count() as f64 / n as f64;
         assert!((small - 0.7).abs() < 0.01, "{small}");
-        assert_eq!(m.pick(42), m.pick(42), "a pure function of the sequence number");
+        assert_eq!(
+            m.pick(42),
+            m.pick(42),
+            "a pure function of the sequence number"
+        );
     }
 }

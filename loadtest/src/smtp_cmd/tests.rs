@@ -502,12 +502,18 @@ async fn a_size_mix_sends_each_size_in_its_share_and_every_body_verifies() {
     let large = messages.iter().filter(|m| m.size > 16 * 1024).count();
     let small = messages.iter().filter(|m| m.size < 2 * 1024).count();
     assert_eq!(large + small, 400, "every message is one of the two sizes");
-    assert!((70..=130).contains(&large), "{large} of 400 at 16k, expected ~100");
+    assert!(
+        (70..=130).contains(&large),
+        "{large} of 400 at 16k, expected ~100"
+    );
 }
 
 #[test]
 fn size_and_size_mix_are_parsed() {
-    let a = args("127.0.0.1:25".parse().unwrap(), &["--size-mix", "2k=1,4k=3"]);
+    let a = args(
+        "127.0.0.1:25".parse().unwrap(),
+        &["--size-mix", "2k=1,4k=3"],
+    );
     assert_eq!(a.size_mix.unwrap().sizes(), vec![2048, 4096]);
     let parsed = TestCli::try_parse_from(["t", "--size-mix", "0k=0"]);
     assert!(parsed.is_err());
