@@ -26,13 +26,6 @@ pub struct Roles {
     pub relay: bool,
 }
 
-impl Roles {
-    pub const ALL: Roles = Roles {
-        ingress: true,
-        relay: true,
-    };
-}
-
 /// The queue backend this process opened, and how to close it.
 enum OpenQueue {
     Spool(Spool),

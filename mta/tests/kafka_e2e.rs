@@ -57,6 +57,14 @@ fn two_ingress_and_two_relay_processes_deliver_20000_messages_exactly_once() {
     // The first worker's partitions are split with the second.
     wait_for_assignment(&r1, 2);
 
+    // SIZE advertises what fits in one record (max_record_bytes 1,000,000 less room
+    // for the envelope), and more is refused before anything is written.
+    let mut c = Client::greeted(in1.relay);
+    let ehlo = c.cmd("EHLO size.test");
+    assert!(ehlo.text().contains("SIZE 983616"), "{ehlo:?}");
+    c.expect("MAIL FROM:<big@src.test> SIZE=2000000", 552);
+    c.expect("QUIT", 221);
+
     let started = Instant::now();
     submit(&[in1.relay, in2.relay], THREADS, PER_THREAD, "once");
     let accepted = started.elapsed();
