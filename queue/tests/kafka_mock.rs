@@ -294,14 +294,33 @@ async fn held_retries_do_not_block_due_messages_of_the_same_partition() {
         )
         .await
         .unwrap();
+    // A second message deferred by 2 s lands in the same retry topic (one partition),
+    // behind the 1 h one, and must not wait for it.
     let soon = envelope(&["b@x.test"]);
-    // Same retry topic (one partition), due now: must not wait behind the 1 h one.
     queue
         .enqueue(soon.clone(), Bytes::from_static(b"2"))
         .await
         .unwrap();
+    assert_eq!(claim_n(&queue, 1).await[0].envelope.id, soon.id);
+    let soon_due = SystemTime::now() + Duration::from_secs(2);
+    queue
+        .resolve(
+            soon.id,
+            Resolution {
+                retry: Some((soon.clone(), soon_due)),
+                dead: None,
+            },
+        )
+        .await
+        .unwrap();
     let got = claim_n(&queue, 1).await;
     assert_eq!(got[0].envelope.id, soon.id);
+    assert!(SystemTime::now() >= soon_due);
+    let retried = read_topic(&mock, "retry-1s", 2);
+    assert!(
+        retried.iter().all(|r| r.partition() == 0),
+        "both retries in the one partition"
+    );
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.deferred, stats.claimed), (1, 1));
     assert_eq!(
