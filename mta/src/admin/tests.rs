@@ -594,3 +594,29 @@ fn cli_arguments() {
     assert!(e.contains("/nonexistent/postroad-data/admin.token"), "{e}");
     assert!(e.contains("--token"), "{e}");
 }
+
+#[test]
+fn metrics_are_prometheus_text_behind_the_token() {
+    let mut h = Harness::start();
+    h.enqueue(&["a@x.test"], b"one");
+    h.claim_and(|e| Some(dead(e, "550 no such user")));
+    h.enqueue(&["b@x.test"], b"two");
+    let url = format!("{}/metrics", h.url);
+    let (status, _) = raw_request(&url, "GET", None);
+    assert_eq!(status, 401);
+    let (status, text) = raw_request(&url, "GET", Some(&format!("Bearer {}", h.token)));
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.contains("# TYPE postroad_queue_messages gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postroad_queue_messages{state=\"ready\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postroad_queue_messages{state=\"dead_letter\"} 1\n"),
+        "{text}"
+    );
+    h.shutdown();
+}
