@@ -48,10 +48,16 @@ struct PartitionState {
 }
 
 /// Limits for holding records in memory.
-#[derive(Debug, Clone, Copy)]
+///
+/// A partition is paused when it holds `per_partition` records. Past `total` in all,
+/// the retry-tier partitions are paused too (their records may wait hours for their
+/// due time), but never the send topic's: a backlog of deferred mail must not stop new
+/// mail, whose records are due at once and bounded per partition.
+#[derive(Debug, Clone)]
 pub struct HoldLimits {
     pub per_partition: usize,
     pub total: usize,
+    pub send_topic: Arc<str>,
 }
 
 /// What the consumer task, the rebalance callbacks and the claiming relay share.
@@ -415,21 +421,22 @@ fn take(
             None
         }
     };
-    let limits = shared.limits;
+    let limits = &shared.limits;
     let mut pause = TopicPartitionList::new();
-    if state.outstanding >= limits.total {
-        for (key, p) in &mut state.partitions {
-            if !p.paused {
-                p.paused = true;
-                pause.add_partition(&key.0, key.1);
-            }
-        }
-    } else if outstanding >= limits.per_partition
+    if outstanding >= limits.per_partition
         && let Some(p) = state.partitions.get_mut(&partition)
         && !p.paused
     {
         p.paused = true;
         pause.add_partition(&partition.0, partition.1);
+    }
+    if state.outstanding >= limits.total {
+        for (key, p) in &mut state.partitions {
+            if !p.paused && key.0 != limits.send_topic {
+                p.paused = true;
+                pause.add_partition(&key.0, key.1);
+            }
+        }
     }
     drop(state);
     if pause.count() > 0 {
@@ -446,16 +453,18 @@ fn take(
     }
 }
 
-/// Resumes paused partitions that have drained to half their limit.
+/// Resumes paused partitions that have drained to half their limit (retry-tier
+/// partitions only once the worker as a whole has drained to half too).
 fn resume_drained(consumer: &GroupConsumer, shared: &Shared) {
-    let limits = shared.limits;
+    let limits = &shared.limits;
     let mut state = shared.state();
-    if state.outstanding > limits.total / 2 {
-        return;
-    }
+    let total_drained = state.outstanding <= limits.total / 2;
     let mut resume = TopicPartitionList::new();
     for (key, p) in &mut state.partitions {
-        if p.paused && p.tracker.outstanding() <= limits.per_partition / 2 {
+        if p.paused
+            && p.tracker.outstanding() <= limits.per_partition / 2
+            && (total_drained || key.0 == limits.send_topic)
+        {
             p.paused = false;
             resume.add_partition(&key.0, key.1);
         }

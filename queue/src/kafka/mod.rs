@@ -77,6 +77,7 @@ impl KafkaQueue {
         let shared = Shared::new(HoldLimits {
             per_partition: config.max_held_per_partition,
             total: config.max_held,
+            send_topic: config.topics.send.name.as_str().into(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut task = None;
