@@ -39,7 +39,8 @@ pub struct KafkaConfig {
     /// Records a worker holds from one partition (waiting for their due time or a free
     /// delivery slot) before it pauses that partition. Default 1000.
     pub max_held_per_partition: usize,
-    /// Records a worker holds in all before it pauses every partition. Default 10,000.
+    /// Records a worker holds in all before it pauses the retry tiers' partitions too
+    /// (never the send topic's). Default 10,000.
     pub max_held: usize,
     /// How often resolved offsets are committed, in milliseconds. Default 500.
     pub commit_interval_ms: u64,
