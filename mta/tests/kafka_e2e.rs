@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka_env::{BROKER_PORT, DOMAINS, KafkaEnv, broker, wait_for_assignment};
+use common::kafka_env::{BROKER_PORT, DOMAINS, KafkaEnv, broker, cli_json, wait_for_assignment};
 use common::{Client, queued_id};
 
 /// Sends `per_thread` messages on each of `threads` connections, spreading the
@@ -88,6 +88,42 @@ fn two_ingress_and_two_relay_processes_deliver_20000_messages_exactly_once() {
             "a worker delivered nothing"
         );
     }
+
+    // A bounce ends in the DLQ topic, and `postroad dlq` on any process reads it back.
+    let mut c = Client::greeted(in2.relay);
+    let reply = c.send_mail(
+        "b@src.test",
+        &["permfail@d3.test"],
+        "Subject: bounce\r\n\r\nno such user\r\n",
+    );
+    let id = queued_id(&reply).to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listed = loop {
+        let list = cli_json(&in1, &["dlq", "list"]);
+        let found = list["dead_letters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["envelope"]["id"] == id.as_str())
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never reached the DLQ: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        listed["reason"].as_str().unwrap().contains("550"),
+        "{listed}"
+    );
+    let inspected = cli_json(&in1, &["dlq", "inspect", &id]);
+    assert!(
+        inspected["body"].as_str().unwrap().contains("no such user"),
+        "{inspected}"
+    );
 }
 
 #[test]

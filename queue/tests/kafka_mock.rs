@@ -357,6 +357,25 @@ async fn bounced_recipients_go_to_the_dlq_with_the_reason_and_the_body() {
         header(&record, "postroad-reason"),
         Some(&b"<gone@dead.test>: 550 5.1.1 no such user"[..])
     );
+    // `postroad dlq list|inspect` read the topic back.
+    let listed = queue.dead_letters(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].envelope.id, e.id);
+    assert_eq!(listed[0].reason, "<gone@dead.test>: 550 5.1.1 no such user");
+    let (dead, body) = queue.get_dead_letter(e.id).await.unwrap().unwrap();
+    assert_eq!(dead.envelope.recipients.len(), 2);
+    assert_eq!(body, Bytes::from_static(b"the body"));
+    assert!(
+        queue
+            .get_dead_letter(MessageId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        queue.requeue_dead_letter(e.id).await,
+        Err(QueueError::Unsupported(_))
+    ));
     wait_for("the bounced record's offset committed", || {
         committed_total(&mock, "g-dlq", "send", 4) == 1
     })

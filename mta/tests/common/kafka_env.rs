@@ -173,3 +173,24 @@ pub fn wait_for_assignment(server: &Server, n: usize) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `postroad ARGS --json` against this server's admin endpoint.
+pub fn cli_json(server: &Server, args: &[&str]) -> serde_json::Value {
+    let config: toml::Value =
+        toml::from_str(&std::fs::read_to_string(&server.config_path).unwrap()).unwrap();
+    let listen = config["admin"]["listen"].as_str().unwrap().to_string();
+    let admin = format!("http://{listen}");
+    let data = server.data_dir();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([
+        "--json",
+        "--admin",
+        &admin,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let (ok, out) = super::run(super::binary(), &all, None);
+    assert!(ok, "postroad {args:?} failed:\n{out}");
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("postroad {args:?}: not JSON ({e}):\n{out}"))
+}

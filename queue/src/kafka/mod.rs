@@ -13,6 +13,7 @@
 
 pub mod config;
 mod consumer;
+mod dlq;
 mod producer;
 mod record;
 pub mod tracker;
@@ -339,26 +340,38 @@ impl Queue for KafkaQueue {
         Ok(flushed)
     }
 
-    async fn dead_letters(&self, _limit: usize) -> Result<Vec<DeadLetter>> {
-        Err(unsupported("listing dead letters"))
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>> {
+        let config = self.config.clone();
+        let read = tokio::task::spawn_blocking(move || dlq::read(&config, limit, None))
+            .await
+            .map_err(|e| QueueError::Storage(format!("reading dead letters failed: {e}")))??;
+        Ok(read.into_iter().map(|(dead, _)| dead).collect())
     }
 
-    async fn get_dead_letter(&self, _id: MessageId) -> Result<Option<(DeadLetter, Bytes)>> {
-        Err(unsupported("reading a dead letter"))
+    async fn get_dead_letter(&self, id: MessageId) -> Result<Option<(DeadLetter, Bytes)>> {
+        let config = self.config.clone();
+        let read = tokio::task::spawn_blocking(move || dlq::read(&config, usize::MAX, Some(id)))
+            .await
+            .map_err(|e| QueueError::Storage(format!("reading dead letters failed: {e}")))??;
+        Ok(read.into_iter().next())
     }
 
     async fn requeue_dead_letter(&self, _id: MessageId) -> Result<MessageId> {
-        Err(unsupported("requeueing a dead letter"))
+        Err(unsupported(
+            "requeueing a dead letter (it would stay in the DLQ topic and could be requeued twice)",
+        ))
     }
 
     async fn purge_dead_letter(&self, _id: MessageId) -> Result<()> {
-        Err(unsupported("purging a dead letter"))
+        Err(unsupported(
+            "purging a dead letter (Kafka records go with the topic's retention)",
+        ))
     }
 }
 
 fn unsupported(what: &'static str) -> QueueError {
     QueueError::Unsupported(format!(
-        "{what} is not available with the Kafka backend: the messages are records in Kafka topics (read them with Kafka tools)"
+        "{what} is not available with the Kafka backend: the messages are records in Kafka topics"
     ))
 }
 
