@@ -5,6 +5,17 @@
 //!   after the redb transaction holding the change has committed with
 //!   [`redb::Durability::Immediate`] (fsync). A message acknowledged to a client survives
 //!   `SIGKILL` and power loss. Nothing is cached in front of the database.
+//!
+//!   A storage failure (disk full, I/O error, failed commit) fails the enqueues of the
+//!   batch it hits (the client is told to try later) but needs no restart: the writer
+//!   closes the database, reopens it with a backoff until the storage works again,
+//!   first removes whatever a refused enqueue left in the file, and re-applies the
+//!   resolves it parked meanwhile (their callers just wait). Until then enqueues fail
+//!   at once and reads return "spool unavailable". Nothing acknowledged is lost and
+//!   nothing refused comes back, unless the process stops while the storage is still
+//!   broken (then refused ids are logged). See `recovery.rs`.
+//! * **Files.** The directory is created with mode 0700 and `spool.redb` with 0600; an
+//!   existing one that others can access is tightened, with a warning.
 //! * **Group commit.** Changes go over a bounded channel to a single writer thread,
 //!   which applies everything queued (up to [`SpoolConfig::max_batch`]) in one write
 //!   transaction: concurrent enqueues share one fsync. A full channel makes senders wait
@@ -19,25 +30,31 @@
 //! envelope), `schedule` ((due ms, id) → ()), `dead_letters` (id → version byte,
 //! postcard [`DeadLetter`]); every change keeps them consistent in one transaction.
 
+mod files;
+mod reads;
+mod recovery;
 pub(crate) mod tables;
 mod writer;
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redb::{Database, DatabaseError, ReadTransaction, ReadableTable, ReadableTableMetadata};
+use redb::{Database, DatabaseError, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::reads::{begin_read, load};
 use self::tables::{
     BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_envelope, storage,
 };
@@ -104,6 +121,8 @@ pub struct SpoolMetrics {
     /// Messages found corrupt by `claim` and set aside (not handed out) until the next
     /// [`Queue::recover`] or restart.
     pub corrupt: u64,
+    /// Times the database was closed and reopened after a storage failure.
+    pub recoveries: u64,
 }
 
 /// The embedded on-disk spool. Cheap to clone: clones share one database and writer.
@@ -125,12 +144,19 @@ struct Inner {
 
 /// What the writer thread and the readers share.
 pub(crate) struct Shared {
-    pub(crate) db: Database,
+    /// The readers' handle; the writer swaps it when it reopens the database.
+    db: RwLock<reads::DbSlot>,
+    /// Opens the database file (again).
+    pub(crate) open: Opener,
     dir: PathBuf,
     claims: Mutex<Claims>,
     pub(crate) commits: AtomicU64,
     pub(crate) ops: AtomicU64,
+    pub(crate) recoveries: AtomicU64,
 }
+
+pub(crate) type Opener =
+    Box<dyn Fn() -> std::result::Result<Database, DatabaseError> + Send + Sync + 'static>;
 
 #[derive(Default)]
 pub(crate) struct Claims {
@@ -159,6 +185,9 @@ impl std::fmt::Debug for Spool {
 impl Spool {
     /// Opens (or creates) the spool in `config.dir` and starts its writer thread.
     ///
+    /// The directory is created with mode 0700 and the file with 0600; existing ones
+    /// that group or others can access are tightened to that (with a warning).
+    ///
     /// Fails with [`QueueError::Locked`] if another process (or another `Spool` in this
     /// one) has it open. Opening after a crash may take a while: redb verifies and
     /// repairs the file first.
@@ -183,21 +212,40 @@ impl Spool {
                 "spool.queue_depth must be at least 1".into(),
             ));
         }
-        let io_err = |what: &str, e: std::io::Error| {
-            QueueError::Storage(format!("{what} {}: {e}", dir.display()))
+        let io_err = |what: &str, path: &Path, e: std::io::Error| {
+            QueueError::Storage(format!("{what} {}: {e}", path.display()))
         };
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create spool directory", e))?;
+        files::prepare_dir(&dir).map_err(|e| io_err("cannot create spool directory", &dir, e))?;
         let path = dir.join(SPOOL_FILE);
-        let db = Database::builder()
-            .set_cache_size(cache_mib.saturating_mul(1024 * 1024))
-            .set_repair_callback(|_| {
-                tracing::warn!("spool was not closed cleanly; verifying and repairing it");
-            })
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => QueueError::Locked(dir.clone()),
-                e => QueueError::Storage(format!("cannot open {}: {e}", path.display())),
-            })?;
+        files::prepare_file(&path).map_err(|e| io_err("cannot create", &path, e))?;
+        let cache_bytes = cache_mib.saturating_mul(1024 * 1024);
+        let open = {
+            let path = path.clone();
+            move || {
+                Database::builder()
+                    .set_cache_size(cache_bytes)
+                    .set_repair_callback(|_| {
+                        tracing::warn!("spool was not closed cleanly; verifying and repairing it");
+                    })
+                    .create(&path)
+            }
+        };
+        Self::open_with(dir, Box::new(open), fsync, max_batch, queue_depth)
+    }
+
+    /// Opens the database with `open` and starts the writer (the file is in place).
+    pub(crate) fn open_with(
+        dir: PathBuf,
+        open: Opener,
+        fsync: bool,
+        max_batch: usize,
+        queue_depth: usize,
+    ) -> Result<Spool> {
+        let path = dir.join(SPOOL_FILE);
+        let db = open().map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => QueueError::Locked(dir.clone()),
+            e => QueueError::Storage(format!("cannot open {}: {e}", path.display())),
+        })?;
         // Make sure every table exists, so readers never see a missing one.
         let txn = db.begin_write().map_err(storage)?;
         txn.open_table(BODIES).map_err(storage)?;
@@ -209,17 +257,25 @@ impl Spool {
         // whole file along with everything committed to it.
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("cannot sync spool directory", e))?;
+            .map_err(|e| {
+                QueueError::Storage(format!(
+                    "cannot sync spool directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
 
+        let db = Arc::new(db);
         let shared = Arc::new(Shared {
-            db,
+            db: RwLock::new(reads::DbSlot::Open(db.clone())),
+            open,
             dir: dir.clone(),
             claims: Mutex::default(),
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(queue_depth);
-        let writer = writer::spawn(shared.clone(), rx, fsync, max_batch)
+        let writer = writer::spawn(shared.clone(), db, rx, fsync, max_batch)
             .map_err(|e| QueueError::Storage(format!("cannot start spool writer: {e}")))?;
         if !fsync {
             tracing::warn!(dir = %dir.display(), "spool fsync is OFF: accepted messages can be lost on a crash");
@@ -246,6 +302,7 @@ impl Spool {
             commits: shared.commits.load(Ordering::Relaxed),
             ops: shared.ops.load(Ordering::Relaxed),
             corrupt: shared.lock_claims().corrupt.len() as u64,
+            recoveries: shared.recoveries.load(Ordering::Relaxed),
         }
     }
 
@@ -345,160 +402,6 @@ impl Drop for Inner {
         {
             tracing::error!("spool writer thread panicked");
         }
-    }
-}
-
-fn begin_read(shared: &Shared) -> Result<ReadTransaction> {
-    shared.db.begin_read().map_err(storage)
-}
-
-/// Loads a queued message: `None` if it has no envelope record.
-fn load(txn: &ReadTransaction, id: MessageId) -> Result<Option<(Envelope, Bytes)>> {
-    let envelopes = txn.open_table(ENVELOPES).map_err(storage)?;
-    let bodies = txn.open_table(BODIES).map_err(storage)?;
-    let key = id.as_u128();
-    let Some(record) = envelopes.get(key).map_err(storage)? else {
-        return Ok(None);
-    };
-    let (_, envelope) = decode_envelope(id, record.value())?;
-    let Some(body) = bodies.get(key).map_err(storage)? else {
-        return Err(QueueError::Corrupt {
-            id,
-            reason: "the envelope has no body".into(),
-        });
-    };
-    Ok(Some((envelope, Bytes::copy_from_slice(body.value()))))
-}
-
-impl Shared {
-    fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>> {
-        // Taking the claims lock before the read transaction, and the writer releasing
-        // claims only after its commit, means a message resolved concurrently is either
-        // still marked held here or already gone from this snapshot: never handed out
-        // twice.
-        let (txn, picked) = {
-            let mut claims = self.lock_claims();
-            let txn = begin_read(self)?;
-            let schedule = txn.open_table(SCHEDULE).map_err(storage)?;
-            let mut picked = Vec::new();
-            for entry in schedule.range(..=(now_ms, u128::MAX)).map_err(storage)? {
-                if picked.len() >= max {
-                    break;
-                }
-                let (key, _) = entry.map_err(storage)?;
-                let (_, id) = key.value();
-                if claims.held.contains(&id) || claims.corrupt.contains(&id) {
-                    continue;
-                }
-                picked.push(id);
-            }
-            claims.held.extend(&picked);
-            (txn, picked)
-        };
-
-        let mut claimed = Vec::with_capacity(picked.len());
-        let mut corrupt = Vec::new();
-        let mut failure = None;
-        for &key in &picked {
-            let id = MessageId::from_u128(key);
-            match load(&txn, id) {
-                Ok(Some((envelope, body))) => claimed.push(Claimed { envelope, body }),
-                Ok(None) => {
-                    tracing::error!(%id, "spool schedule names a message with no envelope; skipping it");
-                    corrupt.push(key);
-                }
-                Err(QueueError::Corrupt { id, reason }) => {
-                    tracing::error!(%id, %reason, "corrupt message in the spool; skipping it");
-                    corrupt.push(key);
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        if failure.is_some() || !corrupt.is_empty() {
-            let mut claims = self.lock_claims();
-            for key in &corrupt {
-                claims.held.remove(key);
-                claims.corrupt.insert(*key);
-            }
-            if let Some(e) = failure {
-                for key in &picked {
-                    claims.held.remove(key);
-                }
-                return Err(e);
-            }
-        }
-        Ok(claimed)
-    }
-
-    fn stats(&self, now_ms: u64) -> Result<QueueStats> {
-        let (txn, held, corrupt) = {
-            let claims = self.lock_claims();
-            (
-                begin_read(self)?,
-                claims.held.clone(),
-                claims.corrupt.clone(),
-            )
-        };
-        let schedule = txn.open_table(SCHEDULE).map_err(storage)?;
-        let dead = txn.open_table(DEAD_LETTERS).map_err(storage)?;
-        let queued = schedule.len().map_err(storage)?;
-        let mut due = 0u64;
-        let mut ready = 0u64;
-        for entry in schedule.range(..=(now_ms, u128::MAX)).map_err(storage)? {
-            let (key, _) = entry.map_err(storage)?;
-            let (_, id) = key.value();
-            due += 1;
-            if !held.contains(&id) && !corrupt.contains(&id) {
-                ready += 1;
-            }
-        }
-        Ok(QueueStats {
-            queued,
-            ready,
-            deferred: queued.saturating_sub(due),
-            claimed: held.len() as u64,
-            dead_letters: dead.len().map_err(storage)?,
-        })
-    }
-
-    fn recover(&self) -> Result<RecoveryReport> {
-        let txn = {
-            let mut claims = self.lock_claims();
-            let released = claims.held.len();
-            claims.held.clear();
-            claims.corrupt.clear();
-            if released > 0 {
-                tracing::info!(released, "released in-memory claims");
-            }
-            begin_read(self)?
-        };
-        let schedule = txn.open_table(SCHEDULE).map_err(storage)?.len();
-        let envelopes = txn.open_table(ENVELOPES).map_err(storage)?.len();
-        let bodies = txn.open_table(BODIES).map_err(storage)?.len();
-        let dead = txn.open_table(DEAD_LETTERS).map_err(storage)?.len();
-        let (schedule, envelopes, bodies, dead) = (
-            schedule.map_err(storage)?,
-            envelopes.map_err(storage)?,
-            bodies.map_err(storage)?,
-            dead.map_err(storage)?,
-        );
-        // Bodies outnumber envelopes by the dead letters that keep theirs.
-        if schedule != envelopes || bodies < envelopes {
-            tracing::warn!(
-                schedule,
-                envelopes,
-                bodies,
-                "spool tables disagree; messages with missing parts are skipped by claim"
-            );
-        }
-        tracing::info!(queued = schedule, dead_letters = dead, "spool recovered");
-        Ok(RecoveryReport {
-            queued: schedule,
-            dead_letters: dead,
-        })
     }
 }
 

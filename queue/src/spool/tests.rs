@@ -5,7 +5,7 @@ use redb::ReadableTable;
 use tempfile::TempDir;
 
 use super::tables::{BODIES, ENVELOPES, SCHEDULE};
-use super::{Spool, SpoolConfig};
+use super::{SPOOL_FILE, Spool, SpoolConfig};
 use crate::{Envelope, MessageId, Queue, QueueError, Recipient};
 
 async fn spool_with(n: usize) -> (TempDir, Spool, Vec<MessageId>) {
@@ -29,7 +29,7 @@ async fn spool_with(n: usize) -> (TempDir, Spool, Vec<MessageId>) {
 
 /// Runs `f` in a write transaction of its own, beside the spool's writer.
 fn tamper(spool: &Spool, f: impl FnOnce(&redb::WriteTransaction)) {
-    let txn = spool.inner.shared.db.begin_write().unwrap();
+    let txn = spool.inner.shared.db().unwrap().begin_write().unwrap();
     f(&txn);
     txn.commit().unwrap();
 }
@@ -112,4 +112,67 @@ async fn unknown_format_version_is_corrupt() {
         Err(QueueError::Corrupt { reason, .. }) => assert!(reason.contains("version 200")),
         other => panic!("{other:?}"),
     }
+}
+
+/// Set by `spool_files_are_owner_only_whatever_the_umask` for its child.
+const UMASK_CHILD: &str = "POSTROAD_SPOOL_UMASK_CHILD_DIR";
+
+/// The child: opens (and closes) a spool; does nothing unless started by the test below.
+#[test]
+fn umask_child() {
+    if let Some(dir) = std::env::var_os(UMASK_CHILD) {
+        drop(Spool::open(SpoolConfig::new(dir)).unwrap());
+    }
+}
+
+/// Opens a spool in `dir` from a child process running under `umask`.
+fn open_under_umask(umask: &str, dir: &std::path::Path) {
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"umask "$0" && exec "$1" --exact spool::tests::umask_child"#,
+        ])
+        .arg(umask)
+        .arg(std::env::current_exe().unwrap())
+        .env(UMASK_CHILD, dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "child under umask {umask} failed");
+}
+
+/// The permission bits, in octal.
+fn mode(path: &std::path::Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    format!(
+        "{:04o}",
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    )
+}
+
+#[test]
+fn spool_files_are_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = TempDir::new().unwrap();
+    for umask in ["022", "000"] {
+        let dir = parent.path().join(format!("umask-{umask}/spool"));
+        open_under_umask(umask, &dir);
+        assert_eq!(mode(&dir), "0700", "directory under umask {umask}");
+        assert_eq!(
+            mode(&dir.join(SPOOL_FILE)),
+            "0600",
+            "file under umask {umask}"
+        );
+    }
+
+    // An existing spool that others can read is tightened.
+    let dir = parent.path().join("umask-022/spool");
+    let set = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set(&dir, 0o755);
+    set(&dir.join(SPOOL_FILE), 0o644);
+    open_under_umask("022", &dir);
+    assert_eq!(mode(&dir), "0700");
+    assert_eq!(mode(&dir.join(SPOOL_FILE)), "0600");
 }

@@ -4,16 +4,20 @@
 //! oneshot for the answer. The thread blocks for the first op, drains whatever else is
 //! already queued (up to `max_batch`), applies them all in one redb write transaction,
 //! commits once (one fsync for the whole batch), and only then answers every waiter.
+//!
+//! A storage failure (I/O error, failed commit) poisons the redb handle; the writer then
+//! closes and reopens the database and resumes (see [`super::recovery`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use redb::{Durability, ReadableTable, StorageError, Table};
+use redb::{Database, Durability, ReadableTable, StorageError, Table};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use super::recovery::{Backoff, Pending};
 use super::tables::{
     BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due, decode_envelope,
     encode_dead_letter, encode_envelope, storage,
@@ -56,7 +60,7 @@ pub(crate) enum Op {
 
 impl Op {
     /// The message whose claim this op resolves, if it resolves one.
-    fn resolves(&self) -> Option<MessageId> {
+    pub(super) fn resolves(&self) -> Option<MessageId> {
         match self {
             Op::Resolve { id, .. } => Some(*id),
             _ => None,
@@ -68,6 +72,8 @@ impl Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Output {
     Done,
+    /// An enqueue that replaced a message already stored under its id.
+    Replaced,
     /// How many messages a flush made due.
     Count(u64),
     /// The id a requeued dead letter is queued under.
@@ -90,30 +96,77 @@ pub(crate) enum Msg {
 
 pub(crate) fn spawn(
     shared: Arc<Shared>,
+    db: Arc<Database>,
     rx: mpsc::Receiver<Msg>,
     fsync: bool,
     max_batch: usize,
 ) -> std::io::Result<JoinHandle<()>> {
     let writer = Writer {
         shared,
+        db: Some(db),
         fsync,
         max_batch: max_batch.max(1),
         non_durable_run: 0,
+        pending: Pending::default(),
+        backoff: Backoff::default(),
     };
     std::thread::Builder::new()
         .name("spool-writer".into())
         .spawn(move || writer.run(rx))
 }
 
-struct Writer {
-    shared: Arc<Shared>,
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    /// The writer's own handle (the one in `shared` is for readers); `None` while the
+    /// database is closed after a storage failure.
+    pub(super) db: Option<Arc<Database>>,
     fsync: bool,
     max_batch: usize,
     /// Non-durable commits since the last durable one (only with `fsync = false`).
-    non_durable_run: u32,
+    pub(super) non_durable_run: u32,
+    /// What a storage failure left to do once the database is back.
+    pub(super) pending: Pending,
+    pub(super) backoff: Backoff,
 }
 
-type Batch = Vec<(Op, oneshot::Sender<Result<Output>>)>;
+pub(super) type Reply = oneshot::Sender<Result<Output>>;
+pub(super) type Batch = Vec<(Op, Reply)>;
+
+/// Why a whole batch (transaction) failed.
+pub(super) struct Failure {
+    pub(super) error: QueueError,
+    /// A storage failure: redb refuses further work on this handle, so the database
+    /// must be closed and reopened.
+    pub(super) fatal: bool,
+    /// The op outcomes, when the failure came from the commit itself: the batch may
+    /// have reached the file anyway.
+    pub(super) in_commit: Option<Vec<Result<Output>>>,
+}
+
+impl Failure {
+    /// Classifies a redb error from anything before the commit.
+    pub(super) fn new(e: impl Into<redb::Error>) -> Failure {
+        let e = e.into();
+        let fatal = matches!(
+            e,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::LockPoisoned(_)
+        );
+        Failure {
+            error: QueueError::Storage(e.to_string()),
+            fatal,
+            in_commit: None,
+        }
+    }
+
+    /// A failed commit: always fatal (redb marks the database as needing recovery).
+    pub(super) fn commit(e: redb::CommitError, outcomes: Vec<Result<Output>>) -> Failure {
+        Failure {
+            error: QueueError::Storage(format!("commit failed: {e}")),
+            fatal: true,
+            in_commit: Some(outcomes),
+        }
+    }
+}
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -131,11 +184,14 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
             }
+            if self.db.is_none() {
+                self.recover(&mut rx, &mut shutdown_waiters);
+            }
         }
-        let result = if self.non_durable_run > 0 {
-            self.flush()
-        } else {
-            Ok(())
+        let result = match &self.db {
+            None => Err(self.shared.unavailable()),
+            Some(_) if self.non_durable_run > 0 => self.flush(),
+            Some(_) => Ok(()),
         };
         if let Err(e) = &result {
             tracing::error!(error = %e, "final spool flush failed");
@@ -153,7 +209,12 @@ impl Writer {
         } else {
             Durability::None
         };
-        match self.apply(batch, durability) {
+        let Some(db) = &self.db else {
+            // Not reached: `run` recovers before taking another batch.
+            let failure = Failure::new(redb::Error::PreviousIo);
+            return self.fail_batch(batch, failure);
+        };
+        match apply(db, batch, durability) {
             Ok(outcomes) => {
                 self.non_durable_run = if durable { 0 } else { self.non_durable_run + 1 };
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +238,9 @@ impl Writer {
                     let _ = reply.send(outcome);
                 }
             }
-            Err(e) => {
+            Err(failure) if failure.fatal => self.fail_batch(batch, failure),
+            Err(failure) => {
+                let e = failure.error;
                 tracing::error!(error = %e, ops = batch.len(), "spool commit failed");
                 for (_, reply) in batch.drain(..) {
                     let _ = reply.send(Err(clone_error(&e)));
@@ -186,36 +249,38 @@ impl Writer {
         }
     }
 
-    /// Applies a batch in one transaction and commits it. The outer error (storage
-    /// failure) fails the whole batch; the inner results are each op's own outcome.
-    fn apply(&self, batch: &Batch, durability: Durability) -> Result<Vec<Result<Output>>> {
-        let mut txn = self.shared.db.begin_write().map_err(storage)?;
-        txn.set_durability(durability);
-        let outcomes = {
-            let mut tables = Tables {
-                bodies: txn.open_table(BODIES).map_err(storage)?,
-                envelopes: txn.open_table(ENVELOPES).map_err(storage)?,
-                schedule: txn.open_table(SCHEDULE).map_err(storage)?,
-                dead_letters: txn.open_table(DEAD_LETTERS).map_err(storage)?,
-            };
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for (op, _) in batch {
-                outcomes.push(tables.apply(op).map_err(storage)?);
-            }
-            outcomes
-        };
-        // On any error above, dropping `txn` aborts it: nothing of the batch is kept.
-        txn.commit().map_err(storage)?;
-        Ok(outcomes)
-    }
-
     /// A durable commit of nothing, making earlier non-durable commits durable.
     fn flush(&mut self) -> Result<()> {
-        let mut txn = self.shared.db.begin_write().map_err(storage)?;
+        let db = self.db.as_ref().ok_or_else(|| self.shared.unavailable())?;
+        let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate);
         txn.commit().map_err(storage)?;
         self.non_durable_run = 0;
         Ok(())
+    }
+}
+
+/// Applies a batch in one transaction and commits it. The outer error fails the whole
+/// batch; the inner results are each op's own outcome.
+fn apply(
+    db: &Database,
+    batch: &Batch,
+    durability: Durability,
+) -> std::result::Result<Vec<Result<Output>>, Failure> {
+    let mut txn = db.begin_write().map_err(Failure::new)?;
+    txn.set_durability(durability);
+    let outcomes = {
+        let mut tables = Tables::open(&txn).map_err(Failure::new)?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (op, _) in batch {
+            outcomes.push(tables.apply(op).map_err(Failure::new)?);
+        }
+        outcomes
+    };
+    // On any error above, dropping `txn` aborts it: nothing of the batch is kept.
+    match txn.commit() {
+        Ok(()) => Ok(outcomes),
+        Err(e) => Err(Failure::commit(e, outcomes)),
     }
 }
 
@@ -236,7 +301,7 @@ fn take(
 }
 
 /// `QueueError` is not `Clone` (it may one day carry sources); copy what waiters need.
-fn clone_error(e: &QueueError) -> QueueError {
+pub(super) fn clone_error(e: &QueueError) -> QueueError {
     match e {
         QueueError::Storage(s) => QueueError::Storage(s.clone()),
         QueueError::Corrupt { id, reason } => QueueError::Corrupt {
@@ -257,7 +322,7 @@ fn clone_result(r: &Result<()>) -> Result<()> {
 }
 
 /// The open tables of one write transaction.
-struct Tables<'txn> {
+pub(super) struct Tables<'txn> {
     bodies: Table<'txn, u128, &'static [u8]>,
     envelopes: Table<'txn, u128, &'static [u8]>,
     schedule: Table<'txn, (u64, u128), ()>,
@@ -268,8 +333,20 @@ struct Tables<'txn> {
 /// own failure (not found, corrupt), decided before the op changed anything.
 type OpResult = std::result::Result<Result<Output>, StorageError>;
 
-impl Tables<'_> {
-    fn apply(&mut self, op: &Op) -> OpResult {
+impl<'txn> Tables<'txn> {
+    /// Opens (creating if missing) every table.
+    pub(super) fn open(
+        txn: &'txn redb::WriteTransaction,
+    ) -> std::result::Result<Self, redb::TableError> {
+        Ok(Tables {
+            bodies: txn.open_table(BODIES)?,
+            envelopes: txn.open_table(ENVELOPES)?,
+            schedule: txn.open_table(SCHEDULE)?,
+            dead_letters: txn.open_table(DEAD_LETTERS)?,
+        })
+    }
+
+    pub(super) fn apply(&mut self, op: &Op) -> OpResult {
         match op {
             Op::Enqueue {
                 envelope,
@@ -313,18 +390,41 @@ impl Tables<'_> {
             Err(e) => return Ok(Err(e)),
         };
         // The same id again (a retried enqueue): replace it, keeping one schedule key.
-        match self.stored_due(id)? {
+        let output = match self.stored_due(id)? {
             Some(Ok(old_due)) => {
                 self.schedule.remove((old_due, id.as_u128()))?;
+                Output::Replaced
             }
             Some(Err(e)) => return Ok(Err(e)),
-            None => {}
-        }
+            None => Output::Done,
+        };
         let key = id.as_u128();
         self.envelopes.insert(key, record.as_slice())?;
         self.bodies.insert(key, body.as_ref())?;
         self.schedule.insert((due_ms, key), ())?;
-        Ok(Ok(Output::Done))
+        Ok(Ok(output))
+    }
+
+    /// Removes what a refused enqueue left (its commit failed, maybe after its data had
+    /// reached the file): envelope, schedule key, and the body unless a dead letter
+    /// keeps it. Whether there was anything to remove.
+    pub(super) fn remove_refused(&mut self, key: u128) -> std::result::Result<bool, StorageError> {
+        let id = MessageId::from_u128(key);
+        match self.stored_due(id)? {
+            None => return Ok(false),
+            Some(Ok(due)) => {
+                self.schedule.remove((due, key))?;
+            }
+            Some(Err(e)) => {
+                // Cannot name its schedule key; claim skips a key without an envelope.
+                tracing::error!(%id, error = %e, "refused message has a corrupt envelope record");
+            }
+        }
+        self.envelopes.remove(key)?;
+        if self.dead_letters.get(key)?.is_none() {
+            self.bodies.remove(key)?;
+        }
+        Ok(true)
     }
 
     fn resolve(
@@ -356,12 +456,16 @@ impl Tables<'_> {
             Some((recipients, reason)) => {
                 let letter = match self.stored_dead_letter(id)? {
                     Some(Err(e)) => return Ok(Err(e)),
-                    // Some recipients were dead-lettered before: add these to them.
+                    // Some recipients were dead-lettered before: add these to them,
+                    // once each (a resolve re-applied after a storage failure may
+                    // already be in).
                     Some(Ok(mut letter)) => {
-                        letter
-                            .envelope
-                            .recipients
-                            .extend(recipients.iter().cloned());
+                        for recipient in recipients {
+                            let known = &letter.envelope.recipients;
+                            if !known.iter().any(|r| r.address == recipient.address) {
+                                letter.envelope.recipients.push(recipient.clone());
+                            }
+                        }
                         letter.reason = reason.clone();
                         letter.at_ms = at_ms;
                         letter
