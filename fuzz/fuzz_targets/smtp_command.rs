@@ -3,7 +3,10 @@
 //!
 //! Never panics; an accepted MAIL/RCPT carries no CR, LF or NUL in anything that is
 //! stored with the message (a relay would send it on in a command line); an error is
-//! a well-formed 4xx/5xx reply whose wire form is only complete CRLF lines.
+//! a well-formed 4xx/5xx reply whose wire form is only complete CRLF lines. Numbers are
+//! exact: an accepted BDAT's chunk size and an accepted MAIL's `SIZE=` are the decimal
+//! value written on the line (checked against a `u128` reading of the digits), never a
+//! wrapped one.
 
 #![no_main]
 
@@ -21,9 +24,58 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The words of the line, without its line ending (as the server splits them).
+fn words(line: &[u8]) -> Vec<&[u8]> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect()
+}
+
+/// A run of ASCII digits as a u128, `None` past 38 digits (beyond any u64 anyway).
+fn decimal(digits: &[u8]) -> Option<u128> {
+    if digits.is_empty() || digits.len() > 38 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0u128, |v, d| v * 10 + u128::from(d - b'0')))
+}
+
 fn check(line: &[u8]) {
     match parse(line) {
+        Ok(Request::Bdat { chunk_size, .. }) => {
+            let words = words(line);
+            let written = words.get(1).and_then(|w| decimal(w));
+            assert_eq!(
+                written,
+                Some(chunk_size as u128),
+                "BDAT size {chunk_size} is not what {line:?} says"
+            );
+        }
         Ok(Request::Mail { from }) => {
+            // Quoting cannot hide a SIZE here: only lines whose address has no quote.
+            if !line.contains(&b'"') {
+                for word in words(line).iter().skip(2) {
+                    if let Some(value) = word
+                        .get(..5)
+                        .filter(|k| k.eq_ignore_ascii_case(b"SIZE="))
+                        .map(|_| &word[5..])
+                    {
+                        let written = decimal(value);
+                        assert!(
+                            written.is_some_and(|n| n <= u64::MAX as u128),
+                            "accepted SIZE {value:?} that is not a 64-bit number: {line:?}"
+                        );
+                    }
+                }
+                if let Some(size) = words(line)
+                    .iter()
+                    .skip(2)
+                    .filter_map(|w| w.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE=")).map(|_| &w[5..]))
+                    .filter_map(decimal)
+                    .last()
+                {
+                    assert_eq!(from.size as u128, size, "SIZE wrapped in {line:?}");
+                }
+            }
             clean("MAIL address", &from.address);
             if let Some(envid) = &from.env_id {
                 clean("MAIL ENVID", envid);

@@ -1,7 +1,12 @@
-//! SMTP AUTH credentials: argon2 password hashes from the config.
+//! SMTP AUTH credentials: argon2 password hashes from the config, and the throttling of
+//! failed attempts ([`throttle`]).
+
+pub mod throttle;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -20,9 +25,19 @@ pub enum AuthError {
 }
 
 /// The accounts that may authenticate, with their parsed hashes.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Credentials {
     users: Arc<HashMap<String, String>>,
+    /// Argon2 checks running at once (each takes ~19 MiB and a core for a while), so a
+    /// flood of AUTH attempts queues instead of taking the memory and every thread of
+    /// the blocking pool.
+    checks: Arc<Semaphore>,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self::from_map(HashMap::new())
+    }
 }
 
 impl Credentials {
@@ -40,22 +55,34 @@ impl Credentials {
                 return Err(AuthError::Duplicate(u.username.clone()));
             }
         }
-        Ok(Self {
-            users: Arc::new(map),
-        })
+        Ok(Self::from_map(map))
+    }
+
+    fn from_map(users: HashMap<String, String>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            users: Arc::new(users),
+            checks: Arc::new(Semaphore::new(cores)),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
 
-    /// Checks a password. Argon2 is deliberately slow, so this runs on the blocking pool.
+    /// Checks a password. Argon2 is deliberately slow, so this runs on the blocking pool,
+    /// a few at a time. An unknown username is checked against a stand-in hash, so the
+    /// answer takes as long as for a known one (no user enumeration by timing).
     pub async fn verify(&self, username: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(username).cloned() else {
+        let (hash, known) = match self.users.get(username) {
+            Some(hash) => (hash.clone(), true),
+            None => (stand_in_hash().to_string(), false),
+        };
+        let Ok(_permit) = self.checks.acquire().await else {
             return false;
         };
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || {
+        let matches = tokio::task::spawn_blocking(move || {
             PasswordHash::new(&hash)
                 .map(|parsed| {
                     Argon2::default()
@@ -65,8 +92,21 @@ impl Credentials {
                 .unwrap_or(false)
         })
         .await
-        .unwrap_or(false)
+        .unwrap_or(false);
+        known && matches
     }
+}
+
+/// A hash no password matches in practice (of 32 random bytes), made once.
+fn stand_in_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let secret: [u8; 32] = rand::random();
+        hash_password(&base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            secret,
+        ))
+    })
 }
 
 /// Hashes a password for the config file (argon2id, random salt, PHC string).

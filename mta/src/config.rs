@@ -99,12 +99,32 @@ pub struct SmtpConfig {
     pub max_errors: u32,
     /// Commands without a MAIL before `421 4.7.0` and disconnect.
     pub max_commands_without_mail: u32,
-    /// Seconds to wait for the next command (RFC 5321 4.5.3.2.7: 5 minutes).
+    /// Seconds a client has to send its next complete command line (RFC 5321 4.5.3.2.7:
+    /// 5 minutes). A deadline for the whole line: trickling it in does not extend it.
     pub idle_timeout_secs: u64,
     /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
     pub data_timeout_secs: u64,
+    /// Seconds a client has for one whole message transfer (DATA up to the final dot,
+    /// or every BDAT chunk of a message), however the data trickles in.
+    pub data_deadline_secs: u64,
+    /// Seconds a client has to take our replies; one that pipelines and never reads is
+    /// disconnected.
+    pub write_timeout_secs: u64,
     /// Seconds allowed for a TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// Share of `max_connections`, in percent, at which the server is under stress:
+    /// then every command, data, write and TLS wait is cut to `stress_timeout_secs`
+    /// (Postfix's stress mode), so idle and slow clients make room. 0 turns it off.
+    pub stress_threshold_percent: u8,
+    /// The longest wait while under stress, in seconds.
+    pub stress_timeout_secs: u64,
+    /// Bytes of message data held in memory by all sessions together (DATA/BDAT being
+    /// received and messages waiting to be queued). Past it, a new transfer waits for
+    /// room before its `354`, a growing one waits with its socket unread, and one that
+    /// waits longer than `data_timeout_secs` gets `452 4.3.1`. 0 (the default) means a
+    /// quarter of the memory available (the cgroup limit, if any), and at least twice
+    /// `max_message_size`.
+    pub max_inflight_bytes: u64,
     /// Open SMTP connections, over all listeners.
     pub max_connections: usize,
     /// Open SMTP connections from one client IP address.
@@ -123,7 +143,12 @@ impl Default for SmtpConfig {
             max_commands_without_mail: 50,
             idle_timeout_secs: 300,
             data_timeout_secs: 180,
+            data_deadline_secs: 600,
+            write_timeout_secs: 120,
             tls_handshake_timeout_secs: 30,
+            stress_threshold_percent: 80,
+            stress_timeout_secs: 10,
+            max_inflight_bytes: 0,
             max_connections: 2000,
             max_connections_per_ip: 100,
             relay_networks: vec![
@@ -149,6 +174,8 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     /// SMTP AUTH accounts. Passwords are argon2 hashes (`postroad passwd`).
     pub users: Vec<UserConfig>,
+    /// Delays and bans for failed AUTH (`[auth.throttle]`).
+    pub throttle: crate::auth::throttle::ThrottleConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,24 +311,11 @@ impl Config {
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;
-        if self.smtp.max_line_length < 512 {
-            return Err(ConfigError::Semantic(
-                "smtp.max_line_length must be at least 512 (RFC 5321 4.5.3.1.4)".into(),
-            ));
-        }
-        for (key, value) in [
-            ("smtp.max_message_size", self.smtp.max_message_size),
-            ("smtp.max_recipients", self.smtp.max_recipients),
-            ("smtp.max_connections", self.smtp.max_connections),
-            (
-                "smtp.max_connections_per_ip",
-                self.smtp.max_connections_per_ip,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Semantic(format!("{key} must be above 0")));
-            }
-        }
+        self.auth
+            .throttle
+            .validate()
+            .map_err(ConfigError::Semantic)?;
+        self.smtp.validate()?;
         Ok(())
     }
 
@@ -311,6 +325,58 @@ impl Config {
             self.spool.dir = dir.join("spool");
         }
         self.server.data_dir = dir;
+    }
+}
+
+impl SmtpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_line_length < 512 {
+            return Err(ConfigError::Semantic(
+                "smtp.max_line_length must be at least 512 (RFC 5321 4.5.3.1.4)".into(),
+            ));
+        }
+        for (key, value) in [
+            ("smtp.max_message_size", self.max_message_size),
+            ("smtp.max_recipients", self.max_recipients),
+            ("smtp.max_connections", self.max_connections),
+            ("smtp.max_connections_per_ip", self.max_connections_per_ip),
+            ("smtp.idle_timeout_secs", self.idle_timeout_secs as usize),
+            ("smtp.data_timeout_secs", self.data_timeout_secs as usize),
+            ("smtp.data_deadline_secs", self.data_deadline_secs as usize),
+            ("smtp.write_timeout_secs", self.write_timeout_secs as usize),
+            (
+                "smtp.stress_timeout_secs",
+                self.stress_timeout_secs as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Semantic(format!("{key} must be above 0")));
+            }
+        }
+        if self.stress_threshold_percent > 100 {
+            return Err(ConfigError::Semantic(
+                "smtp.stress_threshold_percent must be 0 to 100".into(),
+            ));
+        }
+        // Room for one largest message and its trace header.
+        let least = self.max_message_size as u64 + 64 * 1024;
+        if self.max_inflight_bytes != 0 && self.max_inflight_bytes < least {
+            return Err(ConfigError::Semantic(format!(
+                "smtp.max_inflight_bytes ({}) must hold at least one largest message: \
+                 smtp.max_message_size + 64 KiB = {least}",
+                self.max_inflight_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// `max_inflight_bytes`, with 0 meaning the default from the memory available.
+    pub fn inflight_budget(&self) -> u64 {
+        match self.max_inflight_bytes {
+            0 => crate::smtp::budget::default_budget(self.max_message_size)
+                .max(self.max_message_size as u64 + 64 * 1024),
+            set => set,
+        }
     }
 }
 

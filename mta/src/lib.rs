@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod data_dir;
 pub mod events;
 pub mod history_cmd;
 pub mod serve;

@@ -10,7 +10,9 @@ use postroad_queue::{Queue, Spool};
 use tokio::sync::watch;
 
 use crate::auth::Credentials;
+use crate::auth::throttle::AuthThrottle;
 use crate::config::{Backend, Config, TlsMode};
+use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
 use postroad_history::{HistoryStore, HistoryWriter};
 use postroad_relay::Relay;
@@ -79,12 +81,7 @@ impl OpenQueue {
 }
 
 pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            config.server.data_dir.display()
-        )
-    })?;
+    crate::data_dir::prepare(&config.server.data_dir)?;
 
     let relaying = roles.relay && config.relay.enabled;
     let (backend, queue) = OpenQueue::open(&config, relaying).await?;
@@ -146,6 +143,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         queue,
         tls,
         credentials,
+        auth_throttle: AuthThrottle::new(config.auth.throttle.clone()),
+        budget: MemoryBudget::new(config.smtp.inflight_budget()),
         relay_waker: relay.as_ref().map(|r| r.waker()),
         events,
     };

@@ -1,11 +1,16 @@
 //! One client connection: the byte stream (plain or TLS), input framing with limits
-//! and timeouts, and batched output (replies are flushed only when the client has no
+//! and deadlines, and batched output (replies are flushed only when the client has no
 //! more pipelined input waiting, RFC 2920).
+//!
+//! Every wait is bounded by a deadline for the whole thing waited for (a command line,
+//! a message), not per read, so a client trickling one byte a second cannot keep a
+//! session; writes have their own timeout, so a client that never reads cannot either;
+//! and while the server is under connection pressure every wait is cut short.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use memchr::memchr;
@@ -72,9 +77,10 @@ impl AsyncWrite for Stream {
 /// Why reading stopped without input.
 #[derive(Debug)]
 pub enum Interrupt {
-    /// The client closed its side (or the connection broke).
+    /// The client closed its side, the connection broke, or the client did not take
+    /// our replies within the write timeout.
     Closed,
-    /// Nothing arrived within the timeout.
+    /// The client did not send what it had to within its deadline.
     Timeout,
     /// The server is shutting down and the session is between transactions.
     Shutdown,
@@ -86,6 +92,29 @@ pub enum Line {
     TooLong,
 }
 
+/// What a [`Conn::read_until`] consumer says after looking at the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// It wants more input.
+    More,
+    /// It has all it needs.
+    Done,
+    /// It cannot take more input until the caller does something (find memory for it);
+    /// `read_until` returns so the caller can, and nothing more is read meanwhile.
+    Blocked,
+}
+
+/// The connection-wide time limits, and the server's stress signal.
+#[derive(Clone)]
+pub struct IoLimits {
+    /// How long the client may take to accept our pending replies.
+    pub write_timeout: Duration,
+    /// Every wait is at most this long while the server is under stress.
+    pub stress_timeout: Duration,
+    /// `Some(since)` while the server is under connection pressure.
+    pub stress: watch::Receiver<Option<Instant>>,
+}
+
 pub struct Conn {
     stream: Stream,
     input: BytesMut,
@@ -93,16 +122,18 @@ pub struct Conn {
     /// Set while the rest of an over-long line is being skipped.
     skipping_line: bool,
     shutdown: watch::Receiver<bool>,
+    limits: IoLimits,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(stream: TcpStream, shutdown: watch::Receiver<bool>, limits: IoLimits) -> Self {
         Self {
             stream: Stream::Plain(stream),
             input: BytesMut::with_capacity(READ_CHUNK),
             output: Vec::with_capacity(512),
             skipping_line: false,
             shutdown,
+            limits,
         }
     }
 
@@ -116,21 +147,39 @@ impl Conn {
         &mut self.output
     }
 
+    /// Sends the pending replies. A client that does not take them within the write
+    /// timeout (it pipelines and never reads) gets `TimedOut`.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.output.is_empty() {
-            self.stream.write_all(&self.output).await?;
-            self.output.clear();
+        let limit = self.stressed_limit(Instant::now() + self.limits.write_timeout);
+        let write = async {
+            if !self.output.is_empty() {
+                self.stream.write_all(&self.output).await?;
+                self.output.clear();
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout_at(limit.into(), write)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))?
+    }
+
+    /// `deadline`, brought forward to the stress timeout while the server is under
+    /// stress (counted from when the stress began, or from now if later).
+    fn stressed_limit(&self, deadline: Instant) -> Instant {
+        match *self.limits.stress.borrow() {
+            Some(since) => deadline.min(since.max(Instant::now()) + self.limits.stress_timeout),
+            None => deadline,
         }
-        self.stream.flush().await
     }
 
     /// Reads the next command line (CRLF or bare LF terminated), at most `max_len`
-    /// bytes. Over-long lines are skipped to their end and reported as [`Line::TooLong`].
-    /// With `interruptible`, a server shutdown ends the wait.
+    /// bytes, all of it by `deadline` (however it trickles in). Over-long lines are
+    /// skipped to their end and reported as [`Line::TooLong`]. With `interruptible`, a
+    /// server shutdown ends the wait.
     pub async fn read_line(
         &mut self,
         max_len: usize,
-        timeout: Duration,
+        deadline: Instant,
         interruptible: bool,
     ) -> Result<Line, Interrupt> {
         loop {
@@ -145,50 +194,74 @@ impl Conn {
                 self.input.clear();
                 self.skipping_line = true;
             }
-            self.fill(timeout, interruptible).await?;
+            self.fill(deadline, interruptible).await?;
         }
     }
 
     /// Feeds buffered input to `consume` (which returns how many bytes it used and
-    /// whether it is done) and reads more until it is done.
+    /// whether it wants more) and reads more until it is done or blocked. Each read
+    /// waits at most `idle`, and nothing is read past `deadline`.
     pub async fn read_until<F>(
         &mut self,
-        timeout: Duration,
+        deadline: Instant,
+        idle: Duration,
         mut consume: F,
-    ) -> Result<(), Interrupt>
+    ) -> Result<Fed, Interrupt>
     where
-        F: FnMut(&[u8]) -> (usize, bool),
+        F: FnMut(&[u8]) -> (usize, Fed),
     {
         loop {
-            if !self.input.is_empty() {
-                let (used, done) = consume(&self.input);
+            // A consumer may take only part of the input at a time: offer it the rest
+            // before reading more.
+            while !self.input.is_empty() {
+                let (used, fed) = consume(&self.input);
                 self.input.advance(used);
-                if done {
-                    return Ok(());
+                if fed != Fed::More {
+                    return Ok(fed);
+                }
+                if used == 0 {
+                    break;
                 }
             }
-            self.fill(timeout, false).await?;
+            self.fill(deadline.min(Instant::now() + idle), false)
+                .await?;
         }
     }
 
-    /// Flushes pending replies, then waits for more input.
-    async fn fill(&mut self, timeout: Duration, interruptible: bool) -> Result<(), Interrupt> {
+    /// Flushes pending replies, then waits for more input until `deadline` (or the
+    /// stress timeout, whichever comes first; a stress that begins during the wait
+    /// shortens it).
+    async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), Interrupt> {
         self.flush().await.map_err(|_| Interrupt::Closed)?;
         self.input.reserve(READ_CHUNK);
-        let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input));
         let mut shutdown = self.shutdown.clone();
-        let stop = async move {
-            if !interruptible || shutdown.wait_for(|stop| *stop).await.is_err() {
-                std::future::pending::<()>().await;
+        let mut stress = self.limits.stress.clone();
+        stress.mark_unchanged();
+        loop {
+            let limit = self.stressed_limit(deadline);
+            let stop = async {
+                if !interruptible || shutdown.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let stress_changed = async {
+                if stress.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            // Reading into a BytesMut is cancel safe: a read that loses the race has
+            // taken nothing.
+            tokio::select! {
+                result = tokio::time::timeout_at(limit.into(), self.stream.read_buf(&mut self.input)) => {
+                    return match result {
+                        Err(_) => Err(Interrupt::Timeout),
+                        Ok(Ok(0)) | Ok(Err(_)) => Err(Interrupt::Closed),
+                        Ok(Ok(_)) => Ok(()),
+                    };
+                }
+                () = stop => return Err(Interrupt::Shutdown),
+                () = stress_changed => continue,
             }
-        };
-        tokio::select! {
-            result = read => match result {
-                Err(_) => Err(Interrupt::Timeout),
-                Ok(Ok(0)) | Ok(Err(_)) => Err(Interrupt::Closed),
-                Ok(Ok(_)) => Ok(()),
-            },
-            () = stop => Err(Interrupt::Shutdown),
         }
     }
 
@@ -201,16 +274,19 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(io::Error::other("TLS is already active"));
         };
-        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+        let timeout = self.stressed_limit(Instant::now() + timeout);
+        let tls = tokio::time::timeout_at(timeout.into(), acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
 
-    /// Sends what is pending and closes our side.
+    /// Sends what is pending (within the write timeout) and closes our side.
     pub async fn close(&mut self) {
-        let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
+        if self.flush().await.is_ok() {
+            let limit = self.stressed_limit(Instant::now() + self.limits.write_timeout);
+            let _ = tokio::time::timeout_at(limit.into(), self.stream.shutdown()).await;
+        }
     }
 }

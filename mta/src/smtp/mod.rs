@@ -1,7 +1,8 @@
 //! The SMTP server: listeners and connection limits ([`server`]), per-connection I/O
-//! ([`conn`]), the session state machine ([`session`]), command parsing ([`command`]),
+//! ([`conn`]), the memory budget for messages in flight ([`budget`]), the session state machine ([`session`]), command parsing ([`command`]),
 //! replies ([`reply`]) and the trace header ([`received`]).
 
+pub mod budget;
 pub mod command;
 pub mod conn;
 pub mod received;

@@ -106,6 +106,21 @@ pub const SHUTTING_DOWN: Reply =
     Reply::new(421, "4.3.2", "Service shutting down, closing connection");
 pub const TOO_MANY_CONNECTIONS: Reply =
     Reply::new(421, "4.7.0", "Error: too many connections, try again later");
+pub const AUTH_BANNED: Reply = Reply::new(
+    421,
+    "4.7.0",
+    "Error: too many failed authentications from your address, try again later",
+);
+pub const AUTH_BUSY: Reply = Reply::new(
+    454,
+    "4.7.0",
+    "Error: too many authentication attempts in progress, try again later",
+);
+pub const NO_MEMORY: Reply = Reply::new(
+    452,
+    "4.3.1",
+    "Error: insufficient system resources for the message, try again later",
+);
 pub const TOO_MANY_FROM_IP: Reply = Reply::new(
     421,
     "4.7.0",

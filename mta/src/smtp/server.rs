@@ -3,8 +3,9 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postroad_queue::Queue;
 use tokio::io::AsyncWriteExt;
@@ -13,11 +14,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::Conn;
+use super::budget::MemoryBudget;
+use super::conn::{Conn, IoLimits};
 use super::reply::{self, Reply};
 use super::session::Session;
 use crate::auth::Credentials;
-use crate::config::{ListenerConfig, SmtpConfig};
+use crate::auth::throttle::AuthThrottle;
+use crate::config::{ListenerConfig, SmtpConfig, TlsMode};
 
 /// What every session needs, shared.
 pub struct Shared {
@@ -26,6 +29,10 @@ pub struct Shared {
     pub queue: Arc<dyn Queue>,
     pub tls: Option<TlsAcceptor>,
     pub credentials: Credentials,
+    /// Failed AUTH per address and username: delays and bans.
+    pub auth_throttle: AuthThrottle,
+    /// Memory for messages being received, shared by all sessions.
+    pub budget: MemoryBudget,
     /// Woken after each enqueue so the relay picks new mail up at once.
     pub relay_waker: Option<Arc<tokio::sync::Notify>>,
     /// Receives a `queued` event per recipient of each accepted message.
@@ -46,6 +53,7 @@ pub struct SmtpServer {
     listeners: Vec<(Arc<ListenerConfig>, TcpListener)>,
     connections: Arc<Semaphore>,
     per_ip: Arc<PerIpLimit>,
+    stress: Arc<Stress>,
 }
 
 impl SmtpServer {
@@ -62,7 +70,11 @@ impl SmtpServer {
                 })?;
             bound.push((Arc::new(config.clone()), listener));
         }
+        let smtp = &shared.smtp;
+        let threshold =
+            (smtp.max_connections * usize::from(smtp.stress_threshold_percent)).div_ceil(100);
         Ok(Self {
+            stress: Arc::new(Stress::new(threshold)),
             connections: Arc::new(Semaphore::new(shared.smtp.max_connections)),
             per_ip: Arc::new(PerIpLimit::new(shared.smtp.max_connections_per_ip)),
             shared: Arc::new(shared),
@@ -83,6 +95,7 @@ impl SmtpServer {
                 self.shared.clone(),
                 self.connections.clone(),
                 self.per_ip.clone(),
+                self.stress.clone(),
                 shutdown.clone(),
             ));
         }
@@ -115,8 +128,18 @@ async fn accept_loop(
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
     per_ip: Arc<PerIpLimit>,
+    stress: Arc<Stress>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
+    let limits = |stress: &Stress| IoLimits {
+        write_timeout: Duration::from_secs(shared.smtp.write_timeout_secs),
+        stress_timeout: Duration::from_secs(shared.smtp.stress_timeout_secs),
+        stress: stress.signal.subscribe(),
+    };
+    let implicit_tls = shared
+        .tls
+        .clone()
+        .filter(|_| config.tls == TlsMode::Implicit);
     let mut sessions = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -135,24 +158,38 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(left) = shared.auth_throttle.banned(peer.ip()) {
+            tracing::info!(%peer, banned_for = ?left, "connection from a banned address");
+            sessions.spawn(turn_away(stream, reply::AUTH_BANNED, implicit_tls.clone()));
+            continue;
+        }
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached");
-            sessions.spawn(turn_away(stream, reply::TOO_MANY_CONNECTIONS));
+            sessions.spawn(turn_away(
+                stream,
+                reply::TOO_MANY_CONNECTIONS,
+                implicit_tls.clone(),
+            ));
             continue;
         };
         let Some(slot) = per_ip.acquire(peer.ip()) else {
             tracing::warn!(%peer, "per-IP connection limit reached");
-            sessions.spawn(turn_away(stream, reply::TOO_MANY_FROM_IP));
+            sessions.spawn(turn_away(
+                stream,
+                reply::TOO_MANY_FROM_IP,
+                implicit_tls.clone(),
+            ));
             continue;
         };
         let admission = Admission {
             _permit: permit,
             _slot: slot,
+            _stress: stress.enter(),
         };
         let session = Session::new(
             shared.clone(),
             config.clone(),
-            Conn::new(stream, shutdown.clone()),
+            Conn::new(stream, shutdown.clone(), limits(&stress)),
             peer,
         );
         sessions.spawn(session.run(admission));
@@ -160,13 +197,25 @@ async fn accept_loop(
     sessions
 }
 
-/// Tells a client it cannot be served now and closes.
-async fn turn_away(mut stream: TcpStream, reply: Reply) {
+/// Tells a client it cannot be served now and closes; on an implicit-TLS listener
+/// after the handshake, or the client could not read it.
+async fn turn_away(stream: TcpStream, reply: Reply, tls: Option<TlsAcceptor>) {
     let mut out = Vec::new();
     reply.write_to(&mut out);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
+        match tls {
+            Some(acceptor) => {
+                if let Ok(mut stream) = acceptor.accept(stream).await {
+                    let _ = stream.write_all(&out).await;
+                    let _ = stream.shutdown().await;
+                }
+            }
+            None => {
+                let mut stream = stream;
+                let _ = stream.write_all(&out).await;
+                let _ = stream.shutdown().await;
+            }
+        }
     })
     .await;
 }
@@ -175,6 +224,65 @@ async fn turn_away(mut stream: TcpStream, reply: Reply) {
 pub struct Admission {
     _permit: OwnedSemaphorePermit,
     _slot: IpSlot,
+    _stress: StressSlot,
+}
+
+/// Connection pressure: when `threshold` sessions are open, the server is under stress
+/// and every session's waits are cut short (see `Conn`) until it is below again.
+struct Stress {
+    open: AtomicUsize,
+    /// 0: never.
+    threshold: usize,
+    /// `Some(since)` while under stress.
+    signal: watch::Sender<Option<Instant>>,
+}
+
+/// One session's count in [`Stress`], released on drop.
+struct StressSlot(Arc<Stress>);
+
+impl Stress {
+    fn new(threshold: usize) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            threshold,
+            signal: watch::Sender::new(None),
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> StressSlot {
+        let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+        self.update(open);
+        StressSlot(self.clone())
+    }
+
+    fn update(&self, open: usize) {
+        let stressed = self.threshold > 0 && open >= self.threshold;
+        self.signal
+            .send_if_modified(|state| match (state.is_some(), stressed) {
+                (false, true) => {
+                    tracing::warn!(
+                        open,
+                        threshold = self.threshold,
+                        "under connection stress: timeouts shortened"
+                    );
+                    *state = Some(Instant::now());
+                    true
+                }
+                (true, false) => {
+                    tracing::info!(open, "connection stress over: normal timeouts");
+                    *state = None;
+                    true
+                }
+                _ => false,
+            });
+    }
+}
+
+impl Drop for StressSlot {
+    fn drop(&mut self) {
+        let open = self.0.open.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.update(open);
+    }
 }
 
 /// Open connections per client address.

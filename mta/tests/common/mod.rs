@@ -79,6 +79,14 @@ impl Server {
 
     /// Like [`Server::start`], with extra `serve` arguments.
     pub fn start_with(extra: &str, args: &[&str]) -> Server {
+        let mut server = Self::configure(extra, args);
+        server.launch();
+        server
+    }
+
+    /// Writes the config and data directory path, but starts nothing (see
+    /// [`Server::restart`]).
+    pub fn configure(extra: &str, args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let (relay, submission, submissions) = (free_port(), free_port(), free_port());
         // Each server gets its own admin port, and delivery only where a test asks for
@@ -128,7 +136,7 @@ tls = "implicit"
         );
         let config_path = dir.path().join("postroad.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut server = Server {
+        Server {
             child: None,
             dir,
             config_path,
@@ -136,9 +144,7 @@ tls = "implicit"
             submission,
             submissions,
             args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        server.launch();
-        server
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -193,6 +199,19 @@ tls = "implicit"
             assert!(
                 Instant::now() < deadline,
                 "postroad did not become ready:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (up to 30 s) until the log has `needle` in it.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {needle:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));

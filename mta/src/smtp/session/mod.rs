@@ -1,22 +1,20 @@
 //! One SMTP session: the RFC 5321 state machine with ESMTP extensions, relay policy,
-//! AUTH and limits. Every input gets a reply; nothing a client sends can panic it.
+//! AUTH ([`auth`]), DATA/BDAT ([`data`]) and limits. Every input gets a reply; nothing
+//! a client sends can panic it.
+
+mod auth;
+mod data;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
-use postroad_queue::{
-    DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, QueueError, Recipient, unix_ms,
-};
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use postroad_queue::{DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, Recipient};
 use smtp_proto::{MailFrom, RcptTo, Request};
 
+use super::budget::Reservation;
 use super::command::{self, printable};
 use super::conn::{Conn, Interrupt, Line};
-use super::received::Trace;
 use super::reply::{self, Reply};
 use super::server::{Admission, Shared};
 use crate::config::{ListenerConfig, Role, TlsMode};
@@ -43,6 +41,8 @@ struct Transaction {
     smtputf8: bool,
     dsn_ret: Option<DsnRet>,
     dsn_envid: Option<String>,
+    /// What MAIL's `SIZE=` declared (0 if nothing).
+    declared_size: usize,
     recipients: Vec<Recipient>,
     /// A BDAT transfer in progress.
     chunks: Option<Chunks>,
@@ -53,7 +53,12 @@ struct Chunks {
     id: MessageId,
     message: Vec<u8>,
     header_len: usize,
-    too_big: bool,
+    /// Memory held for `message`.
+    reservation: Reservation,
+    /// When the last chunk must have arrived.
+    deadline: Instant,
+    /// Set once the message is refused; later chunks are read and dropped.
+    refused: Option<Reply>,
 }
 
 pub struct Session {
@@ -118,10 +123,10 @@ impl Session {
         let greeting = Reply::owned(220, "", format!("{} ESMTP Postroad", self.shared.hostname));
         self.send(&greeting);
         loop {
-            let idle = Duration::from_secs(self.shared.smtp.idle_timeout_secs);
+            let deadline = Instant::now() + Duration::from_secs(self.shared.smtp.idle_timeout_secs);
             let line = match self
                 .conn
-                .read_line(self.shared.smtp.max_line_length, idle, true)
+                .read_line(self.shared.smtp.max_line_length, deadline, true)
                 .await
             {
                 Ok(Line::Complete(line)) => line,
@@ -350,6 +355,7 @@ impl Session {
             smtputf8,
             dsn_ret,
             dsn_envid: from.env_id.map(|e| e.into_owned()),
+            declared_size: from.size,
             recipients: Vec::new(),
             chunks: None,
         });
@@ -409,246 +415,6 @@ impl Session {
         Ok(reply::RECIPIENT_OK)
     }
 
-    fn data_timeout(&self) -> Duration {
-        Duration::from_secs(self.shared.smtp.data_timeout_secs)
-    }
-
-    /// The message buffer for a new transaction, starting with our `Received:` header.
-    fn new_message(&self, tx: &Transaction, id: MessageId) -> Vec<u8> {
-        let header = Trace {
-            helo: self.helo.as_deref().unwrap_or_default(),
-            client_ip: self.peer.ip().to_canonical(),
-            hostname: &self.shared.hostname,
-            esmtp: self.esmtp,
-            tls: self.conn.is_tls(),
-            authenticated: self.auth_identity.is_some(),
-            smtputf8: tx.smtputf8,
-            id,
-            single_recipient: match tx.recipients.as_slice() {
-                [only] => Some(only.address.as_str()),
-                _ => None,
-            },
-        }
-        .header();
-        let mut message = Vec::with_capacity(header.len() + 16 * 1024);
-        message.extend_from_slice(header.as_bytes());
-        message
-    }
-
-    async fn data(&mut self) -> Flow {
-        let check = match &self.tx {
-            None => Err(reply::NEED_MAIL),
-            Some(tx) if tx.chunks.is_some() => Err(reply::DATA_AFTER_BDAT),
-            Some(tx) if tx.recipients.is_empty() => Err(reply::NEED_RCPT),
-            Some(tx) => Ok(tx),
-        };
-        let id = MessageId::new();
-        let mut message = match check {
-            Ok(tx) => self.new_message(tx, id),
-            Err(reply) => return self.refuse(reply),
-        };
-        let header_len = message.len();
-        let max = self.shared.smtp.max_message_size;
-        self.send(&reply::START_DATA);
-
-        let mut receiver = DataReceiver::new();
-        // The receiver starts mid-line; DATA's reply ended a line, so tell it, or an
-        // empty message (`.` at once) would not end and a first line `..x` would keep
-        // its stuffing dot.
-        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
-        let mut discard: Option<DummyDataReceiver> = None;
-        let timeout = self.data_timeout();
-        let read = self
-            .conn
-            .read_until(timeout, |input| {
-                let mut bytes = input.iter();
-                let done = match &mut discard {
-                    Some(skip) => skip.ingest(&mut bytes),
-                    None => {
-                        let done = receiver.ingest(&mut bytes, &mut message);
-                        // Until the end is seen, the CR of a split final CRLF may sit in
-                        // the buffer: allow for it, so where reads split never matters.
-                        if message.len() - header_len > max + usize::from(!done) {
-                            discard = Some(DummyDataReceiver::new_data(&receiver));
-                            message = Vec::new();
-                        }
-                        done
-                    }
-                };
-                (input.len() - bytes.as_slice().len(), done)
-            })
-            .await;
-        if let Err(interrupt) = read {
-            return Err(self.interrupted(interrupt));
-        }
-        let Some(tx) = self.tx.take() else {
-            return Ok(());
-        };
-        if discard.is_some() {
-            return self.refuse(reply::TOO_BIG);
-        }
-        self.accept(tx, id, message).await
-    }
-
-    async fn bdat(&mut self, size: usize, last: bool) -> Flow {
-        let max = self.shared.smtp.max_message_size;
-        let refusal = match &self.tx {
-            None => Some(reply::NEED_MAIL),
-            Some(tx) if tx.recipients.is_empty() => Some(reply::NEED_RCPT),
-            Some(_) => None,
-        };
-        if let Some(reply) = refusal {
-            self.skip_chunk(size).await?;
-            return self.refuse(reply);
-        }
-        if self.tx.as_ref().is_some_and(|tx| tx.chunks.is_none()) {
-            let id = MessageId::new();
-            let message = self
-                .tx
-                .as_ref()
-                .map(|tx| self.new_message(tx, id))
-                .unwrap_or_default();
-            let header_len = message.len();
-            if let Some(tx) = self.tx.as_mut() {
-                tx.chunks = Some(Chunks {
-                    id,
-                    message,
-                    header_len,
-                    too_big: false,
-                });
-            }
-        }
-        let timeout = self.data_timeout();
-        let Session { tx, conn, .. } = self;
-        let Some(chunks) = tx.as_mut().and_then(|tx| tx.chunks.as_mut()) else {
-            return Ok(());
-        };
-        if (chunks.message.len() - chunks.header_len).saturating_add(size) > max {
-            chunks.too_big = true;
-            chunks.message = Vec::new();
-        }
-        let read = if chunks.too_big {
-            Self::skip(conn, size, timeout).await
-        } else if size == 0 {
-            Ok(())
-        } else {
-            chunks.message.reserve(size);
-            let mut receiver = BdatReceiver::new(size, last);
-            let message = &mut chunks.message;
-            conn.read_until(timeout, |input| {
-                let mut bytes = input.iter();
-                let done = receiver.ingest(&mut bytes, message);
-                (input.len() - bytes.as_slice().len(), done)
-            })
-            .await
-        };
-        let too_big = chunks.too_big;
-        if let Err(interrupt) = read {
-            return Err(self.interrupted(interrupt));
-        }
-        if too_big {
-            self.tx = None;
-            return self.refuse(reply::TOO_BIG);
-        }
-        if !last {
-            self.send(&Reply::owned(
-                250,
-                "2.0.0",
-                format!("Ok: {size} octets received"),
-            ));
-            return Ok(());
-        }
-        let Some(mut tx) = self.tx.take() else {
-            return Ok(());
-        };
-        let Some(chunks) = tx.chunks.take() else {
-            return Ok(());
-        };
-        self.accept(tx, chunks.id, chunks.message).await
-    }
-
-    async fn skip_chunk(&mut self, size: usize) -> Flow {
-        let timeout = self.data_timeout();
-        match Self::skip(&mut self.conn, size, timeout).await {
-            Ok(()) => Ok(()),
-            Err(interrupt) => Err(self.interrupted(interrupt)),
-        }
-    }
-
-    async fn skip(conn: &mut Conn, size: usize, timeout: Duration) -> Result<(), Interrupt> {
-        if size == 0 {
-            return Ok(());
-        }
-        let mut skip = DummyDataReceiver::new_bdat(size);
-        conn.read_until(timeout, |input| {
-            let mut bytes = input.iter();
-            let done = skip.ingest(&mut bytes);
-            (input.len() - bytes.as_slice().len(), done)
-        })
-        .await
-    }
-
-    /// Stores the message; replies 250 only once the queue says it is durable.
-    async fn accept(&mut self, tx: Transaction, id: MessageId, message: Vec<u8>) -> Flow {
-        let size = message.len();
-        let recipients = tx.recipients.len();
-        let envelope = Envelope {
-            id,
-            sender: tx.sender,
-            recipients: tx.recipients,
-            auth_identity: self.auth_identity.clone(),
-            client_ip: self.peer.ip().to_canonical(),
-            helo: self.helo.clone().unwrap_or_default(),
-            received_at_ms: unix_ms(std::time::SystemTime::now()),
-            requeued_at_ms: None,
-            size: size as u64,
-            priority: 0,
-            body_8bit: tx.body_8bit,
-            smtputf8: tx.smtputf8,
-            dsn_ret: tx.dsn_ret,
-            dsn_envid: tx.dsn_envid,
-            tenant: None,
-            campaign: None,
-        };
-        let sender = printable(&envelope.sender);
-        let started = Instant::now();
-        let queued_events = self
-            .shared
-            .events
-            .as_ref()
-            .map(|_| queued_events(&envelope));
-        match self
-            .shared
-            .queue
-            .enqueue(envelope, Bytes::from(message))
-            .await
-        {
-            Ok(()) => {
-                tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), durable_in = ?started.elapsed(), "queued");
-                self.send(&Reply::owned(250, "2.0.0", format!("Ok: queued as {id}")));
-                if let Some(waker) = &self.shared.relay_waker {
-                    waker.notify_one();
-                }
-                if let (Some(tx), Some(events)) = (&self.shared.events, queued_events) {
-                    for event in events {
-                        if tx.send(event).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e @ QueueError::TooLarge { .. }) => {
-                tracing::info!(%id, client = %self.peer.ip(), "refused: {e}");
-                self.send(&reply::TOO_BIG);
-            }
-            Err(e) => {
-                tracing::error!(%id, client = %self.peer.ip(), "cannot queue message: {e}");
-                self.send(&reply::QUEUE_ERROR);
-            }
-        }
-        Ok(())
-    }
-
     async fn starttls(&mut self) -> Flow {
         if self.conn.is_tls() {
             return self.refuse(reply::TLS_ACTIVE);
@@ -670,89 +436,6 @@ impl Session {
         self.esmtp = false;
         self.tx = None;
         Ok(())
-    }
-
-    async fn auth(&mut self, mechanism: u64, initial: &str) -> Flow {
-        let refusal = if self.auth_identity.is_some() {
-            Some(reply::AUTH_ALREADY)
-        } else if self.helo.is_none() {
-            Some(reply::NEED_HELO)
-        } else if self.tx.is_some() {
-            Some(reply::AUTH_IN_TRANSACTION)
-        } else if !self.conn.is_tls() {
-            Some(reply::AUTH_NEEDS_TLS)
-        } else if self.shared.credentials.is_empty() {
-            Some(reply::AUTH_UNAVAILABLE)
-        } else {
-            None
-        };
-        if let Some(reply) = refusal {
-            return self.refuse(reply);
-        }
-        let (username, password) = match mechanism {
-            smtp_proto::AUTH_PLAIN => {
-                let response = if initial.is_empty() {
-                    self.challenge("").await?
-                } else {
-                    decode(initial)
-                };
-                match response.and_then(|r| parse_plain(&r)) {
-                    Ok(pair) => pair,
-                    Err(reply) => return self.refuse(reply),
-                }
-            }
-            smtp_proto::AUTH_LOGIN => {
-                let user = if initial.is_empty() {
-                    self.challenge("VXNlcm5hbWU6").await?
-                } else {
-                    decode(initial)
-                };
-                let user = match user {
-                    Ok(user) => user,
-                    Err(reply) => return self.refuse(reply),
-                };
-                match self.challenge("UGFzc3dvcmQ6").await? {
-                    Ok(password) => (
-                        String::from_utf8_lossy(&user).into_owned(),
-                        String::from_utf8_lossy(&password).into_owned(),
-                    ),
-                    Err(reply) => return self.refuse(reply),
-                }
-            }
-            _ => return self.refuse(reply::AUTH_MECHANISM),
-        };
-        if self.shared.credentials.verify(&username, &password).await {
-            tracing::info!(peer = %self.peer, user = %printable(&username), "authenticated");
-            self.auth_identity = Some(username);
-            self.send(&reply::AUTH_OK);
-            Ok(())
-        } else {
-            tracing::warn!(peer = %self.peer, user = %printable(&username), "authentication failed");
-            self.refuse(reply::AUTH_FAILED)
-        }
-    }
-
-    /// Sends a `334` challenge and decodes the client's base64 answer.
-    async fn challenge(&mut self, prompt: &str) -> Result<Result<Vec<u8>, Reply>, End> {
-        self.send(&Reply::owned(334, "", prompt.to_string()));
-        let idle = Duration::from_secs(self.shared.smtp.idle_timeout_secs);
-        match self
-            .conn
-            .read_line(self.shared.smtp.max_line_length, idle, false)
-            .await
-        {
-            Ok(Line::Complete(line)) => {
-                let text = String::from_utf8_lossy(&line);
-                let text = text.trim_end_matches(['\r', '\n']);
-                if text == "*" {
-                    Ok(Err(reply::AUTH_CANCELLED))
-                } else {
-                    Ok(decode(text))
-                }
-            }
-            Ok(Line::TooLong) => Ok(Err(reply::LINE_TOO_LONG)),
-            Err(interrupt) => Err(self.interrupted(interrupt)),
-        }
     }
 }
 
@@ -776,58 +459,4 @@ fn queued_events(envelope: &Envelope) -> Vec<DeliveryEvent> {
             campaign: envelope.campaign.clone(),
         })
         .collect()
-}
-
-fn decode(text: &str) -> Result<Vec<u8>, Reply> {
-    if text == "=" {
-        return Ok(Vec::new());
-    }
-    BASE64
-        .decode(text.trim())
-        .map_err(|_| reply::AUTH_BAD_BASE64)
-}
-
-/// RFC 4616: `authzid NUL authcid NUL passwd`; an authzid other than the user is refused.
-fn parse_plain(response: &[u8]) -> Result<(String, String), Reply> {
-    let mut parts = response.split(|&b| b == 0);
-    let (Some(authzid), Some(user), Some(password), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Reply::new(
-            501,
-            "5.5.2",
-            "Error: malformed AUTH PLAIN response",
-        ));
-    };
-    if !authzid.is_empty() && authzid != user {
-        return Err(reply::AUTH_FAILED);
-    }
-    Ok((
-        String::from_utf8_lossy(user).into_owned(),
-        String::from_utf8_lossy(password).into_owned(),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_response_forms() {
-        assert_eq!(
-            parse_plain(b"\0app\0pw").unwrap(),
-            ("app".into(), "pw".into())
-        );
-        assert_eq!(
-            parse_plain(b"app\0app\0pw").unwrap(),
-            ("app".into(), "pw".into())
-        );
-        assert_eq!(
-            parse_plain(b"other\0app\0pw").unwrap_err(),
-            reply::AUTH_FAILED
-        );
-        assert_eq!(parse_plain(b"app\0pw").unwrap_err().code, 501);
-        assert_eq!(decode("=").unwrap(), Vec::<u8>::new());
-        assert_eq!(decode("!!").unwrap_err(), reply::AUTH_BAD_BASE64);
-    }
 }

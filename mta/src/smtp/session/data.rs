@@ -1,0 +1,347 @@
+//! DATA and BDAT: receiving the message within its deadline and the memory budget, and
+//! queueing it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use postroad_queue::{Envelope, MessageId, QueueError, unix_ms};
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+
+use super::{Chunks, Flow, Session, Transaction, queued_events};
+use crate::smtp::budget::{MIN_SHARE, Reservation, wait_deadline};
+use crate::smtp::command::printable;
+use crate::smtp::conn::{Conn, Fed, Interrupt};
+use crate::smtp::received::Trace;
+use crate::smtp::reply::{self, Reply};
+
+impl Session {
+    fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.shared.smtp.data_timeout_secs)
+    }
+
+    /// When the whole message must have arrived, for a transfer starting now.
+    fn data_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.shared.smtp.data_deadline_secs)
+    }
+
+    /// The message buffer for a new transaction, starting with our `Received:` header.
+    fn new_message(&self, tx: &Transaction, id: MessageId) -> Vec<u8> {
+        let header = Trace {
+            helo: self.helo.as_deref().unwrap_or_default(),
+            client_ip: self.peer.ip().to_canonical(),
+            hostname: &self.shared.hostname,
+            esmtp: self.esmtp,
+            tls: self.conn.is_tls(),
+            authenticated: self.auth_identity.is_some(),
+            smtputf8: tx.smtputf8,
+            id,
+            single_recipient: match tx.recipients.as_slice() {
+                [only] => Some(only.address.as_str()),
+                _ => None,
+            },
+        }
+        .header();
+        header.into_bytes()
+    }
+
+    /// Logs a transfer that found no memory within its wait.
+    fn no_memory(&self) {
+        tracing::warn!(
+            peer = %self.peer,
+            budget = self.shared.budget.total(),
+            "smtp.max_inflight_bytes is used up; message refused with 452 4.3.1"
+        );
+    }
+
+    pub(super) async fn data(&mut self) -> Flow {
+        let check = match &self.tx {
+            None => Err(reply::NEED_MAIL),
+            Some(tx) if tx.chunks.is_some() => Err(reply::DATA_AFTER_BDAT),
+            Some(tx) if tx.recipients.is_empty() => Err(reply::NEED_RCPT),
+            Some(tx) => Ok(tx),
+        };
+        let id = MessageId::new();
+        let (mut message, declared) = match check {
+            Ok(tx) => (self.new_message(tx, id), tx.declared_size),
+            Err(reply) => return self.refuse(reply),
+        };
+        let header_len = message.len();
+        let max = self.shared.smtp.max_message_size;
+        // Until the end is seen, the CR of a split final CRLF may sit in the buffer.
+        let cap = header_len + max + 2;
+        let first = (header_len + declared.max(MIN_SHARE)).min(cap);
+        let wait = wait_deadline(self.data_timeout());
+        let Some(mut reservation) = self.shared.budget.reserve(first, wait).await else {
+            self.no_memory();
+            self.send(&reply::NO_MEMORY);
+            return Ok(());
+        };
+        message.reserve_exact(reservation.bytes() - message.len());
+        self.send(&reply::START_DATA);
+
+        let mut receiver = DataReceiver::new();
+        // The receiver starts mid-line; DATA's reply ended a line, so tell it, or an
+        // empty message (`.` at once) would not end and a first line `..x` would keep
+        // its stuffing dot.
+        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+        // Set once the message is refused: the rest is read and dropped.
+        let mut discard: Option<(DummyDataReceiver, Reply)> = None;
+        let (deadline, idle) = (self.data_deadline(), self.data_timeout());
+        loop {
+            let room = reservation.bytes();
+            let read = self
+                .conn
+                .read_until(deadline, idle, |input| match &mut discard {
+                    Some((skip, _)) => {
+                        let mut bytes = input.iter();
+                        let done = skip.ingest(&mut bytes);
+                        (input.len() - bytes.as_slice().len(), fed(done))
+                    }
+                    None => {
+                        // Unstuffing never makes data longer: input up to the room left
+                        // fits without the buffer growing.
+                        let take = input.len().min(room - message.len());
+                        if take == 0 {
+                            return (0, Fed::Blocked);
+                        }
+                        let mut bytes = input[..take].iter();
+                        let done = receiver.ingest(&mut bytes, &mut message);
+                        if message.len() - header_len > max + usize::from(!done) {
+                            discard =
+                                Some((DummyDataReceiver::new_data(&receiver), reply::TOO_BIG));
+                            message = Vec::new();
+                        }
+                        (take - bytes.as_slice().len(), fed(done))
+                    }
+                })
+                .await;
+            match read {
+                Err(interrupt) => return Err(self.interrupted(interrupt)),
+                Ok(Fed::Blocked) => {
+                    let want = (room * 2).max(room + MIN_SHARE).min(cap);
+                    if want > room
+                        && reservation
+                            .grow_to(want, wait_deadline(self.data_timeout()))
+                            .await
+                    {
+                        message.reserve_exact(reservation.bytes() - message.len());
+                    } else {
+                        self.no_memory();
+                        discard = Some((DummyDataReceiver::new_data(&receiver), reply::NO_MEMORY));
+                        message = Vec::new();
+                        reservation.release();
+                    }
+                }
+                Ok(_) => break,
+            }
+        }
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        match discard {
+            Some((_, reply)) if reply == reply::TOO_BIG => self.refuse(reply),
+            Some((_, reply)) => {
+                self.send(&reply);
+                Ok(())
+            }
+            None => self.accept(tx, id, message, reservation).await,
+        }
+    }
+
+    pub(super) async fn bdat(&mut self, size: usize, last: bool) -> Flow {
+        let max = self.shared.smtp.max_message_size;
+        let refusal = match &self.tx {
+            None => Some(reply::NEED_MAIL),
+            Some(tx) if tx.recipients.is_empty() => Some(reply::NEED_RCPT),
+            Some(_) => None,
+        };
+        if let Some(reply) = refusal {
+            self.skip_chunk(size).await?;
+            return self.refuse(reply);
+        }
+        if self.tx.as_ref().is_some_and(|tx| tx.chunks.is_none()) {
+            let id = MessageId::new();
+            let message = self
+                .tx
+                .as_ref()
+                .map(|tx| self.new_message(tx, id))
+                .unwrap_or_default();
+            let chunks = Chunks {
+                id,
+                header_len: message.len(),
+                message,
+                reservation: self.shared.budget.empty(),
+                deadline: self.data_deadline(),
+                refused: None,
+            };
+            if let Some(tx) = self.tx.as_mut() {
+                tx.chunks = Some(chunks);
+            }
+        }
+        let (idle, wait) = (self.data_timeout(), wait_deadline(self.data_timeout()));
+        let Some(chunks) = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()) else {
+            return Ok(());
+        };
+        let total = chunks.message.len().saturating_add(size);
+        if chunks.refused.is_none() && total - chunks.header_len > max {
+            chunks.refused = Some(reply::TOO_BIG);
+        }
+        if chunks.refused.is_none() && !chunks.reservation.grow_to(total, wait).await {
+            chunks.refused = Some(reply::NO_MEMORY);
+        }
+        if chunks.refused.is_some() {
+            chunks.message = Vec::new();
+            chunks.reservation.release();
+        }
+        let deadline = chunks.deadline;
+        let read = if chunks.refused.is_some() {
+            Self::skip(&mut self.conn, size, deadline, idle).await
+        } else if size == 0 {
+            Ok(())
+        } else {
+            chunks.message.reserve_exact(size);
+            let mut receiver = BdatReceiver::new(size, last);
+            let message = &mut chunks.message;
+            self.conn
+                .read_until(deadline, idle, |input| {
+                    let mut bytes = input.iter();
+                    let done = receiver.ingest(&mut bytes, message);
+                    (input.len() - bytes.as_slice().len(), fed(done))
+                })
+                .await
+                .map(|_| ())
+        };
+        if let Err(interrupt) = read {
+            return Err(self.interrupted(interrupt));
+        }
+        if let Some(reply) = self
+            .tx
+            .as_ref()
+            .and_then(|tx| tx.chunks.as_ref())
+            .and_then(|c| c.refused.clone())
+        {
+            self.tx = None;
+            if reply == reply::NO_MEMORY {
+                self.no_memory();
+                self.send(&reply);
+                return Ok(());
+            }
+            return self.refuse(reply);
+        }
+        if !last {
+            self.send(&Reply::owned(
+                250,
+                "2.0.0",
+                format!("Ok: {size} octets received"),
+            ));
+            return Ok(());
+        }
+        let Some(mut tx) = self.tx.take() else {
+            return Ok(());
+        };
+        let Some(chunks) = tx.chunks.take() else {
+            return Ok(());
+        };
+        self.accept(tx, chunks.id, chunks.message, chunks.reservation)
+            .await
+    }
+
+    async fn skip_chunk(&mut self, size: usize) -> Flow {
+        let (deadline, idle) = (self.data_deadline(), self.data_timeout());
+        match Self::skip(&mut self.conn, size, deadline, idle).await {
+            Ok(()) => Ok(()),
+            Err(interrupt) => Err(self.interrupted(interrupt)),
+        }
+    }
+
+    async fn skip(
+        conn: &mut Conn,
+        size: usize,
+        deadline: Instant,
+        idle: Duration,
+    ) -> Result<(), Interrupt> {
+        if size == 0 {
+            return Ok(());
+        }
+        let mut skip = DummyDataReceiver::new_bdat(size);
+        conn.read_until(deadline, idle, |input| {
+            let mut bytes = input.iter();
+            let done = skip.ingest(&mut bytes);
+            (input.len() - bytes.as_slice().len(), fed(done))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Stores the message; replies 250 only once the queue says it is durable. The
+    /// message's memory stays reserved until then.
+    async fn accept(
+        &mut self,
+        tx: Transaction,
+        id: MessageId,
+        message: Vec<u8>,
+        _reservation: Reservation,
+    ) -> Flow {
+        let size = message.len();
+        let recipients = tx.recipients.len();
+        let envelope = Envelope {
+            id,
+            sender: tx.sender,
+            recipients: tx.recipients,
+            auth_identity: self.auth_identity.clone(),
+            client_ip: self.peer.ip().to_canonical(),
+            helo: self.helo.clone().unwrap_or_default(),
+            received_at_ms: unix_ms(std::time::SystemTime::now()),
+            requeued_at_ms: None,
+            size: size as u64,
+            priority: 0,
+            body_8bit: tx.body_8bit,
+            smtputf8: tx.smtputf8,
+            dsn_ret: tx.dsn_ret,
+            dsn_envid: tx.dsn_envid,
+            tenant: None,
+            campaign: None,
+        };
+        let sender = printable(&envelope.sender);
+        let started = Instant::now();
+        let queued_events = self
+            .shared
+            .events
+            .as_ref()
+            .map(|_| queued_events(&envelope));
+        match self
+            .shared
+            .queue
+            .enqueue(envelope, Bytes::from(message))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), durable_in = ?started.elapsed(), "queued");
+                self.send(&Reply::owned(250, "2.0.0", format!("Ok: queued as {id}")));
+                if let Some(waker) = &self.shared.relay_waker {
+                    waker.notify_one();
+                }
+                if let (Some(tx), Some(events)) = (&self.shared.events, queued_events) {
+                    for event in events {
+                        if tx.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e @ QueueError::TooLarge { .. }) => {
+                tracing::info!(%id, client = %self.peer.ip(), "refused: {e}");
+                self.send(&reply::TOO_BIG);
+            }
+            Err(e) => {
+                tracing::error!(%id, client = %self.peer.ip(), "cannot queue message: {e}");
+                self.send(&reply::QUEUE_ERROR);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fed(done: bool) -> Fed {
+    if done { Fed::Done } else { Fed::More }
+}
