@@ -55,6 +55,38 @@ pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
 /// The spool's record decoders, for the fuzz targets in `fuzz/` only: not an API.
 #[doc(hidden)]
+/// Helpers for tests of code that uses the queue (not part of the API).
+#[doc(hidden)]
+pub mod testing {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::Poll;
+
+    use tokio::task::JoinHandle;
+
+    /// Spawns `fut` and returns once its first poll has run: a queue operation has then
+    /// been handed to the backend (the spool's writer channel had room), so operations
+    /// started later are queued behind it.
+    pub async fn start<F>(fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (sent, started) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut fut = pin!(fut);
+            let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+            let _ = sent.send(());
+            match first {
+                Poll::Ready(out) => out,
+                Poll::Pending => fut.await,
+            }
+        });
+        let _ = started.await;
+        task
+    }
+}
+
 pub mod fuzzing {
     use crate::spool::tables;
     use crate::{DeadLetter, Envelope, MessageId, Result};

@@ -6,18 +6,15 @@
 //! skipped, except under `CI=true`, where it fails.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::process::Command;
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use postroad_queue::testing::start;
 use postroad_queue::{Envelope, MessageId, Queue, QueueError, Recipient, Spool, SpoolConfig};
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
 
 const BODY: usize = 64 * 1024;
 
@@ -98,27 +95,6 @@ fn body(n: usize) -> Bytes {
     let mut b = format!("Subject: message {n}\r\n\r\n").into_bytes();
     b.resize(BODY, b'a' + (n % 26) as u8);
     Bytes::from(b)
-}
-
-/// Spawns `fut` and returns once its first poll has run: the spool op has then been
-/// sent to the writer, ahead of any op started later.
-async fn start<F>(fut: F) -> JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let (sent, started) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut fut = pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        let _ = sent.send(());
-        match first {
-            Poll::Ready(out) => out,
-            Poll::Pending => fut.await,
-        }
-    });
-    started.await.unwrap();
-    task
 }
 
 struct Expect {

@@ -1,11 +1,19 @@
 //! The memory budget for messages being received (`smtp.max_inflight_bytes`).
 //!
 //! Every DATA or BDAT transfer holds a [`Reservation`] covering the capacity of its
-//! message buffer, taken before the buffer grows. When the budget is used up, a new
-//! transfer waits for its first share before it is told to go ahead (`354`), and a
-//! transfer that needs more waits with its socket unread (TCP flow control slows the
-//! client); a wait that runs out ends in `452 4.3.1`. So the memory held by messages in
+//! message buffer, taken before the buffer grows, so the memory held by messages in
 //! flight never exceeds the budget, however many clients send at once.
+//!
+//! When the budget is used up:
+//! * a new transfer waits for its first share (in arrival order) before it is told to
+//!   go ahead (`354`, or before its first BDAT chunk is read);
+//! * one growing transfer at a time waits for more, with its socket unread (TCP flow
+//!   control slows the client); any other transfer that needs more while that one
+//!   waits gives up at once (`452 4.3.1`, its data read and dropped), handing its memory
+//!   back. Transfers that hold memory never all wait for each other, so some always
+//!   finish, and under sustained overload the excess is refused quickly instead of
+//!   stalling everyone;
+//! * a wait that runs out ends in `452 4.3.1` too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +30,8 @@ pub const MIN_SHARE: usize = 64 * 1024;
 /// Bytes that may be held, shared by every session of the server.
 pub struct MemoryBudget {
     units: Arc<Semaphore>,
+    /// One permit: the right of one growing transfer to wait for memory.
+    grow_waiter: Arc<Semaphore>,
     total: usize,
 }
 
@@ -32,6 +42,7 @@ impl MemoryBudget {
             .clamp(1, Semaphore::MAX_PERMITS);
         Self {
             units: Arc::new(Semaphore::new(units)),
+            grow_waiter: Arc::new(Semaphore::new(1)),
             total: units * UNIT,
         }
     }
@@ -50,6 +61,7 @@ impl MemoryBudget {
     pub fn empty(&self) -> Reservation {
         Reservation {
             units: self.units.clone(),
+            grow_waiter: self.grow_waiter.clone(),
             permit: None,
             bytes: 0,
         }
@@ -68,6 +80,7 @@ impl MemoryBudget {
 /// One transfer's share of the budget, given back on drop.
 pub struct Reservation {
     units: Arc<Semaphore>,
+    grow_waiter: Arc<Semaphore>,
     permit: Option<OwnedSemaphorePermit>,
     bytes: usize,
 }
@@ -84,8 +97,10 @@ impl Reservation {
         self.bytes = 0;
     }
 
-    /// Grows the reservation to at least `bytes`, waiting until `deadline`; false if the
-    /// budget had no room by then (the reservation is unchanged).
+    /// Grows the reservation to at least `bytes`; false if the budget has no room (the
+    /// reservation is unchanged). A first share waits until `deadline`; more for a
+    /// transfer already holding some waits only if no other growing transfer is waiting
+    /// (see the module docs), else it is refused at once.
     pub async fn grow_to(&mut self, bytes: usize, deadline: Instant) -> bool {
         if bytes <= self.bytes {
             return true;
@@ -94,19 +109,31 @@ impl Reservation {
         let Ok(more) = u32::try_from(more) else {
             return false;
         };
-        let acquire = self.units.clone().acquire_many_owned(more);
-        match tokio::time::timeout_at(deadline.into(), acquire).await {
-            Ok(Ok(permit)) => {
-                match &mut self.permit {
-                    Some(held) => held.merge(permit),
-                    None => self.permit = Some(permit),
+        let permit = match self.units.clone().try_acquire_many_owned(more) {
+            Ok(permit) => permit,
+            Err(_) => {
+                let _waiting = if self.bytes == 0 {
+                    None
+                } else {
+                    match self.grow_waiter.clone().try_acquire_owned() {
+                        Ok(slot) => Some(slot),
+                        Err(_) => return false,
+                    }
+                };
+                let acquire = self.units.clone().acquire_many_owned(more);
+                match tokio::time::timeout_at(deadline.into(), acquire).await {
+                    Ok(Ok(permit)) => permit,
+                    // Timed out, or the semaphore was closed (never done).
+                    _ => return false,
                 }
-                self.bytes += more as usize * UNIT;
-                true
             }
-            // Timed out, or the semaphore was closed (never done).
-            _ => false,
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
         }
+        self.bytes += more as usize * UNIT;
+        true
     }
 }
 
@@ -139,9 +166,10 @@ fn cgroup_limit() -> Option<u64> {
 }
 
 /// How long a transfer may wait for memory: the client is waiting for a reply
-/// meanwhile, so no longer than it waits for data.
+/// meanwhile, so no longer than it waits for data, and well within the 2 minutes
+/// RFC 5321 (4.5.3.2.2) gives it to wait for the `354`.
 pub fn wait_deadline(data_timeout: Duration) -> Instant {
-    Instant::now() + data_timeout
+    Instant::now() + data_timeout.min(Duration::from_secs(60))
 }
 
 #[cfg(test)]
@@ -163,6 +191,30 @@ mod tests {
         assert_eq!(budget.available(), 56 * 1024);
         drop(a);
         assert_eq!(budget.available(), budget.total());
+    }
+
+    #[tokio::test]
+    async fn only_one_growing_transfer_waits_the_others_give_up_at_once() {
+        let budget = Arc::new(MemoryBudget::new(256 * 1024));
+        let later = || Instant::now() + Duration::from_secs(30);
+        let mut a = budget.reserve(128 * 1024, later()).await.unwrap();
+        let mut b = budget.reserve(128 * 1024, later()).await.unwrap();
+        let waiter = tokio::spawn(async move {
+            let grown = a
+                .grow_to(192 * 1024, Instant::now() + Duration::from_secs(30))
+                .await;
+            (grown, a.bytes())
+        });
+        while budget.grow_waiter.available_permits() == 1 {
+            tokio::task::yield_now().await;
+        }
+        // `a` waits for room; `b` needing more too is refused at once and gives its
+        // memory back, which lets `a` grow.
+        let started = Instant::now();
+        assert!(!b.grow_to(192 * 1024, later()).await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        b.release();
+        assert_eq!(waiter.await.unwrap(), (true, 192 * 1024));
     }
 
     #[tokio::test]

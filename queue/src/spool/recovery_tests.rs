@@ -3,22 +3,19 @@
 //! failure, shutdown while the storage is broken.
 
 use std::fs::OpenOptions;
-use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use redb::StorageBackend;
 use redb::backends::FileBackend;
 use tempfile::TempDir;
-use tokio::task::JoinHandle;
 
 use super::{SPOOL_FILE, Spool};
+use crate::testing::start;
 use crate::{Envelope, MessageId, Queue, QueueError, Recipient, Resolution};
 
 /// Failures to inject, shared by every backend the spool opens.
@@ -90,27 +87,6 @@ fn envelope(rcpts: &[&str]) -> Envelope {
         rcpts.iter().map(|r| Recipient::new(*r)).collect(),
         "192.0.2.1".parse().unwrap(),
     )
-}
-
-/// Spawns `fut` and returns once its first poll has run: a spool op has then been sent
-/// to the writer (the channel has room), so ops started later are queued behind it.
-async fn start<F>(fut: F) -> JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let (sent, started) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let mut fut = pin!(fut);
-        let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-        let _ = sent.send(());
-        match first {
-            Poll::Ready(out) => out,
-            Poll::Pending => fut.await,
-        }
-    });
-    started.await.unwrap();
-    task
 }
 
 fn is_unavailable(r: &crate::Result<impl std::fmt::Debug>) -> bool {
