@@ -214,7 +214,7 @@ fn messages_in_flight_stay_within_the_memory_budget() {
         max + 64 * 1024
     ));
     // A BDAT chunk is answered once it has been read, so when this reply comes the
-    // server holds the chunk: all of the budget but less than 64 KiB.
+    // server holds the chunk: all of the budget but 64 KiB.
     let mut big = Client::greeted(server.relay);
     big.expect("EHLO big.test", 250);
     big.expect("MAIL FROM:<a@b.test>", 250);
@@ -224,9 +224,10 @@ fn messages_in_flight_stay_within_the_memory_budget() {
     big.send_raw(&vec![b'x'; chunk]);
     assert_eq!(big.reply().code, 250);
 
+    // The second declares its size, so its first share is all of it: more than is left.
     let mut other = Client::greeted(server.relay);
     other.expect("EHLO other.test", 250);
-    other.expect("MAIL FROM:<a@b.test>", 250);
+    other.expect("MAIL FROM:<a@b.test> SIZE=720000", 250);
     other.expect("RCPT TO:<r@b.test>", 250);
     let r = other.cmd("DATA");
     assert_eq!(r.code, 452, "{r:?}");

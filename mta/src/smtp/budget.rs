@@ -24,8 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// permits at a time).
 const UNIT: usize = 1024;
 
-/// The smallest share a transfer starts with or grows by.
-pub const MIN_SHARE: usize = 64 * 1024;
+/// The smallest share a transfer starts with or grows by (the initial message buffer
+/// Postroad always had: most messages fit in it).
+pub const MIN_SHARE: usize = 16 * 1024;
 
 /// Bytes that may be held, shared by every session of the server.
 pub struct MemoryBudget {
