@@ -28,15 +28,26 @@ fuzz_target!(|data: &[u8]| {
 fn words(line: &[u8]) -> Vec<&[u8]> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    line.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect()
+    line.split(|&b| b == b' ')
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
-/// A run of ASCII digits as a u128, `None` past 38 digits (beyond any u64 anyway).
+/// A run of ASCII digits as a u128 (leading zeros allowed), `None` past 38
+/// significant digits (beyond any u64 anyway).
 fn decimal(digits: &[u8]) -> Option<u128> {
-    if digits.is_empty() || digits.len() > 38 || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(digits.iter().fold(0u128, |v, d| v * 10 + u128::from(d - b'0')))
+    let significant = &digits[digits.iter().take_while(|&&d| d == b'0').count()..];
+    if significant.len() > 38 {
+        return None;
+    }
+    Some(
+        significant
+            .iter()
+            .fold(0u128, |v, d| v * 10 + u128::from(d - b'0')),
+    )
 }
 
 fn check(line: &[u8]) {
@@ -51,28 +62,29 @@ fn check(line: &[u8]) {
             );
         }
         Ok(Request::Mail { from }) => {
-            // Quoting cannot hide a SIZE here: only lines whose address has no quote.
-            if !line.contains(&b'"') {
-                for word in words(line).iter().skip(2) {
-                    if let Some(value) = word
-                        .get(..5)
-                        .filter(|k| k.eq_ignore_ascii_case(b"SIZE="))
-                        .map(|_| &word[5..])
-                    {
-                        let written = decimal(value);
-                        assert!(
-                            written.is_some_and(|n| n <= u64::MAX as u128),
-                            "accepted SIZE {value:?} that is not a 64-bit number: {line:?}"
-                        );
-                    }
+            // Quoting cannot hide a SIZE here: only lines whose address has no quote;
+            // the parameters are what follows the path's `>`.
+            let params = line
+                .iter()
+                .position(|&b| b == b'>')
+                .map(|end| &line[end + 1..])
+                .filter(|_| !line.contains(&b'"'));
+            if let Some(params) = params {
+                let sizes: Vec<&[u8]> = words(params)
+                    .into_iter()
+                    .filter_map(|w| {
+                        w.get(..5)
+                            .filter(|k| k.eq_ignore_ascii_case(b"SIZE="))
+                            .map(|_| &w[5..])
+                    })
+                    .collect();
+                for value in &sizes {
+                    assert!(
+                        decimal(value).is_some_and(|n| n <= u64::MAX as u128),
+                        "accepted SIZE {value:?} that is not a 64-bit number: {line:?}"
+                    );
                 }
-                if let Some(size) = words(line)
-                    .iter()
-                    .skip(2)
-                    .filter_map(|w| w.get(..5).filter(|k| k.eq_ignore_ascii_case(b"SIZE=")).map(|_| &w[5..]))
-                    .filter_map(decimal)
-                    .last()
-                {
+                if let Some(size) = sizes.last().and_then(|v| decimal(v)) {
                     assert_eq!(from.size as u128, size, "SIZE wrapped in {line:?}");
                 }
             }
