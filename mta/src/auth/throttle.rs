@@ -190,11 +190,7 @@ impl AuthThrottle {
         let now = Instant::now();
         let window = self.window();
         let mut state = self.state();
-        let record = state
-            .addresses
-            .entry(attempt.address)
-            .or_insert_with(|| Record::new(now));
-        record.roll(now, window);
+        let record = current(&mut state.addresses, attempt.address, now, window);
         if let Some(until) = record.banned_until {
             return Err(Refusal::Banned(until - now));
         }
@@ -214,12 +210,8 @@ impl AuthThrottle {
         let now = Instant::now();
         let window = self.window();
         let mut state = self.state();
-        let address = state
-            .addresses
-            .entry(attempt.address)
-            .or_insert_with(|| Record::new(now));
+        let address = current(&mut state.addresses, attempt.address, now, window);
         address.in_flight = address.in_flight.saturating_sub(1);
-        address.roll(now, window);
         if success {
             state.users.remove(&attempt.user);
             return Duration::ZERO;
@@ -230,11 +222,7 @@ impl AuthThrottle {
             address.banned_until = Some(now + Duration::from_secs(self.config.ban_secs));
             tracing::warn!(client = %attempt.address, failures = address_failures, ban_secs = self.config.ban_secs, "too many failed AUTH attempts; address banned");
         }
-        let user = state
-            .users
-            .entry(attempt.user)
-            .or_insert_with(|| Record::new(now));
-        user.roll(now, window);
+        let user = current(&mut state.users, attempt.user, now, window);
         user.failures += 1;
         let worst = address_failures.max(user.failures);
         self.prune(&mut state, now);
@@ -263,6 +251,18 @@ impl AuthThrottle {
         prune_map(&mut state.addresses, max, now, window);
         prune_map(&mut state.users, max, now, window);
     }
+}
+
+/// The record of `key` in its current window (a new one if there is none).
+fn current<K: Eq + Hash>(
+    map: &mut HashMap<K, Record>,
+    key: K,
+    now: Instant,
+    window: Duration,
+) -> &mut Record {
+    let record = map.entry(key).or_insert_with(|| Record::new(now));
+    record.roll(now, window);
+    record
 }
 
 fn prune_map<K: Eq + Hash + Clone>(
