@@ -358,8 +358,7 @@ impl SmtpConfig {
                 "smtp.stress_threshold_percent must be 0 to 100".into(),
             ));
         }
-        // Room for one largest message and its trace header.
-        let least = self.max_message_size as u64 + 64 * 1024;
+        let least = crate::smtp::budget::least_budget(self.max_message_size);
         if self.max_inflight_bytes != 0 && self.max_inflight_bytes < least {
             return Err(ConfigError::Semantic(format!(
                 "smtp.max_inflight_bytes ({}) must hold at least one largest message: \
@@ -373,8 +372,7 @@ impl SmtpConfig {
     /// `max_inflight_bytes`, with 0 meaning the default from the memory available.
     pub fn inflight_budget(&self) -> u64 {
         match self.max_inflight_bytes {
-            0 => crate::smtp::budget::default_budget(self.max_message_size)
-                .max(self.max_message_size as u64 + 64 * 1024),
+            0 => crate::smtp::budget::default_budget(self.max_message_size),
             set => set,
         }
     }

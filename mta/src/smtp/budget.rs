@@ -138,16 +138,23 @@ impl Reservation {
     }
 }
 
+/// The smallest budget that holds one largest message and its trace header.
+pub fn least_budget(max_message_size: usize) -> u64 {
+    max_message_size as u64 + 64 * 1024
+}
+
 /// The default budget: a quarter of the memory this process may use (the cgroup limit
 /// when there is one, else the machine's), and never less than two of the largest
-/// messages.
+/// messages (nor than [`least_budget`]).
 pub fn default_budget(max_message_size: usize) -> u64 {
     let memory = [memory_total(), cgroup_limit()]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(4 << 30);
-    (memory / 4).max(2 * max_message_size as u64)
+    (memory / 4)
+        .max(2 * max_message_size as u64)
+        .max(least_budget(max_message_size))
 }
 
 fn memory_total() -> Option<u64> {

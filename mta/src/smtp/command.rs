@@ -22,14 +22,12 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, Reply> {
         return Err(Reply::new(500, "5.5.2", "Error: NUL byte in command"));
     }
     // Before smtp-proto, which reads some such sizes as small numbers and refuses
-    // others as invalid: a size past 64 bits is over any limit.
-    if is_mail(line)
-        && mail_parameters(line).any(|(key, value)| {
-            key.eq_ignore_ascii_case(b"SIZE") && esmtp_number(value) == Err(NumberError::TooLarge)
-        })
-    {
-        return Err(reply::TOO_BIG);
-    }
+    // others as invalid.
+    let declared_size = if is_mail(line) {
+        mail_size(line)?
+    } else {
+        None
+    };
     let mut request = Request::parse(&mut line.iter()).map_err(|e| match e {
         ParseError::UnknownCommand | ParseError::NeedsMoreData { .. } => reply::UNRECOGNIZED,
         ParseError::InvalidSenderAddress => {
@@ -55,7 +53,10 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, Reply> {
         ParseError::InvalidResponse { .. } => reply::UNRECOGNIZED,
     })?;
     check_envelope_text(&request)?;
-    exact_numbers(line, &mut request)?;
+    if let (Request::Mail { from }, Some(size)) = (&mut request, declared_size) {
+        from.size = size;
+    }
+    exact_bdat_size(line, &mut request)?;
     requote(&mut request);
     Ok(request)
 }
@@ -121,33 +122,34 @@ const BDAT_SIZE_REFUSED: Reply = Reply::new(
     "Error: BDAT chunk size must be a number below 2^63",
 );
 
-/// Replaces smtp-proto's reading of the numbers on `line` with an exact one. A BDAT
-/// size that does not fit is a syntax error (no buffer could hold it, and reading it
-/// as anything else desynchronises us from the client); a `SIZE=` that does not fit is
-/// larger than any limit.
-fn exact_numbers(line: &[u8], request: &mut Command<'_>) -> Result<(), Reply> {
-    match request {
-        Request::Bdat { chunk_size, .. } => {
-            let size = words(line).nth(1).unwrap_or_default();
-            match esmtp_number(size) {
-                Ok(n) if n <= isize::MAX as u64 => *chunk_size = n as usize,
-                _ => return Err(BDAT_SIZE_REFUSED),
-            }
-        }
-        Request::Mail { from } => {
-            for (key, value) in mail_parameters(line) {
-                if key.eq_ignore_ascii_case(b"SIZE") {
-                    from.size = match esmtp_number(value) {
-                        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-                        Err(NumberError::TooLarge) => return Err(reply::TOO_BIG),
-                        Err(NumberError::NotANumber) => {
-                            return Err(Reply::new(501, "5.5.4", "Error: invalid parameter SIZE"));
-                        }
-                    };
+/// The last `SIZE=` of a MAIL line, read exactly: one past 64 bits is over any limit
+/// (`552`), one that is not a number a syntax error.
+fn mail_size(line: &[u8]) -> Result<Option<usize>, Reply> {
+    let mut size = None;
+    for (key, value) in mail_parameters(line) {
+        if key.eq_ignore_ascii_case(b"SIZE") {
+            size = Some(match esmtp_number(value) {
+                Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+                Err(NumberError::TooLarge) => return Err(reply::TOO_BIG),
+                Err(NumberError::NotANumber) => {
+                    return Err(Reply::new(501, "5.5.4", "Error: invalid parameter SIZE"));
                 }
-            }
+            });
         }
-        _ => {}
+    }
+    Ok(size)
+}
+
+/// Replaces smtp-proto's reading of a BDAT chunk size with an exact one: a size that
+/// does not fit is a syntax error (no buffer could hold it, and reading it as anything
+/// else desynchronises us from the client).
+fn exact_bdat_size(line: &[u8], request: &mut Command<'_>) -> Result<(), Reply> {
+    if let Request::Bdat { chunk_size, .. } = request {
+        let size = words(line).nth(1).unwrap_or_default();
+        match esmtp_number(size) {
+            Ok(n) if n <= isize::MAX as u64 => *chunk_size = n as usize,
+            _ => return Err(BDAT_SIZE_REFUSED),
+        }
     }
     Ok(())
 }

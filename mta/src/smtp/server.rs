@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postroad_queue::Queue;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -202,19 +202,18 @@ async fn accept_loop(
 async fn turn_away(stream: TcpStream, reply: Reply, tls: Option<TlsAcceptor>) {
     let mut out = Vec::new();
     reply.write_to(&mut out);
+    async fn say_and_close(mut stream: impl AsyncWrite + Unpin, out: &[u8]) {
+        let _ = stream.write_all(out).await;
+        let _ = stream.shutdown().await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         match tls {
             Some(acceptor) => {
-                if let Ok(mut stream) = acceptor.accept(stream).await {
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.shutdown().await;
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    say_and_close(stream, &out).await;
                 }
             }
-            None => {
-                let mut stream = stream;
-                let _ = stream.write_all(&out).await;
-                let _ = stream.shutdown().await;
-            }
+            None => say_and_close(stream, &out).await,
         }
     })
     .await;

@@ -1,8 +1,6 @@
 //! AUTH PLAIN and LOGIN (RFC 4954), with failed attempts throttled per address and
 //! username.
 
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
@@ -65,8 +63,7 @@ impl Session {
             }
             _ => return self.refuse(reply::AUTH_MECHANISM),
         };
-        let throttle = &self.shared.auth_throttle;
-        let attempt = match throttle.begin(self.peer.ip(), &username) {
+        let attempt = match self.shared.auth_throttle.begin(self.peer.ip(), &username) {
             Ok(attempt) => attempt,
             Err(Refusal::Banned(_)) => return self.banned(),
             Err(Refusal::Busy) => return self.refuse(reply::AUTH_BUSY),
@@ -99,7 +96,7 @@ impl Session {
     /// Sends a `334` challenge and decodes the client's base64 answer.
     async fn challenge(&mut self, prompt: &str) -> Result<Result<Vec<u8>, Reply>, End> {
         self.send(&Reply::owned(334, "", prompt.to_string()));
-        let deadline = Instant::now() + Duration::from_secs(self.shared.smtp.idle_timeout_secs);
+        let deadline = self.command_deadline();
         match self
             .conn
             .read_line(self.shared.smtp.max_line_length, deadline, false)

@@ -44,13 +44,19 @@ impl Session {
         header.into_bytes()
     }
 
-    /// Logs a transfer that found no memory within its wait.
-    fn no_memory(&self) {
+    /// Answers a message refused for its size (a client error, counted against
+    /// `max_errors`) or for want of memory (ours: logged, not counted).
+    fn refuse_message(&mut self, reply: Reply) -> Flow {
+        if reply != reply::NO_MEMORY {
+            return self.refuse(reply);
+        }
         tracing::warn!(
             peer = %self.peer,
             budget = self.shared.budget.total(),
             "smtp.max_inflight_bytes is used up; message refused with 452 4.3.1"
         );
+        self.send(&reply);
+        Ok(())
     }
 
     pub(super) async fn data(&mut self) -> Flow {
@@ -72,9 +78,7 @@ impl Session {
         let first = (header_len + declared.max(MIN_SHARE)).min(cap);
         let wait = wait_deadline(self.data_timeout());
         let Some(mut reservation) = self.shared.budget.reserve(first, wait).await else {
-            self.no_memory();
-            self.send(&reply::NO_MEMORY);
-            return Ok(());
+            return self.refuse_message(reply::NO_MEMORY);
         };
         message.reserve_exact(reservation.bytes() - message.len());
         self.send(&reply::START_DATA);
@@ -126,7 +130,6 @@ impl Session {
                     {
                         message.reserve_exact(reservation.bytes() - message.len());
                     } else {
-                        self.no_memory();
                         discard = Some((DummyDataReceiver::new_data(&receiver), reply::NO_MEMORY));
                         message = Vec::new();
                         reservation.release();
@@ -139,11 +142,7 @@ impl Session {
             return Ok(());
         };
         match discard {
-            Some((_, reply)) if reply == reply::TOO_BIG => self.refuse(reply),
-            Some((_, reply)) => {
-                self.send(&reply);
-                Ok(())
-            }
+            Some((_, reply)) => self.refuse_message(reply),
             None => self.accept(tx, id, message, reservation).await,
         }
     }
@@ -221,12 +220,7 @@ impl Session {
             .and_then(|c| c.refused.clone())
         {
             self.tx = None;
-            if reply == reply::NO_MEMORY {
-                self.no_memory();
-                self.send(&reply);
-                return Ok(());
-            }
-            return self.refuse(reply);
+            return self.refuse_message(reply);
         }
         if !last {
             self.send(&Reply::owned(

@@ -123,10 +123,13 @@ impl Session {
         let greeting = Reply::owned(220, "", format!("{} ESMTP Postroad", self.shared.hostname));
         self.send(&greeting);
         loop {
-            let deadline = Instant::now() + Duration::from_secs(self.shared.smtp.idle_timeout_secs);
             let line = match self
                 .conn
-                .read_line(self.shared.smtp.max_line_length, deadline, true)
+                .read_line(
+                    self.shared.smtp.max_line_length,
+                    self.command_deadline(),
+                    true,
+                )
                 .await
             {
                 Ok(Line::Complete(line)) => line,
@@ -173,6 +176,11 @@ impl Session {
             }
             Err(reply) => self.refuse(reply),
         }
+    }
+
+    /// When the next command line must have arrived, for a wait starting now.
+    fn command_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.shared.smtp.idle_timeout_secs)
     }
 
     fn limits_tls_timeout(&self) -> Duration {
