@@ -12,7 +12,8 @@
 use std::time::Instant;
 
 use postroad_history::{
-    DeliveryEvent, EventKind, HistoryConfig, HistoryStore, HistoryWriter, MessageId, RemoteReply,
+    DeliveryEvent, EventKind, HistoryConfig, HistoryStore, HistoryWriter, MessageId, Reply,
+    Response,
 };
 use uuid::Uuid;
 
@@ -55,10 +56,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         message % 250
                     )
                 }),
-                reply: delivered.then(|| RemoteReply {
-                    code: 250,
-                    enhanced: Some("2.0.0".into()),
-                    text: format!("Ok: queued as {:016X}", message),
+                reply: delivered.then(|| {
+                    let text = format!("Ok: queued as {message:016X}");
+                    Response::Remote(Reply::owned(250, "2.0.0".parse().ok(), text))
                 }),
                 tenant: Some("acme".into()),
                 campaign: Some("spring-sale".into()),

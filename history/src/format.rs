@@ -87,15 +87,10 @@ fn clean(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postroad_queue::{EventKind, MessageId, RemoteReply};
+    use postroad_queue::{EventKind, MessageId, Reply, Response};
     use uuid::Uuid;
 
-    fn event(
-        kind: EventKind,
-        at_ms: u64,
-        attempt: u32,
-        reply: Option<RemoteReply>,
-    ) -> DeliveryEvent {
+    fn event(kind: EventKind, at_ms: u64, attempt: u32, reply: Option<Response>) -> DeliveryEvent {
         DeliveryEvent {
             event_id: Uuid::from_u128(at_ms as u128),
             kind,
@@ -122,21 +117,21 @@ mod tests {
                 EventKind::Deferred,
                 1_767_225_660_123,
                 1,
-                Some(RemoteReply {
-                    code: 451,
-                    enhanced: Some("4.7.1".into()),
-                    text: "Try again later\nGreylisted".into(),
-                }),
+                Some(Response::Remote(Reply::new(
+                    451,
+                    "4.7.1",
+                    "Try again later\nGreylisted",
+                ))),
             ),
             event(
                 EventKind::Delivered,
                 1_767_229_200_456,
                 12,
-                Some(RemoteReply {
-                    code: 250,
-                    enhanced: Some("2.0.0".into()),
-                    text: "Ok \u{1b}[31mqueued".into(),
-                }),
+                Some(Response::Remote(Reply::new(
+                    250,
+                    "2.0.0",
+                    "Ok \u{1b}[31mqueued",
+                ))),
             ),
         ];
         let expected = "\

@@ -3,7 +3,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use postroad_queue::{DeliveryEvent, EventKind, MessageId, RemoteReply};
+use postroad_queue::{DeliveryEvent, EnhancedCode, EventKind, MessageId, Reply, Response};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -305,9 +305,9 @@ async fn insert_chunk(conn: &mut sqlx::SqliteConnection, chunk: &[DeliveryEvent]
             .bind(e.domain.as_str())
             .bind(i64::from(e.attempt))
             .bind(e.remote_host.as_deref())
-            .bind(reply.map(|r| i64::from(r.code)))
-            .bind(reply.and_then(|r| r.enhanced.as_deref()))
-            .bind(reply.map(|r| r.text.as_str()))
+            .bind(reply.and_then(Response::code).map(i64::from))
+            .bind(reply.and_then(Response::enhanced).map(|e| e.to_string()))
+            .bind(reply.map(Response::text))
             .bind(e.tenant.as_deref())
             .bind(e.campaign.as_deref());
     }
@@ -336,15 +336,30 @@ fn row_to_event(row: &SqliteRow) -> Result<DeliveryEvent> {
     let at_ms: i64 = row.try_get("created_at")?;
     let attempt: i64 = row.try_get("attempt")?;
     let reply_code: Option<i64> = row.try_get("reply_code")?;
-    let reply = match reply_code {
-        None => None,
-        Some(code) => Some(RemoteReply {
-            code: u16::try_from(code).map_err(|_| corrupt(format!("reply_code {code}")))?,
-            enhanced: row.try_get("reply_enhanced")?,
-            text: row
-                .try_get::<Option<String>, _>("reply_text")?
-                .unwrap_or_default(),
-        }),
+    let enhanced: Option<String> = row.try_get("reply_enhanced")?;
+    let enhanced = enhanced
+        .map(|e| EnhancedCode::from_str(&e).map_err(|e| corrupt(e.to_string())))
+        .transpose()?;
+    let text: Option<String> = row.try_get("reply_text")?;
+    // A local reason has no reply code (rows written before there was a local
+    // variant have 0).
+    let reply = match (reply_code, enhanced, text) {
+        (None, None, None) => None,
+        (None | Some(0), Some(enhanced), text) => {
+            Some(Response::local(enhanced, text.unwrap_or_default()))
+        }
+        (Some(code), enhanced, text) => {
+            let code = u16::try_from(code)
+                .ok()
+                .filter(|c| (200..600).contains(c))
+                .ok_or_else(|| corrupt(format!("reply_code {code}")))?;
+            Some(Response::Remote(Reply::owned(
+                code,
+                enhanced,
+                text.unwrap_or_default(),
+            )))
+        }
+        (None, None, Some(_)) => return Err(corrupt("reply text without a code".into())),
     };
     Ok(DeliveryEvent {
         event_id: Uuid::from_bytes(uuid_bytes("event_id")?),

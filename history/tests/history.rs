@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use postroad_history::{
     DeliveryEvent, EventKind, HistoryConfig, HistoryError, HistoryStore, HistoryWriter, MessageId,
-    RemoteReply,
+    Reply, Response,
 };
 use sqlx::Connection;
 use uuid::Uuid;
@@ -152,26 +152,21 @@ async fn queries_by_recipient_and_message_id_return_rows_in_time_order() {
     let bob = "Bob@Example.NET";
     let mut deferred = event(m1, bob, EventKind::Deferred, T0 + 60_000);
     deferred.remote_host = Some("mx1.example.net [192.0.2.1]:25".into());
-    deferred.reply = Some(RemoteReply {
-        code: 451,
-        enhanced: Some("4.7.1".into()),
-        text: "Greylisted\nTry again later".into(),
-    });
+    deferred.reply = Some(Response::Remote(Reply::new(
+        451,
+        "4.7.1",
+        "Greylisted\nTry again later",
+    )));
     deferred.tenant = Some("acme".into());
     deferred.campaign = Some("spring-sale".into());
     let mut delivered = event(m1, bob, EventKind::Delivered, T0 + 600_000);
     delivered.attempt = 2;
-    delivered.reply = Some(RemoteReply {
-        code: 250,
-        enhanced: None,
-        text: "ok".into(),
-    });
+    delivered.reply = Some(Response::Remote(Reply::new(250, "", "ok")));
     let mut no_mx = event(m1, "carol@broken.example", EventKind::Bounced, T0 + 1000);
-    no_mx.reply = Some(RemoteReply {
-        code: 0,
-        enhanced: None,
-        text: "null MX".into(),
-    });
+    no_mx.reply = Some(Response::local(
+        postroad_history::EnhancedCode::new(5, 1, 10),
+        "null MX",
+    ));
     let timeline = vec![
         event(m1, bob, EventKind::Queued, T0),
         event(m1, "carol@broken.example", EventKind::Queued, T0),

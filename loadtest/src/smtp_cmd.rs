@@ -19,7 +19,7 @@ use tokio_rustls::TlsConnector;
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
 use crate::mix::{DomainMix, SizeMix};
 use crate::pacer::{Exhausted, Pacer, Ticket};
-use crate::smtp_client::{self, ClientError, SmtpClient};
+use crate::smtp_client::{ClientError, SmtpClient};
 use crate::stats::{Counters, Latency, Report};
 use crate::timeline::Timeline;
 use crate::tracker::Tracker;
@@ -379,7 +379,10 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         let name = args.tls_server_name.clone().unwrap_or(host);
         let name = ServerName::try_from(name.clone())
             .with_context(|| format!("bad TLS server name {name:?}"))?;
-        Some((TlsConnector::from(smtp_client::insecure_tls_config()), name))
+        Some((
+            TlsConnector::from(smtp_wire::tls::unverified_client()),
+            name,
+        ))
     } else {
         None
     };
@@ -920,7 +923,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                 }
                 if let Some(tx) = &ack {
                     let _ = tx.send(AckRecord {
-                        queue_id: c.reply().queue_id().to_vec(),
+                        queue_id: c.queue_id().to_vec(),
                         seq,
                         checksum: bufs.msg.checksum(),
                     });
@@ -934,8 +937,8 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                 sh.failed.fetch_add(1, Relaxed);
                 if sh.stop_on_error {
                     sh.stop_with(format!(
-                        "--stop-on-error: message {seq} rejected: {code} {}",
-                        c.reply().text_lossy()
+                        "--stop-on-error: message {seq} rejected: {}",
+                        c.reply()
                     ));
                 }
                 if code == 421 {

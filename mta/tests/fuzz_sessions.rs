@@ -512,7 +512,7 @@ fn junk_sessions_get_well_formed_replies_and_never_crash_the_server() {
         "Subject: ok\n\nstill here\n",
     );
     assert!(
-        r.code == 250 && r.text().contains("queued as"),
+        r.code == 250 && r.to_string().contains("queued as"),
         "no longer accepting mail: {r:?}"
     );
     let log = server.log();

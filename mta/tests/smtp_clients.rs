@@ -30,10 +30,10 @@ fn greeting_and_ehlo_advertise_the_extensions() {
     let greeting = c.reply();
     assert_eq!(greeting.code, 220);
     assert!(
-        greeting.text().contains("mx.postroad.test ESMTP"),
+        greeting.to_string().contains("mx.postroad.test ESMTP"),
         "{greeting:?}"
     );
-    let ehlo = c.expect("EHLO client.test", 250).text();
+    let ehlo = c.expect("EHLO client.test", 250).to_string();
     for ext in [
         "PIPELINING",
         "SIZE 26214400",

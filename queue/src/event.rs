@@ -10,6 +10,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use smtp_wire::Response;
+
 use crate::MessageId;
 
 /// What happened to a recipient.
@@ -65,27 +67,6 @@ impl FromStr for EventKind {
     }
 }
 
-/// A reply from a remote server (or a local reason phrased as one), kept whole.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteReply {
-    /// SMTP reply code; 0 when there was no SMTP reply (DNS or connection failure).
-    pub code: u16,
-    /// RFC 3463 enhanced status code, when the server gave one (`5.1.1`).
-    pub enhanced: Option<String>,
-    /// The reply text, lines joined with `\n`, or the local reason.
-    pub text: String,
-}
-
-impl fmt::Display for RemoteReply {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.enhanced, self.code) {
-            (_, 0) => f.write_str(&self.text),
-            (Some(e), code) => write!(f, "{code} {e} {}", self.text),
-            (None, code) => write!(f, "{code} {}", self.text),
-        }
-    }
-}
-
 /// One state change of one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryEvent {
@@ -103,7 +84,8 @@ pub struct DeliveryEvent {
     pub attempt: u32,
     /// The host that answered (`mx1.example.com [192.0.2.1]:25`), if any.
     pub remote_host: Option<String>,
-    pub reply: Option<RemoteReply>,
+    /// What decided it: the server's reply, or a local reason (none for `queued`).
+    pub reply: Option<Response>,
     pub tenant: Option<String>,
     pub campaign: Option<String>,
 }

@@ -19,7 +19,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use envelope::{DsnRet, Envelope, MessageId, Notify, Recipient};
-pub use event::{DeliveryEvent, EventKind, RemoteReply};
+pub use event::{DeliveryEvent, EventKind};
+pub use smtp_wire::{EnhancedCode, LocalReason, Reply, Response};
 pub use spool::{Spool, SpoolConfig, SpoolMetrics};
 
 /// Everything that can go wrong in a queue backend.

@@ -5,20 +5,19 @@
 //!   RCPT and DATA go out in one write, then the replies are read in order. Otherwise
 //!   one command at a time.
 //! - Every reply is kept whole ([`Reply`]: code, enhanced code, text), one per
-//!   recipient. A recipient is delivered only if its RCPT got 2xx *and* the reply after
+//!   recipient; a recipient we refused to send ourselves gets a [`Response::Local`]. A recipient is delivered only if its RCPT got 2xx *and* the reply after
 //!   the data is 2xx.
 //! - `Ok` from [`Connection::send`] means the session is clean and can carry the next
 //!   transaction (RSET was sent after a transaction that did not reach its data).
 //!   `Err` means the session is dead and no recipient of that transaction may be
 //!   counted as delivered; every later call on it returns [`ClientError::Unusable`].
 //! - Every read and write has a timeout; replies are bounded ([`MAX_LINE`] bytes per
-//!   line, [`MAX_LINES`] lines), so a broken or hostile server gets a
+//!   line, [`smtp_wire::MAX_LINES`] lines), so a broken or hostile server gets a
 //!   [`ClientError::Protocol`] or [`ClientError::Timeout`], never a hang.
 //! - STARTTLS per [`TlsPolicy`]; the data is dot-stuffed while it is written, a block
 //!   at a time, so a message is never copied whole.
 
 mod data;
-mod reply;
 mod tls;
 mod wire;
 
@@ -30,13 +29,12 @@ use std::time::Duration;
 
 use postroad_queue::{Envelope, Recipient};
 use serde::{Deserialize, Serialize};
+use smtp_wire::Stream;
+pub use smtp_wire::{Capabilities, EnhancedCode, MAX_LINE, Reply, Response, Stage};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-pub use reply::Reply;
-pub use reply::{MAX_LINE, MAX_LINES};
-
-use wire::{Stream, Wire};
+use wire::Wire;
 
 /// Data is written in blocks of this size (one write call each).
 const WRITE_BLOCK: usize = 64 * 1024;
@@ -102,53 +100,14 @@ impl ClientConfig {
     }
 }
 
-/// What the server announced in its EHLO reply (all off after HELO).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extensions {
-    pub pipelining: bool,
-    /// `SIZE`: `Some(0)` when offered without a limit, `Some(n)` with a limit of `n`.
-    pub size: Option<usize>,
-    pub eight_bit_mime: bool,
-    pub smtputf8: bool,
-    pub dsn: bool,
-    pub chunking: bool,
-    pub starttls: bool,
-    pub enhanced_status_codes: bool,
-}
-
-impl Extensions {
-    /// Parses the text of an EHLO reply (the first line is the server's name).
-    pub fn parse(ehlo_text: &str) -> Self {
-        let mut ext = Extensions::default();
-        for line in ehlo_text.lines().skip(1) {
-            let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else {
-                continue;
-            };
-            match keyword.to_ascii_uppercase().as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                "8BITMIME" => ext.eight_bit_mime = true,
-                "SMTPUTF8" => ext.smtputf8 = true,
-                "DSN" => ext.dsn = true,
-                "CHUNKING" => ext.chunking = true,
-                "STARTTLS" => ext.starttls = true,
-                "ENHANCEDSTATUSCODES" => ext.enhanced_status_codes = true,
-                _ => {}
-            }
-        }
-        ext
-    }
-}
-
 /// The replies of one transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionResult {
     /// The MAIL reply (or the local reason the transaction was not attempted).
-    pub mail: Reply,
+    pub mail: Response,
     /// One per recipient given, in the same order: its RCPT reply, or the MAIL reply
     /// when MAIL failed, or a local reason.
-    pub recipients: Vec<Reply>,
+    pub recipients: Vec<Response>,
     /// The reply that ended the data phase: the reply after the final `.`, or the
     /// server's refusal of the DATA command itself. `None` when MAIL failed or no
     /// RCPT was accepted.
@@ -158,15 +117,15 @@ pub struct TransactionResult {
 impl TransactionResult {
     /// Whether recipient `i` was delivered: RCPT 2xx and data 2xx.
     pub fn is_delivered(&self, i: usize) -> bool {
-        self.recipients.get(i).is_some_and(Reply::is_positive)
+        matches!(self.recipients.get(i), Some(Response::Remote(r)) if r.is_positive())
             && self.data.as_ref().is_some_and(Reply::is_positive)
     }
 
-    /// A transaction not attempted: `reply` for MAIL and every recipient.
-    fn refused(reply: Reply, recipients: usize) -> Self {
+    /// A transaction not attempted: `reason` for MAIL and every recipient.
+    fn refused(reason: Response, recipients: usize) -> Self {
         Self {
-            recipients: vec![reply.clone(); recipients],
-            mail: reply,
+            recipients: vec![reason.clone(); recipients],
+            mail: reason,
             data: None,
         }
     }
@@ -177,9 +136,9 @@ pub enum ClientError {
     #[error("cannot connect: {0}")]
     Connect(io::Error),
     #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
+    Timeout(Stage),
     #[error("connection closed by the server during {0}")]
-    Closed(&'static str),
+    Closed(Stage),
     #[error("I/O error: {0}")]
     Io(io::Error),
     #[error("protocol error: {0}")]
@@ -194,8 +153,8 @@ pub enum ClientError {
     Ehlo(Reply),
     /// A reply that ends the session: 421 to any command, or a refused STARTTLS (when
     /// TLS is required) or RSET.
-    #[error("{command} answered: {reply}")]
-    Rejected { command: &'static str, reply: Reply },
+    #[error("{stage} answered: {reply}")]
+    Rejected { stage: Stage, reply: Reply },
     #[error("the connection failed earlier and cannot be used")]
     Unusable,
 }
@@ -220,36 +179,27 @@ impl ClientError {
         }
     }
 
-    /// An RFC 3463 status for a local error (when [`ClientError::reply`] is `None`):
-    /// `4.4.1` no answer, `4.4.2` connection lost, `4.5.0` protocol, `4.7.4` TLS
-    /// required, `4.7.5` TLS failed.
-    pub fn enhanced_code(&self) -> &'static str {
-        match self {
-            ClientError::Connect(_) => "4.4.1",
-            ClientError::Timeout("connect") => "4.4.1",
-            ClientError::Timeout(_)
-            | ClientError::Closed(_)
-            | ClientError::Io(_)
-            | ClientError::Unusable => "4.4.2",
+    /// The error as what decided the attempt: the server's reply when it gave one,
+    /// else a local reason with an RFC 3463 status: `4.4.1` no answer, `4.4.2`
+    /// connection lost, `4.5.0` protocol, `4.7.4` TLS required, `4.7.5` TLS failed.
+    pub fn response(&self) -> Response {
+        if let Some(reply) = self.reply() {
+            return Response::Remote(reply.clone());
+        }
+        let status = match self {
+            ClientError::Connect(_) | ClientError::Timeout(Stage::Connect) => "4.4.1",
             ClientError::Protocol(_) => "4.5.0",
             ClientError::Tls(_) => "4.7.5",
             ClientError::TlsRequired => "4.7.4",
-            ClientError::Greeting(r)
-            | ClientError::Ehlo(r)
-            | ClientError::Rejected { reply: r, .. } => {
-                if r.is_permanent() {
-                    "5.0.0"
-                } else {
-                    "4.0.0"
-                }
-            }
-        }
+            _ => "4.4.2",
+        };
+        Response::local(EnhancedCode::from_static(status), self.to_string())
     }
 
     /// The server closed a reused session before answering MAIL: nothing of the
     /// transaction was accepted, so it can be retried at once on a new connection.
     pub fn is_stale_connection(&self) -> bool {
-        matches!(self, ClientError::Closed("MAIL"))
+        matches!(self, ClientError::Closed(Stage::Mail))
     }
 }
 
@@ -259,7 +209,7 @@ pub struct Connection {
     wire: Wire,
     peer: SocketAddr,
     greeting: String,
-    ext: Extensions,
+    ext: Capabilities,
     tls: bool,
     usable: bool,
     command_timeout: Duration,
@@ -288,7 +238,7 @@ impl Connection {
     ) -> Result<Connection, ClientError> {
         let tcp = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await
         {
-            Err(_) => return Err(ClientError::Timeout("connect")),
+            Err(_) => return Err(ClientError::Timeout(Stage::Connect)),
             Ok(Err(e)) => return Err(ClientError::Connect(e)),
             Ok(Ok(tcp)) => tcp,
         };
@@ -298,7 +248,7 @@ impl Connection {
             wire: Wire::new(Stream::Plain(tcp)),
             peer: addr,
             greeting: String::new(),
-            ext: Extensions::default(),
+            ext: Capabilities::default(),
             tls: false,
             usable: true,
             command_timeout: config.command_timeout,
@@ -327,7 +277,7 @@ impl Connection {
         self.tls
     }
 
-    pub fn extensions(&self) -> &Extensions {
+    pub fn extensions(&self) -> &Capabilities {
         &self.ext
     }
 
@@ -344,12 +294,12 @@ impl Connection {
     async fn open(&mut self, server_name: &str, config: &ClientConfig) -> Result<(), ClientError> {
         let greeting = self
             .wire
-            .read_reply("greeting", self.command_timeout)
+            .read_reply(Stage::Greeting, self.command_timeout)
             .await?;
         if !greeting.is_positive() {
             return Err(ClientError::Greeting(greeting));
         }
-        self.greeting = greeting.text;
+        self.greeting = greeting.text.into_owned();
         self.hello(&config.helo_name).await?;
         match config.tls {
             TlsPolicy::None => Ok(()),
@@ -369,21 +319,21 @@ impl Connection {
             } else {
                 helo_name
             };
-        self.command(&format!("EHLO {name}"), "EHLO").await?;
-        let ehlo = self.reply("EHLO", self.command_timeout).await?;
+        self.command(&format!("EHLO {name}"), Stage::Ehlo).await?;
+        let ehlo = self.reply(Stage::Ehlo, self.command_timeout).await?;
         if ehlo.is_positive() {
-            self.ext = Extensions::parse(&ehlo.text);
+            self.ext = Capabilities::parse(&ehlo);
             return Ok(());
         }
         if !ehlo.is_permanent() {
             return Err(ClientError::Ehlo(ehlo));
         }
-        self.command(&format!("HELO {name}"), "HELO").await?;
-        let helo = self.reply("HELO", self.command_timeout).await?;
+        self.command(&format!("HELO {name}"), Stage::Ehlo).await?;
+        let helo = self.reply(Stage::Ehlo, self.command_timeout).await?;
         if !helo.is_positive() {
             return Err(ClientError::Ehlo(helo));
         }
-        self.ext = Extensions::default();
+        self.ext = Capabilities::default();
         Ok(())
     }
 
@@ -393,14 +343,14 @@ impl Connection {
         policy: TlsPolicy,
         config: &ClientConfig,
     ) -> Result<(), ClientError> {
-        self.command("STARTTLS", "STARTTLS").await?;
-        let reply = self.reply("STARTTLS", self.command_timeout).await?;
+        self.command("STARTTLS", Stage::StartTls).await?;
+        let reply = self.reply(Stage::StartTls, self.command_timeout).await?;
         if !reply.is_positive() {
             return match policy {
                 // Encryption was only a wish: carry on in plain text.
                 TlsPolicy::Opportunistic => Ok(()),
                 _ => Err(ClientError::Rejected {
-                    command: "STARTTLS",
+                    stage: Stage::StartTls,
                     reply,
                 }),
             };
@@ -414,27 +364,26 @@ impl Connection {
         }
         let verify = policy == TlsPolicy::RequiredVerify;
         let tls_config = if verify {
-            tls::verifying(&config.tls_roots)
+            tls::verifying(&config.tls_roots).map_err(ClientError::Tls)?
         } else {
-            tls::opportunistic()
-        }
-        .map_err(ClientError::Tls)?;
+            smtp_wire::tls::unverified_client()
+        };
         let name =
             tls::server_name(server_name, self.peer.ip(), verify).map_err(ClientError::Tls)?;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.wire.stream, Stream::Closed) else {
+        let Some(tcp) = self.wire.stream.take_plain() else {
             return Err(ClientError::Protocol(
                 "STARTTLS on a session already under TLS".into(),
             ));
         };
         let connector = tokio_rustls::TlsConnector::from(tls_config);
         match tokio::time::timeout(self.command_timeout, connector.connect(name, tcp)).await {
-            Ok(Ok(stream)) => self.wire.stream = Stream::Tls(Box::new(stream)),
+            Ok(Ok(stream)) => self.wire.stream = Stream::from(stream),
             Ok(Err(e)) => return Err(ClientError::Tls(e.to_string())),
             Err(_) => return Err(ClientError::Tls("handshake timed out".into())),
         }
         self.tls = true;
         // RFC 3207 4.2: forget everything learned before TLS.
-        self.ext = Extensions::default();
+        self.ext = Capabilities::default();
         self.hello(&config.helo_name).await
     }
 
@@ -474,46 +423,31 @@ impl Connection {
         if self.usable {
             let limit = self.command_timeout.min(QUIT_TIMEOUT);
             self.wire.wbuf.extend_from_slice(b"QUIT\r\n");
-            if self.wire.flush("QUIT", limit).await.is_ok() {
-                let _ = self.wire.read_reply("QUIT", limit).await;
+            if self.wire.flush(Stage::Quit, limit).await.is_ok() {
+                let _ = self.wire.read_reply(Stage::Quit, limit).await;
             }
         }
         let _ = tokio::time::timeout(QUIT_TIMEOUT, self.wire.stream.shutdown()).await;
     }
 
-    fn refusal(&self, envelope: &Envelope, body: &[u8]) -> Option<Reply> {
-        if let Some(limit) = self.ext.size
-            && limit > 0
-            && body.len() > limit
+    /// Why the transaction cannot be sent to this server at all, if it cannot.
+    fn refusal(&self, envelope: &Envelope, body: &[u8]) -> Option<Response> {
+        let (status, text) = if self
+            .ext
+            .size_limit()
+            .is_some_and(|limit| body.len() as u64 > limit)
         {
-            return Some(Reply::new(
-                552,
-                Some("5.3.4"),
-                "message too big for the remote server",
-            ));
-        }
-        if envelope.body_8bit && !self.ext.eight_bit_mime {
-            return Some(Reply::new(
-                554,
-                Some("5.6.3"),
-                "remote server lacks 8BITMIME",
-            ));
-        }
-        if envelope.smtputf8 && !self.ext.smtputf8 {
-            return Some(Reply::new(
-                553,
-                Some("5.6.7"),
-                "remote server lacks SMTPUTF8",
-            ));
-        }
-        if !data::is_safe_path(&envelope.sender) {
-            return Some(Reply::new(
-                553,
-                Some("5.1.7"),
-                "sender address contains control characters",
-            ));
-        }
-        None
+            ("5.3.4", "message too big for the remote server")
+        } else if envelope.body_8bit && !self.ext.eight_bit_mime {
+            ("5.6.3", "remote server lacks 8BITMIME")
+        } else if envelope.smtputf8 && !self.ext.smtputf8 {
+            ("5.6.7", "remote server lacks SMTPUTF8")
+        } else if !data::is_safe_path(&envelope.sender) {
+            ("5.1.7", "sender address contains control characters")
+        } else {
+            return None;
+        };
+        Some(Response::local(EnhancedCode::from_static(status), text))
     }
 
     async fn transaction(
@@ -525,13 +459,12 @@ impl Connection {
         if let Some(reply) = self.refusal(envelope, body) {
             return Ok(TransactionResult::refused(reply, recipients.len()));
         }
-        let mut replies: Vec<Option<Reply>> = recipients
+        let mut replies: Vec<Option<Response>> = recipients
             .iter()
             .map(|r| {
                 (!data::is_safe_path(&r.address)).then(|| {
-                    Reply::new(
-                        553,
-                        Some("5.1.3"),
+                    Response::local(
+                        EnhancedCode::new(5, 1, 3),
                         "recipient address contains control characters",
                     )
                 })
@@ -541,7 +474,7 @@ impl Connection {
             .filter(|&i| replies[i].is_none())
             .collect();
         if sent.is_empty() {
-            let none = Reply::new(554, Some("5.5.1"), "no valid recipients");
+            let none = Response::local(EnhancedCode::new(5, 5, 1), "no valid recipients");
             return Ok(finish(none.clone(), replies, &none, None));
         }
 
@@ -552,16 +485,17 @@ impl Connection {
                 data::rcpt_to(&mut self.wire.wbuf, recipients[i], &self.ext);
             }
             self.wire.wbuf.extend_from_slice(b"DATA\r\n");
-            self.wire.flush("MAIL", self.command_timeout).await?;
-            let mail = self.reply("MAIL", self.command_timeout).await?;
+            self.wire.flush(Stage::Mail, self.command_timeout).await?;
+            let mail = Response::from(self.reply(Stage::Mail, self.command_timeout).await?);
+            let mail_ok = matches!(&mail, Response::Remote(r) if r.is_positive());
             for &i in &sent {
-                let rcpt = self.reply("RCPT", self.command_timeout).await?;
-                if mail.is_positive() {
+                let rcpt = self.reply(Stage::Rcpt, self.command_timeout).await?;
+                if mail_ok {
                     accepted += usize::from(rcpt.is_positive());
-                    replies[i] = Some(rcpt);
+                    replies[i] = Some(rcpt.into());
                 }
             }
-            let data = self.reply("DATA", self.command_timeout).await?;
+            let data = self.reply(Stage::Data, self.command_timeout).await?;
             if accepted > 0 && data.is_intermediate() {
                 let last = self.send_data(body).await?;
                 return Ok(finish(mail.clone(), replies, &mail, Some(last)));
@@ -570,31 +504,33 @@ impl Connection {
                 // No recipient, yet the server wants the data: send an empty message,
                 // which it cannot deliver to anyone.
                 self.wire.wbuf.extend_from_slice(b".\r\n");
-                self.wire.flush("DATA", self.command_timeout).await?;
-                self.reply("end of data", self.data_timeout).await?;
+                self.wire.flush(Stage::Dot, self.command_timeout).await?;
+                self.reply(Stage::Dot, self.data_timeout).await?;
             }
             self.rset().await?;
             let data = (accepted > 0).then_some(data);
             Ok(finish(mail.clone(), replies, &mail, data))
         } else {
-            self.wire.flush("MAIL", self.command_timeout).await?;
-            let mail = self.reply("MAIL", self.command_timeout).await?;
-            if !mail.is_positive() {
+            self.wire.flush(Stage::Mail, self.command_timeout).await?;
+            let reply = self.reply(Stage::Mail, self.command_timeout).await?;
+            let mail_ok = reply.is_positive();
+            let mail = Response::from(reply);
+            if !mail_ok {
                 return Ok(finish(mail.clone(), replies, &mail, None));
             }
             for &i in &sent {
                 data::rcpt_to(&mut self.wire.wbuf, recipients[i], &self.ext);
-                self.wire.flush("RCPT", self.command_timeout).await?;
-                let rcpt = self.reply("RCPT", self.command_timeout).await?;
+                self.wire.flush(Stage::Rcpt, self.command_timeout).await?;
+                let rcpt = self.reply(Stage::Rcpt, self.command_timeout).await?;
                 accepted += usize::from(rcpt.is_positive());
-                replies[i] = Some(rcpt);
+                replies[i] = Some(rcpt.into());
             }
             if accepted == 0 {
                 self.rset().await?;
                 return Ok(finish(mail.clone(), replies, &mail, None));
             }
-            self.command("DATA", "DATA").await?;
-            let data = self.reply("DATA", self.command_timeout).await?;
+            self.command("DATA", Stage::Data).await?;
+            let data = self.reply(Stage::Data, self.command_timeout).await?;
             let data = if data.is_intermediate() {
                 self.send_data(body).await?
             } else {
@@ -610,20 +546,20 @@ impl Connection {
         let mut encoder = data::DataEncoder::new(body);
         loop {
             let done = encoder.fill(&mut self.wire.wbuf, WRITE_BLOCK);
-            self.wire.flush("message data", self.data_timeout).await?;
+            self.wire.flush(Stage::Dot, self.data_timeout).await?;
             if done {
                 break;
             }
         }
-        self.reply("end of data", self.data_timeout).await
+        self.reply(Stage::Dot, self.data_timeout).await
     }
 
     async fn rset(&mut self) -> Result<(), ClientError> {
-        self.command("RSET", "RSET").await?;
-        let reply = self.reply("RSET", self.command_timeout).await?;
+        self.command("RSET", Stage::Rset).await?;
+        let reply = self.reply(Stage::Rset, self.command_timeout).await?;
         if !reply.is_positive() {
             return Err(ClientError::Rejected {
-                command: "RSET",
+                stage: Stage::Rset,
                 reply,
             });
         }
@@ -631,7 +567,7 @@ impl Connection {
     }
 
     /// Writes one command line.
-    async fn command(&mut self, line: &str, stage: &'static str) -> Result<(), ClientError> {
+    async fn command(&mut self, line: &str, stage: Stage) -> Result<(), ClientError> {
         self.wire.wbuf.extend_from_slice(line.as_bytes());
         self.wire.wbuf.extend_from_slice(b"\r\n");
         self.wire.flush(stage, self.command_timeout).await
@@ -639,21 +575,17 @@ impl Connection {
 
     /// Reads the reply to `command`. 421 (the server is closing) is an error, and so are
     /// a 3xx to anything but DATA and a 2xx to DATA (out of step with the server).
-    async fn reply(
-        &mut self,
-        command: &'static str,
-        limit: Duration,
-    ) -> Result<Reply, ClientError> {
-        let reply = self.wire.read_reply(command, limit).await?;
+    async fn reply(&mut self, stage: Stage, limit: Duration) -> Result<Reply, ClientError> {
+        let reply = self.wire.read_reply(stage, limit).await?;
         if reply.code == 421 {
-            return Err(ClientError::Rejected { command, reply });
+            return Err(ClientError::Rejected { stage, reply });
         }
-        if reply.is_intermediate() && command != "DATA" {
+        if reply.is_intermediate() && stage != Stage::Data {
             return Err(ClientError::Protocol(format!(
-                "unexpected reply to {command}: {reply}"
+                "unexpected reply to {stage}: {reply}"
             )));
         }
-        if reply.is_positive() && command == "DATA" {
+        if reply.is_positive() && stage == Stage::Data {
             return Err(ClientError::Protocol(format!(
                 "DATA answered {reply} instead of 354"
             )));
@@ -664,9 +596,9 @@ impl Connection {
 
 /// The result: recipients not given a reply (not sent) get `fallback`.
 fn finish(
-    mail: Reply,
-    replies: Vec<Option<Reply>>,
-    fallback: &Reply,
+    mail: Response,
+    replies: Vec<Option<Response>>,
+    fallback: &Response,
     data: Option<Reply>,
 ) -> TransactionResult {
     TransactionResult {
@@ -682,30 +614,6 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ehlo_keywords() {
-        let ext = Extensions::parse(
-            "mx.example greets you\nPIPELINING\nSIZE 1000\n8BITMIME\nsmtputf8\nDSN\nSTARTTLS\nCHUNKING\nENHANCEDSTATUSCODES\nAUTH PLAIN\n",
-        );
-        assert_eq!(
-            ext,
-            Extensions {
-                pipelining: true,
-                size: Some(1000),
-                eight_bit_mime: true,
-                smtputf8: true,
-                dsn: true,
-                chunking: true,
-                starttls: true,
-                enhanced_status_codes: true,
-            }
-        );
-        assert_eq!(Extensions::parse("mx\nSIZE").size, Some(0));
-        assert_eq!(Extensions::parse("mx\nSIZE huge").size, Some(0));
-        // The first line is the server's name, never a keyword.
-        assert_eq!(Extensions::parse("PIPELINING"), Extensions::default());
-    }
 
     #[test]
     fn tls_policy_names() {
@@ -728,15 +636,27 @@ mod tests {
 
     #[test]
     fn error_classes() {
-        let r = |code| Reply::new(code, None, "x");
+        let r = |code| Reply::owned(code, None, "x");
         assert!(ClientError::Greeting(r(554)).is_permanent());
         assert!(!ClientError::Greeting(r(421)).is_permanent());
         assert!(ClientError::Ehlo(r(550)).is_permanent());
         assert!(!ClientError::TlsRequired.is_permanent());
-        assert!(!ClientError::Timeout("MAIL").is_permanent());
-        assert_eq!(ClientError::TlsRequired.enhanced_code(), "4.7.4");
-        assert!(ClientError::Closed("MAIL").is_stale_connection());
-        assert!(!ClientError::Closed("end of data").is_stale_connection());
+        assert!(!ClientError::Timeout(Stage::Mail).is_permanent());
+        assert_eq!(
+            ClientError::TlsRequired.response().enhanced(),
+            Some(EnhancedCode::new(4, 7, 4))
+        );
+        assert_eq!(ClientError::TlsRequired.response().code(), None);
+        assert_eq!(
+            ClientError::Timeout(Stage::Connect).response().enhanced(),
+            Some(EnhancedCode::new(4, 4, 1))
+        );
+        assert_eq!(
+            ClientError::Greeting(r(554)).response(),
+            Response::Remote(r(554))
+        );
+        assert!(ClientError::Closed(Stage::Mail).is_stale_connection());
+        assert!(!ClientError::Closed(Stage::Dot).is_stale_connection());
         assert_eq!(ClientError::Greeting(r(554)).reply(), Some(&r(554)));
     }
 }

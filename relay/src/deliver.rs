@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use postroad_queue::{Claimed, DeliveryEvent, EventKind, Queue, RemoteReply, Resolution, unix_ms};
+use postroad_queue::{
+    Claimed, DeliveryEvent, EnhancedCode, EventKind, Queue, Resolution, Response, unix_ms,
+};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
-use crate::client::{ClientConfig, ClientError, Connection, TlsPolicy};
+use crate::client::{ClientConfig, Connection, TlsPolicy};
 use crate::config::RelayConfig;
 use crate::retry::RetryPolicy;
 
@@ -32,39 +34,56 @@ impl Context {
     }
 }
 
-/// What happened to one recipient in this attempt.
+/// What an attempt decided for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The receiving server took it.
+    Delivered,
+    /// Try again later.
+    Deferred,
+    /// Never try again.
+    Bounced,
+}
+
+/// What happened to one recipient in this attempt: what was decided, why (the reply,
+/// or a local reason), and which host answered.
 #[derive(Debug, Clone)]
-pub enum Outcome {
-    Delivered {
-        reply: RemoteReply,
-        host: Option<String>,
-    },
-    Temporary {
-        reply: RemoteReply,
-        host: Option<String>,
-    },
-    Permanent {
-        reply: RemoteReply,
-        host: Option<String>,
-    },
+pub struct Outcome {
+    pub disposition: Disposition,
+    pub response: Response,
+    pub host: Option<String>,
 }
 
 impl Outcome {
-    pub fn temporary(reply: RemoteReply, host: Option<String>) -> Self {
-        Outcome::Temporary { reply, host }
+    pub fn deferred(response: Response, host: Option<String>) -> Self {
+        Self {
+            disposition: Disposition::Deferred,
+            response,
+            host,
+        }
     }
 
-    pub fn permanent(reply: RemoteReply, host: Option<String>) -> Self {
-        Outcome::Permanent { reply, host }
+    pub fn bounced(response: Response, host: Option<String>) -> Self {
+        Self {
+            disposition: Disposition::Bounced,
+            response,
+            host,
+        }
     }
 
-    /// Classifies a remote reply: 2xx delivered, 5xx permanent, anything else temporary.
-    fn from_reply(reply: RemoteReply, host: &str) -> Self {
-        let host = Some(host.to_string());
-        match reply.code {
-            200..=299 => Outcome::Delivered { reply, host },
-            500..=599 => Outcome::Permanent { reply, host },
-            _ => Outcome::Temporary { reply, host },
+    /// Classifies what decided the attempt: a 2xx reply delivers, a 5xx reply (or a
+    /// local reason with a 5.x.x status) bounces, anything else defers.
+    pub fn decided_by(response: Response, host: Option<String>) -> Self {
+        let disposition = match &response {
+            Response::Remote(r) if r.is_positive() => Disposition::Delivered,
+            Response::Remote(r) if r.is_permanent() => Disposition::Bounced,
+            Response::Local(l) if l.enhanced.is_permanent() => Disposition::Bounced,
+            _ => Disposition::Deferred,
+        };
+        Self {
+            disposition,
+            response,
+            host,
         }
     }
 }
@@ -162,22 +181,23 @@ pub async fn deliver(conn: &mut Connection, job: Job, ctx: &Arc<Context>) -> Att
     let host = conn.peer().to_string();
     match conn.send(envelope, &recipients, &claimed.body).await {
         Ok(result) => {
-            let data = result.data.map(RemoteReply::from);
             let outcomes = result
                 .recipients
                 .into_iter()
                 .map(|rcpt| {
-                    let rcpt = RemoteReply::from(rcpt);
-                    match (rcpt.code, &data) {
-                        (200..=299, Some(data)) => Outcome::from_reply(data.clone(), &host),
-                        (200..=299, None) => Outcome::temporary(
-                            crate::site::local_reply(
-                                "4.4.2",
-                                "no reply to the message data".into(),
+                    let host = Some(host.clone());
+                    match (rcpt, &result.data) {
+                        (Response::Remote(r), Some(data)) if r.is_positive() => {
+                            Outcome::decided_by(data.clone().into(), host)
+                        }
+                        (Response::Remote(r), None) if r.is_positive() => Outcome::deferred(
+                            Response::local(
+                                EnhancedCode::new(4, 4, 2),
+                                "no reply to the message data",
                             ),
-                            Some(host.clone()),
+                            host,
                         ),
-                        _ => Outcome::from_reply(rcpt, &host),
+                        (rcpt, _) => Outcome::decided_by(rcpt, host),
                     }
                 })
                 .collect();
@@ -187,27 +207,15 @@ pub async fn deliver(conn: &mut Connection, job: Job, ctx: &Arc<Context>) -> Att
         Err(e) if e.is_stale_connection() => Attempt::Stale(job),
         Err(e) => {
             tracing::info!(%host, id = %envelope.id, "delivery attempt failed: {e}");
-            let reply = client_error_reply(&e);
+            let host = Some(host);
             let outcome = if e.is_permanent() {
-                Outcome::permanent(reply, Some(host))
+                Outcome::decided_by(e.response(), host)
             } else {
-                Outcome::temporary(reply, Some(host))
+                Outcome::deferred(e.response(), host)
             };
             job.fail_all(outcome, ctx);
             Attempt::Dead
         }
-    }
-}
-
-/// A client-side failure as a reply for history (code 0 when the server said nothing).
-pub fn client_error_reply(e: &ClientError) -> RemoteReply {
-    match e.reply() {
-        Some(reply) => RemoteReply::from(reply.clone()),
-        None => RemoteReply {
-            code: 0,
-            enhanced: Some(e.enhanced_code().to_string()),
-            text: e.to_string(),
-        },
     }
 }
 
@@ -223,32 +231,37 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
     let mut events = Vec::with_capacity(outcomes.len());
     for (recipient, outcome) in envelope.recipients.iter().zip(outcomes) {
         let attempt = recipient.attempts + 1;
-        let (kind, reply, host) = match outcome {
-            Some(Outcome::Delivered { reply, host }) => (EventKind::Delivered, reply, host),
-            Some(Outcome::Permanent { reply, host }) => {
-                reasons.push(format!("<{}>: {reply}", recipient.address));
+        let Some(Outcome {
+            disposition,
+            response,
+            host,
+        }) = outcome
+        else {
+            // Every recipient is in some job or routing result; this is a bug guard.
+            tracing::error!(id = %envelope.id, rcpt = %recipient.address, "recipient without an outcome; retrying it");
+            retry.push(recipient.clone());
+            continue;
+        };
+        let kind = match disposition {
+            Disposition::Delivered => EventKind::Delivered,
+            Disposition::Bounced => {
+                reasons.push(format!("<{}>: {response}", recipient.address));
                 dead.push(recipient.clone());
-                (EventKind::Bounced, reply, host)
+                EventKind::Bounced
             }
-            Some(Outcome::Temporary { reply, host }) if expired => {
+            Disposition::Deferred if expired => {
                 reasons.push(format!(
-                    "<{}>: expired after {attempt} attempts; last: {reply}",
+                    "<{}>: expired after {attempt} attempts; last: {response}",
                     recipient.address
                 ));
                 dead.push(recipient.clone());
-                (EventKind::Expired, reply, host)
+                EventKind::Expired
             }
-            Some(Outcome::Temporary { reply, host }) => {
+            Disposition::Deferred => {
                 let mut again = recipient.clone();
                 again.attempts = attempt;
                 retry.push(again);
-                (EventKind::Deferred, reply, host)
-            }
-            None => {
-                // Every recipient is in some job or routing result; this is a bug guard.
-                tracing::error!(id = %envelope.id, rcpt = %recipient.address, "recipient without an outcome; retrying it");
-                retry.push(recipient.clone());
-                continue;
+                EventKind::Deferred
             }
         };
         events.push(DeliveryEvent {
@@ -261,7 +274,7 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             at_ms: unix_ms(now),
             attempt,
             remote_host: host,
-            reply: Some(reply),
+            reply: Some(response),
             tenant: envelope.tenant.clone(),
             campaign: envelope.campaign.clone(),
         });
@@ -315,27 +328,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_classes() {
-        let r = |code| RemoteReply {
-            code,
-            enhanced: None,
-            text: String::new(),
-        };
-        assert!(matches!(
-            Outcome::from_reply(r(250), "h"),
-            Outcome::Delivered { .. }
-        ));
-        assert!(matches!(
-            Outcome::from_reply(r(451), "h"),
-            Outcome::Temporary { .. }
-        ));
-        assert!(matches!(
-            Outcome::from_reply(r(550), "h"),
-            Outcome::Permanent { .. }
-        ));
-        assert!(matches!(
-            Outcome::from_reply(r(0), "h"),
-            Outcome::Temporary { .. }
-        ));
+    fn what_decides_an_outcome() {
+        let remote = |code| Response::Remote(postroad_queue::Reply::owned(code, None, ""));
+        let local = |e: &'static str| Response::local(EnhancedCode::from_static(e), "");
+        for (response, expected) in [
+            (remote(250), Disposition::Delivered),
+            (remote(451), Disposition::Deferred),
+            (remote(550), Disposition::Bounced),
+            (local("4.4.1"), Disposition::Deferred),
+            (local("5.1.10"), Disposition::Bounced),
+        ] {
+            let outcome = Outcome::decided_by(response.clone(), None);
+            assert_eq!(outcome.disposition, expected, "{response}");
+        }
     }
 }

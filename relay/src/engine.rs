@@ -155,10 +155,10 @@ impl Relay {
                     }
                 }
                 Err(RouteError::Temporary(reply)) => {
-                    message.set(&recipients, &Outcome::temporary(reply, None))
+                    message.set(&recipients, &Outcome::deferred(reply, None))
                 }
                 Err(RouteError::Permanent(reply)) => {
-                    message.set(&recipients, &Outcome::permanent(reply, None))
+                    message.set(&recipients, &Outcome::bounced(reply, None))
                 }
             }
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postroad_queue::RemoteReply;
+use postroad_queue::{EnhancedCode, Response};
 use tokio::sync::mpsc;
 
 use crate::client::{ClientError, Connection, TlsPolicy};
@@ -22,7 +22,7 @@ pub struct Site {
     workers: AtomicUsize,
     idle: AtomicUsize,
     /// Set while no host of the site can be reached: until when, and the last error.
-    down: Mutex<Option<(Instant, RemoteReply)>>,
+    down: Mutex<Option<(Instant, Response)>>,
     limiter: Option<RateLimiter>,
 }
 
@@ -54,7 +54,7 @@ impl Site {
             // Cannot happen while the site exists (it holds the receiver); be safe anyway.
             self.queued.fetch_sub(1, Ordering::SeqCst);
             job.fail_all(
-                Outcome::temporary(local_reply("4.3.0", "site queue closed".into()), None),
+                Outcome::deferred(local_reply("4.3.0", "site queue closed".into()), None),
                 ctx,
             );
             return;
@@ -82,7 +82,7 @@ impl Site {
         }
     }
 
-    fn down_reply(&self) -> Option<RemoteReply> {
+    fn down_reply(&self) -> Option<Response> {
         let mut down = lock(&self.down);
         match &*down {
             Some((until, reply)) if Instant::now() < *until => Some(reply.clone()),
@@ -120,7 +120,7 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
         site.ensure_worker(&ctx);
 
         if let Some(reply) = site.down_reply() {
-            job.fail_all(Outcome::temporary(reply, None), &ctx);
+            job.fail_all(Outcome::deferred(reply, None), &ctx);
             continue;
         }
         let mut job = job;
@@ -138,7 +138,7 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
                         let until =
                             Instant::now() + Duration::from_secs(ctx.config.site_backoff_secs);
                         *lock(&site.down) = Some((until, reply.clone()));
-                        job.fail_all(Outcome::temporary(reply, None), &ctx);
+                        job.fail_all(Outcome::deferred(reply, None), &ctx);
                         break;
                     }
                 }
@@ -174,7 +174,7 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
                     conn = None;
                     let reply =
                         local_reply("4.4.2", "connection closed before MAIL was answered".into());
-                    again.fail_all(Outcome::temporary(reply, None), &ctx);
+                    again.fail_all(Outcome::deferred(reply, None), &ctx);
                     break;
                 }
             }
@@ -192,7 +192,7 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
 
 /// Tries the site's hosts in order, each address in order. Opportunistic TLS that fails
 /// its handshake is retried in plain text on the same address, as Postfix does.
-async fn connect(site: &Site, ctx: &Context) -> Result<Connection, RemoteReply> {
+async fn connect(site: &Site, ctx: &Context) -> Result<Connection, Response> {
     let destination = lock(&site.destination).clone();
     let mut last = local_reply("4.4.1", "no host to connect to".into());
     for host in &destination.hosts {
@@ -219,18 +219,18 @@ async fn connect(site: &Site, ctx: &Context) -> Result<Connection, RemoteReply> 
     Err(last)
 }
 
-fn error_reply(host: &str, addr: std::net::SocketAddr, e: &ClientError) -> RemoteReply {
-    let mut reply = crate::deliver::client_error_reply(e);
-    reply.text = format!("{host} [{addr}]: {}", reply.text);
-    reply
+/// Why connecting to `host` failed, the host named in the text.
+fn error_reply(host: &str, addr: std::net::SocketAddr, e: &ClientError) -> Response {
+    let mut response = e.response();
+    match &mut response {
+        Response::Remote(r) => r.text = format!("{host} [{addr}]: {}", r.text).into(),
+        Response::Local(l) => l.text = format!("{host} [{addr}]: {}", l.text),
+    }
+    response
 }
 
-pub fn local_reply(enhanced: &str, text: String) -> RemoteReply {
-    RemoteReply {
-        code: 0,
-        enhanced: Some(enhanced.to_string()),
-        text,
-    }
+pub fn local_reply(enhanced: &'static str, text: String) -> Response {
+    Response::local(EnhancedCode::from_static(enhanced), text)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -11,10 +11,17 @@ use std::time::{Duration, Instant};
 
 use postroad_queue::{DsnRet, Envelope, Recipient};
 use postroad_relay::client::{
-    ClientConfig, ClientError, Connection, Reply, TlsPolicy, TransactionResult,
+    ClientConfig, ClientError, Connection, EnhancedCode, Reply, Response, Stage, TlsPolicy,
+    TransactionResult,
 };
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// The server's reply that decided `r` (the test expects one).
+fn remote(r: &Response) -> &Reply {
+    r.reply()
+        .unwrap_or_else(|| panic!("expected a server reply, got {r}"))
+}
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -44,8 +51,15 @@ async fn send(
     conn.send(env, &rcpts, body).await
 }
 
-fn codes(replies: &[Reply]) -> Vec<u16> {
-    replies.iter().map(|r| r.code).collect()
+/// Each reply's code, or `local <status>` for a reason of the client's own.
+fn codes(replies: &[Response]) -> Vec<String> {
+    replies
+        .iter()
+        .map(|r| match r {
+            Response::Remote(r) => r.code.to_string(),
+            Response::Local(l) => format!("local {}", l.enhanced),
+        })
+        .collect()
 }
 
 const BODY: &[u8] = b"Subject: test\r\nFrom: a@client.test\r\n\r\nHello.\r\nEnd of test.\r\n";
@@ -407,9 +421,15 @@ async fn three_recipients_to_sink(flags: &[&str], pipelined: bool) {
         &["a@sink.test", "b@sink.test", "c@sink.test"],
     );
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(result.mail.code, 250);
-    assert_eq!(codes(&result.recipients), [250, 250, 250]);
-    assert_eq!(result.recipients[0].enhanced.as_deref(), Some("2.1.5"));
+    assert_eq!(remote(&result.mail).code, 250);
+    assert_eq!(codes(&result.recipients), ["250", "250", "250"]);
+    assert_eq!(
+        remote(&result.recipients[0])
+            .enhanced
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("2.1.5")
+    );
     assert_eq!(result.data.as_ref().map(|r| r.code), Some(250));
     assert!((0..3).all(|i| result.is_delivered(i)));
 
@@ -483,15 +503,21 @@ async fn sink_4xx_at_mail() {
         .unwrap();
     let env = envelope("s@client.test", &["a@sink.test", "b@sink.test"]);
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(result.mail.code, 450);
-    assert_eq!(result.mail.enhanced.as_deref(), Some("4.3.0"));
+    assert_eq!(remote(&result.mail).code, 450);
+    assert_eq!(
+        remote(&result.mail)
+            .enhanced
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("4.3.0")
+    );
     assert!(result.mail.is_transient());
     assert_eq!(result.recipients, vec![result.mail.clone(); 2]);
     assert_eq!(result.data, None);
     // The session is still in step.
     conn.reset().await.unwrap();
     let again = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(again.mail.code, 450);
+    assert_eq!(again.mail.code(), Some(450));
     conn.quit().await;
 }
 
@@ -518,7 +544,7 @@ async fn sink_421_at_rcpt_ends_the_session() {
     let env = envelope("s@client.test", &["a@sink.test"]);
     let err = send(&mut conn, &env, BODY).await.unwrap_err();
     assert!(
-        matches!(&err, ClientError::Rejected { command: "RCPT", reply } if reply.code == 421),
+        matches!(&err, ClientError::Rejected { stage: Stage::Rcpt, reply } if reply.code == 421),
         "{err}"
     );
     assert!(!err.is_permanent());
@@ -536,7 +562,7 @@ async fn sink_disconnect_at_end_of_data_is_an_error() {
         .unwrap();
     let env = envelope("s@client.test", &["a@sink.test", "b@sink.test"]);
     let err = send(&mut conn, &env, BODY).await.unwrap_err();
-    assert!(matches!(err, ClientError::Closed("end of data")), "{err}");
+    assert!(matches!(err, ClientError::Closed(Stage::Dot)), "{err}");
     assert!(!err.is_permanent() && !err.is_stale_connection());
     assert!(!conn.is_usable());
 }
@@ -552,7 +578,7 @@ async fn sink_8bit_message_without_8bitmime_is_refused() {
     env.body_8bit = true;
     let body = "Subject: caf\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes();
     let result = send(&mut conn, &env, body).await.unwrap();
-    let want = Reply::new(554, Some("5.6.3"), "remote server lacks 8BITMIME");
+    let want = Response::local(EnhancedCode::new(5, 6, 3), "remote server lacks 8BITMIME");
     assert_eq!(result.mail, want);
     assert_eq!(result.recipients, vec![want.clone(); 2]);
     assert_eq!(result.data, None);
@@ -562,7 +588,7 @@ async fn sink_8bit_message_without_8bitmime_is_refused() {
     let result = send(&mut conn, &env, body).await.unwrap();
     assert_eq!(
         result.mail.to_string(),
-        "553 5.6.7 remote server lacks SMTPUTF8"
+        "5.6.7 remote server lacks SMTPUTF8"
     );
     assert!(result.mail.is_permanent());
     // Nothing was sent; the session still works.
@@ -621,7 +647,7 @@ async fn sink_without_starttls_and_tls_required() {
             .unwrap_err();
         assert!(matches!(err, ClientError::TlsRequired), "{err}");
         assert!(!err.is_permanent());
-        assert_eq!(err.enhanced_code(), "4.7.4");
+        assert_eq!(err.response().enhanced(), EnhancedCode::parse("4.7.4"));
     }
     // Opportunistic goes on in plain text.
     let conn = Connection::connect(sink.addr, "localhost", &config(TlsPolicy::Opportunistic))
@@ -659,10 +685,19 @@ async fn per_recipient_replies(pipelining: bool) {
         &["ok@x.test", "later@x.test", "unknown@x.test", "fine@x.test"],
     );
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(codes(&result.recipients), [250, 450, 550, 250]);
+    assert_eq!(codes(&result.recipients), ["250", "450", "550", "250"]);
     assert_eq!(result.recipients[1].to_string(), "450 4.2.1 Mailbox busy");
-    assert_eq!(result.recipients[2].enhanced.as_deref(), Some("5.1.1"));
-    assert_eq!(result.recipients[2].text, "No such user here\nTry another");
+    assert_eq!(
+        remote(&result.recipients[2])
+            .enhanced
+            .map(|e| e.to_string())
+            .as_deref(),
+        Some("5.1.1")
+    );
+    assert_eq!(
+        remote(&result.recipients[2]).text,
+        "No such user here\nTry another"
+    );
     assert_eq!(
         result.data.as_ref().unwrap().to_string(),
         "250 2.0.0 Ok: queued"
@@ -673,7 +708,7 @@ async fn per_recipient_replies(pipelining: bool) {
     // Nobody accepted: no message, and the session is clean for the next one.
     let nobody = envelope("s@client.test", &["later@x.test", "unknown@x.test"]);
     let result = send(&mut conn, &nobody, BODY).await.unwrap();
-    assert_eq!(codes(&result.recipients), [450, 550]);
+    assert_eq!(codes(&result.recipients), ["450", "550"]);
     assert_eq!(result.data, None);
     let result = send(&mut conn, &env, b"second\r\n").await.unwrap();
     assert!(result.is_delivered(3));
@@ -740,7 +775,7 @@ async fn scripted_data_wanted_without_recipients() {
         .unwrap();
     let env = envelope("s@client.test", &["a@x.test", "b@x.test"]);
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(codes(&result.recipients), [550, 550]);
+    assert_eq!(codes(&result.recipients), ["550", "550"]);
     assert_eq!(result.data, None);
     // The server got an empty message for nobody instead of the body, then RSET.
     conn.reset().await.unwrap();
@@ -761,7 +796,7 @@ async fn scripted_data_rejected() {
         .unwrap();
     let env = envelope("s@client.test", &["a@x.test"]);
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(result.recipients[0].code, 250);
+    assert_eq!(remote(&result.recipients[0]).code, 250);
     assert_eq!(result.data.as_ref().map(|r| r.code), Some(554));
     assert!(!result.is_delivered(0));
     conn.reset().await.unwrap();
@@ -783,7 +818,7 @@ async fn scripted_final_reply_5xx_and_4xx() {
             .unwrap();
         let env = envelope("s@client.test", &["a@x.test", "b@x.test"]);
         let result = send(&mut conn, &env, BODY).await.unwrap();
-        assert_eq!(codes(&result.recipients), [250, 250]);
+        assert_eq!(codes(&result.recipients), ["250", "250"]);
         assert_eq!(result.data.as_ref().map(|r| r.code), Some(code));
         assert!(!result.is_delivered(0) && !result.is_delivered(1));
         // The transaction is over; the session goes on.
@@ -831,7 +866,10 @@ async fn scripted_size_limit() {
     let env = envelope("s@client.test", &["a@x.test", "b@x.test"]);
     let big = vec![b'x'; 2000];
     let result = send(&mut conn, &env, &big).await.unwrap();
-    let want = Reply::new(552, Some("5.3.4"), "message too big for the remote server");
+    let want = Response::local(
+        EnhancedCode::new(5, 3, 4),
+        "message too big for the remote server",
+    );
     assert_eq!(result.mail, want);
     assert_eq!(result.recipients, vec![want.clone(); 2]);
     assert!(result.mail.is_permanent() && result.data.is_none());
@@ -893,7 +931,7 @@ async fn scripted_unsafe_addresses_are_not_sent() {
         &["ok@x.test", "evil@x.test>\r\nRSET\r\nRCPT TO:<x@x.test"],
     );
     let result = send(&mut conn, &env, BODY).await.unwrap();
-    assert_eq!(codes(&result.recipients), [250, 553]);
+    assert_eq!(codes(&result.recipients), ["250", "local 5.1.3"]);
     assert!(result.is_delivered(0) && !result.is_delivered(1));
     assert!(
         !log.lock()
@@ -1002,7 +1040,7 @@ async fn scripted_starttls_handshake_failure() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Tls(_)), "{err}");
-    assert_eq!(err.enhanced_code(), "4.7.5");
+    assert_eq!(err.response().enhanced(), EnhancedCode::parse("4.7.5"));
 }
 
 #[tokio::test]
@@ -1093,7 +1131,10 @@ async fn scripted_timeouts_fire() {
     let err = Connection::connect(silent_addr, "silent.test", &quick)
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Timeout("greeting")), "{err}");
+    assert!(
+        matches!(err, ClientError::Timeout(Stage::Greeting)),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // A server that never answers MAIL, then one that never answers after the data.
@@ -1103,14 +1144,14 @@ async fn scripted_timeouts_fire() {
                 mail: "",
                 ..Script::default()
             },
-            "MAIL",
+            Stage::Mail,
         ),
         (
             Script {
                 end: "",
                 ..Script::default()
             },
-            "end of data",
+            Stage::Dot,
         ),
     ] {
         let (addr, _log) = scripted(script).await;
@@ -1138,5 +1179,5 @@ async fn scripted_timeouts_fire() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Connect(_)), "{err}");
-    assert_eq!(err.enhanced_code(), "4.4.1");
+    assert_eq!(err.response().enhanced(), EnhancedCode::parse("4.4.1"));
 }

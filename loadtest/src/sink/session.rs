@@ -460,36 +460,18 @@ impl Session {
         }
         let c = &self.sh.config;
         let e = c.extensions;
-        let mut lines = vec![c.hostname.clone()];
-        if e.pipelining {
-            lines.push("PIPELINING".into());
-        }
-        if e.size {
-            lines.push(format!("SIZE {}", c.max_message_size));
-        }
-        if e.starttls && !self.tls {
-            lines.push("STARTTLS".into());
-        }
-        if e.enhanced_status_codes {
-            lines.push("ENHANCEDSTATUSCODES".into());
-        }
-        if e.eight_bit_mime {
-            lines.push("8BITMIME".into());
-        }
-        if e.dsn {
-            lines.push("DSN".into());
-        }
-        if e.smtputf8 {
-            lines.push("SMTPUTF8".into());
-        }
-        if e.chunking {
-            lines.push("CHUNKING".into());
-        }
-        let last = lines.len() - 1;
-        for (i, l) in lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            let _ = write!(conn.out, "250{sep}{l}\r\n");
-        }
+        let caps = smtp_wire::Capabilities {
+            pipelining: e.pipelining,
+            size: e.size.then_some(c.max_message_size as u64),
+            eight_bit_mime: e.eight_bit_mime,
+            smtputf8: e.smtputf8,
+            dsn: e.dsn,
+            chunking: e.chunking,
+            starttls: e.starttls && !self.tls,
+            enhanced_status_codes: e.enhanced_status_codes,
+            auth: Vec::new(),
+        };
+        smtp_wire::Reply::owned(250, None, caps.ehlo_text(&c.hostname)).write_to(&mut conn.out);
         Flow::Continue
     }
 

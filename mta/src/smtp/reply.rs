@@ -1,47 +1,7 @@
-//! SMTP replies: a code, an enhanced status code (RFC 3463) and text.
+//! The server's replies: the shared [`Reply`] type and every fixed reply the SMTP
+//! server sends.
 
-use std::borrow::Cow;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    pub code: u16,
-    pub enhanced: &'static str,
-    pub text: Cow<'static, str>,
-}
-
-impl Reply {
-    pub const fn new(code: u16, enhanced: &'static str, text: &'static str) -> Self {
-        Self {
-            code,
-            enhanced,
-            text: Cow::Borrowed(text),
-        }
-    }
-
-    pub fn owned(code: u16, enhanced: &'static str, text: String) -> Self {
-        Self {
-            code,
-            enhanced,
-            text: Cow::Owned(text),
-        }
-    }
-
-    /// Appends the wire form (`250 2.0.0 Ok\r\n`) to `out`. Text with `\n` in it
-    /// becomes a multi-line reply (`250-first`, ..., `250 last`).
-    pub fn write_to(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let mut lines = self.text.split('\n').peekable();
-        while let Some(line) = lines.next() {
-            let sep = if lines.peek().is_some() { '-' } else { ' ' };
-            // Writing to a Vec cannot fail.
-            let _ = if self.enhanced.is_empty() {
-                write!(out, "{}{sep}{line}\r\n", self.code)
-            } else {
-                write!(out, "{}{sep}{} {line}\r\n", self.code, self.enhanced)
-            };
-        }
-    }
-}
+pub use smtp_wire::{EnhancedCode, Reply};
 
 pub const OK: Reply = Reply::new(250, "2.0.0", "Ok");
 pub const SENDER_OK: Reply = Reply::new(250, "2.1.0", "Ok");
@@ -126,18 +86,3 @@ pub const TOO_MANY_FROM_IP: Reply = Reply::new(
     "4.7.0",
     "Error: too many connections from your address, try again later",
 );
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_form() {
-        let mut out = Vec::new();
-        RELAY_DENIED.write_to(&mut out);
-        assert_eq!(out, b"554 5.7.1 Relay access denied\r\n");
-        out.clear();
-        Reply::owned(250, "", "mx.test\nPIPELINING\nSIZE 10".into()).write_to(&mut out);
-        assert_eq!(out, b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
-    }
-}

@@ -319,22 +319,7 @@ pub struct Client {
     writer: TcpStream,
 }
 
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
-}
-
-impl Reply {
-    pub fn text(&self) -> String {
-        self.lines.join("\n")
-    }
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.text())
-    }
-}
+pub use smtp_wire::Reply;
 
 impl Client {
     pub fn connect(port: u16) -> Client {
@@ -373,23 +358,39 @@ impl Client {
         r
     }
 
-    /// Reads one (possibly multi-line) reply; code 0 means the server closed.
+    /// Reads one (possibly multi-line) reply; panics when the server closes first or
+    /// sends something that is not a reply.
     pub fn reply(&mut self) -> Reply {
-        let mut lines = Vec::new();
+        self.try_reply()
+            .unwrap_or_else(|| panic!("the server closed the connection instead of replying"))
+    }
+
+    /// Reads one reply; `None` when the server closed the connection first.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut parser = smtp_wire::ReplyParser::default();
         loop {
-            let mut line = String::new();
-            match self.reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return Reply { code: 0, lines },
+            let mut line = Vec::new();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
-            let line = line.trim_end().to_string();
-            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                return Reply { code, lines };
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            match parser.push(line) {
+                Ok(Some(reply)) => return Some(reply),
+                Ok(None) => {}
+                Err(e) => panic!("not an SMTP reply: {e}"),
             }
         }
+    }
+
+    /// Sends one command line and reads the reply; `None` when the server closed the
+    /// connection.
+    pub fn try_cmd(&mut self, line: &str) -> Option<Reply> {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .ok()?;
+        self.try_reply()
     }
 
     /// True when the server has closed the connection (EOF on read).
@@ -431,7 +432,7 @@ pub fn dot_stuff(body: &str) -> Vec<u8> {
 
 /// The queue id from `250 2.0.0 Ok: queued as <id>`.
 pub fn queued_id(reply: &Reply) -> postroad_queue::MessageId {
-    let text = reply.text();
+    let text = reply.to_string();
     let id = text
         .rsplit("queued as ")
         .next()

@@ -3,7 +3,7 @@
 
 use postroad_queue::{DsnRet, Envelope, Notify, Recipient};
 
-use super::Extensions;
+use smtp_wire::Capabilities as Extensions;
 
 /// `MAIL FROM:<sender> [SIZE=] [BODY=8BITMIME] [SMTPUTF8] [RET=] [ENVID=]\r\n`.
 pub(super) fn mail_from(out: &mut Vec<u8>, envelope: &Envelope, size: usize, ext: &Extensions) {

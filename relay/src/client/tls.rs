@@ -1,37 +1,11 @@
-//! TLS for STARTTLS: rustls (ring) client configurations, shared by every connection so
-//! sessions can be resumed.
+//! TLS for STARTTLS: the verifying client configuration (the unverified one is
+//! [`smtp_wire::tls::unverified_client`]) and the name to present.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-fn provider() -> Arc<CryptoProvider> {
-    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
-        .clone()
-}
-
-/// For opportunistic TLS: encrypts, does not authenticate (any certificate is taken, as
-/// Postfix's `may` level does), but still checks the handshake signatures.
-pub(super) fn opportunistic() -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    if let Some(config) = CONFIG.get() {
-        return Ok(config.clone());
-    }
-    let provider = provider();
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
-        .with_no_client_auth();
-    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
-}
+use rustls::RootCertStore;
+use rustls_pki_types::ServerName;
 
 /// For `verify`: the chain must lead to one of `roots` and name the server.
 pub(super) fn verifying(roots: &Arc<RootCertStore>) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -44,7 +18,7 @@ pub(super) fn verifying(roots: &Arc<RootCertStore>) -> Result<Arc<rustls::Client
         return Ok(config.clone());
     }
     let config = Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider())
+        rustls::ClientConfig::builder_with_provider(smtp_wire::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots.clone())
@@ -67,57 +41,5 @@ pub(super) fn server_name(
         Ok(n) => Ok(n),
         Err(_) if !verify => Ok(ServerName::IpAddress(peer.into())),
         Err(e) => Err(format!("cannot verify {name:?}: {e}")),
-    }
-}
-
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
     }
 }

@@ -95,7 +95,7 @@ impl Session {
 
     /// Sends a `334` challenge and decodes the client's base64 answer.
     async fn challenge(&mut self, prompt: &str) -> Result<Result<Vec<u8>, Reply>, End> {
-        self.send(&Reply::owned(334, "", prompt.to_string()));
+        self.send(&Reply::owned(334, None, prompt.to_string()));
         let deadline = self.command_deadline();
         match self
             .conn

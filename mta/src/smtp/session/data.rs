@@ -12,7 +12,7 @@ use crate::smtp::budget::{MIN_SHARE, Reservation, wait_deadline};
 use crate::smtp::command::printable;
 use crate::smtp::conn::{Conn, Fed, Interrupt};
 use crate::smtp::received::Trace;
-use crate::smtp::reply::{self, Reply};
+use crate::smtp::reply::{self, EnhancedCode, Reply};
 
 impl Session {
     fn data_timeout(&self) -> Duration {
@@ -225,7 +225,7 @@ impl Session {
         if !last {
             self.send(&Reply::owned(
                 250,
-                "2.0.0",
+                Some(EnhancedCode::new(2, 0, 0)),
                 format!("Ok: {size} octets received"),
             ));
             return Ok(());
@@ -311,7 +311,11 @@ impl Session {
         {
             Ok(()) => {
                 tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), durable_in = ?started.elapsed(), "queued");
-                self.send(&Reply::owned(250, "2.0.0", format!("Ok: queued as {id}")));
+                self.send(&Reply::owned(
+                    250,
+                    Some(EnhancedCode::new(2, 0, 0)),
+                    format!("Ok: queued as {id}"),
+                ));
                 if let Some(waker) = &self.shared.relay_waker {
                     waker.notify_one();
                 }

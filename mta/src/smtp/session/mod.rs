@@ -15,9 +15,10 @@ use smtp_proto::{MailFrom, RcptTo, Request};
 use super::budget::Reservation;
 use super::command::{self, printable};
 use super::conn::{Conn, Interrupt, Line};
-use super::reply::{self, Reply};
+use super::reply::{self, EnhancedCode, Reply};
 use super::server::{Admission, Shared};
 use crate::config::{ListenerConfig, Role, TlsMode};
+use smtp_wire::Capabilities;
 
 /// Why a session ended early; the reply (if any) has been queued already.
 #[derive(Debug)]
@@ -120,7 +121,11 @@ impl Session {
                 return Err(End::Interrupted(Interrupt::Closed));
             }
         }
-        let greeting = Reply::owned(220, "", format!("{} ESMTP Postroad", self.shared.hostname));
+        let greeting = Reply::owned(
+            220,
+            None,
+            format!("{} ESMTP Postroad", self.shared.hostname),
+        );
         self.send(&greeting);
         loop {
             let line = match self
@@ -273,25 +278,25 @@ impl Session {
         self.esmtp = esmtp;
         let hostname = &self.shared.hostname;
         if !esmtp {
-            return Ok(Reply::owned(250, "", hostname.clone()));
+            return Ok(Reply::owned(250, None, hostname.clone()));
         }
-        let mut lines = vec![
-            format!("{hostname} Hello {} [{}]", printable(host), self.peer.ip()),
-            "PIPELINING".to_string(),
-            format!("SIZE {}", self.shared.smtp.max_message_size),
-            "8BITMIME".to_string(),
-            "SMTPUTF8".to_string(),
-            "ENHANCEDSTATUSCODES".to_string(),
-            "CHUNKING".to_string(),
-            "DSN".to_string(),
-        ];
-        if self.starttls_offered() {
-            lines.push("STARTTLS".to_string());
-        }
-        if self.auth_offered() {
-            lines.push("AUTH PLAIN LOGIN".to_string());
-        }
-        Ok(Reply::owned(250, "", lines.join("\n")))
+        let caps = Capabilities {
+            pipelining: true,
+            size: Some(self.shared.smtp.max_message_size as u64),
+            eight_bit_mime: true,
+            smtputf8: true,
+            dsn: true,
+            chunking: true,
+            starttls: self.starttls_offered(),
+            enhanced_status_codes: true,
+            auth: if self.auth_offered() {
+                vec!["PLAIN".into(), "LOGIN".into()]
+            } else {
+                Vec::new()
+            },
+        };
+        let first = format!("{hostname} Hello {} [{}]", printable(host), self.peer.ip());
+        Ok(Reply::owned(250, None, caps.ehlo_text(&first)))
     }
 }
 
@@ -394,7 +399,7 @@ impl Session {
             tracing::info!(peer = %self.peer, rcpt = %printable(&to.address), "relay access denied");
             return Err(Reply::owned(
                 554,
-                "5.7.1",
+                Some(EnhancedCode::new(5, 7, 1)),
                 format!("<{}>: Relay access denied", printable(&to.address)),
             ));
         }
