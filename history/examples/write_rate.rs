@@ -12,8 +12,8 @@
 use std::time::Instant;
 
 use postroad_history::{
-    DeliveryEvent, EventKind, HistoryConfig, HistoryStore, HistoryWriter, MessageId, Reply,
-    Response,
+    DeliveryEvent, EventKind, HistoryConfig, HistoryStore, HistoryWriter, MessageId, Metadata,
+    Reply, Response,
 };
 use uuid::Uuid;
 
@@ -60,8 +60,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let text = format!("Ok: queued as {message:016X}");
                     Response::Remote(Reply::owned(250, "2.0.0".parse().ok(), text))
                 }),
-                tenant: Some("acme".into()),
-                campaign: Some("spring-sale".into()),
+                meta: Metadata {
+                    user_id: Some(message as u64 % 1_000_000),
+                    email_type: Some("welcome".into()),
+                    tenant: Some("acme".into()),
+                    campaign: Some("spring-sale".into()),
+                    ..Metadata::default()
+                },
             }
         })
         .collect();

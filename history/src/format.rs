@@ -104,8 +104,7 @@ mod tests {
                 .as_ref()
                 .map(|_| "mx1.example.net [192.0.2.1]:25".into()),
             reply,
-            tenant: None,
-            campaign: None,
+            meta: Default::default(),
         }
     }
 

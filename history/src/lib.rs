@@ -37,7 +37,9 @@ mod writer;
 
 pub use config::HistoryConfig;
 pub use format::format_rows;
-pub use postroad_queue::{DeliveryEvent, EnhancedCode, EventKind, MessageId, Reply, Response};
+pub use postroad_queue::{
+    DeliveryEvent, EnhancedCode, EventKind, MessageId, Metadata, Priority, Reply, Response,
+};
 pub use store::{HistoryStore, InsertOutcome};
 pub use writer::{HistorySender, HistoryStats, HistoryWriter, SendError, TrySendError};
 

@@ -3,7 +3,9 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use postroad_queue::{DeliveryEvent, EnhancedCode, EventKind, MessageId, Reply, Response};
+use postroad_queue::{
+    DeliveryEvent, EnhancedCode, EventKind, MessageId, Metadata, Priority, Reply, Response,
+};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -19,11 +21,12 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// Columns written per event, in the order [`insert_sql`] lists them.
 const COLUMNS: &str = "event_id, created_at, message_id, kind, sender, recipient, domain, \
-                       attempt, remote_host, reply_code, reply_enhanced, reply_text, tenant, campaign";
-const COLUMN_COUNT: usize = 14;
+                       attempt, remote_host, reply_code, reply_enhanced, reply_text, tenant, campaign, \
+                       user_id, email_type, variant, priority, tags";
+const COLUMN_COUNT: usize = 19;
 
 /// Most rows in one `INSERT` statement. SQLite allows 32766 bound variables per
-/// statement (since 3.32; the bundled library is newer); 256 rows use 3584 of them.
+/// statement (since 3.32; the bundled library is newer); 256 rows use 4864 of them.
 /// A batch is split into statements of 256 rows and then of decreasing powers of two,
 /// so only nine distinct statements exist and all stay in the prepared-statement cache.
 pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 256;
@@ -36,7 +39,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS: u32 = 4;
 
 const SELECT_COLUMNS: &str = "id, event_id, created_at, message_id, kind, sender, recipient, domain, \
-                              attempt, remote_host, reply_code, reply_enhanced, reply_text, tenant, campaign";
+                              attempt, remote_host, reply_code, reply_enhanced, reply_text, tenant, campaign, \
+                              user_id, email_type, variant, priority, tags";
 
 /// What one [`HistoryStore::insert`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -200,6 +204,33 @@ impl HistoryStore {
         rows_to_events(rows, true)
     }
 
+    /// The latest `limit` events of messages for the application's user `user_id`
+    /// (of `email_type` only, when given), oldest first.
+    pub async fn by_user(
+        &self,
+        user_id: u64,
+        email_type: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryEvent>> {
+        let user_id = i64::try_from(user_id).map_err(|_| HistoryError::Corrupt {
+            id: 0,
+            reason: format!("user id {user_id} is out of range"),
+        })?;
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM email_history WHERE user_id = ? \
+             AND (? IS NULL OR email_type = ?) \
+             ORDER BY created_at DESC, event_id DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id)
+            .bind(email_type)
+            .bind(email_type)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows_to_events(rows, true)
+    }
+
     /// The latest `limit` events of message `id`, every recipient, oldest first.
     pub async fn by_message_id(&self, id: MessageId, limit: u32) -> Result<Vec<DeliveryEvent>> {
         let sql = format!(
@@ -308,10 +339,55 @@ async fn insert_chunk(conn: &mut sqlx::SqliteConnection, chunk: &[DeliveryEvent]
             .bind(reply.and_then(Response::code).map(i64::from))
             .bind(reply.and_then(Response::enhanced).map(|e| e.to_string()))
             .bind(reply.map(Response::text))
-            .bind(e.tenant.as_deref())
-            .bind(e.campaign.as_deref());
+            .bind(e.meta.tenant.as_deref())
+            .bind(e.meta.campaign.as_deref())
+            .bind(e.meta.user_id.and_then(|id| i64::try_from(id).ok()))
+            .bind(e.meta.email_type.as_deref())
+            .bind(e.meta.variant.as_deref())
+            .bind((e.meta.priority != Priority::Normal).then(|| e.meta.priority.as_str()))
+            .bind(tags_text(&e.meta.tags));
     }
     Ok(query.execute(conn).await?.rows_affected())
+}
+
+/// Tags as stored: `name=value` lines, or NULL for none.
+fn tags_text(tags: &[(String, String)]) -> Option<String> {
+    (!tags.is_empty()).then(|| {
+        tags.iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// The metadata columns of a row.
+fn row_metadata(row: &SqliteRow, corrupt: impl Fn(String) -> HistoryError) -> Result<Metadata> {
+    let user_id: Option<i64> = row.try_get("user_id")?;
+    let priority: Option<String> = row.try_get("priority")?;
+    let tags: Option<String> = row.try_get("tags")?;
+    let tags = tags
+        .iter()
+        .flat_map(|t| t.split('\n'))
+        .map(|line| {
+            line.split_once('=')
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .ok_or_else(|| corrupt(format!("tag line {line:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Metadata {
+        user_id: user_id
+            .map(|id| u64::try_from(id).map_err(|_| corrupt(format!("user_id {id}"))))
+            .transpose()?,
+        email_type: row.try_get("email_type")?,
+        tenant: row.try_get("tenant")?,
+        campaign: row.try_get("campaign")?,
+        variant: row.try_get("variant")?,
+        priority: priority
+            .map(|p| p.parse::<Priority>().map_err(|e| corrupt(e.to_string())))
+            .transpose()?
+            .unwrap_or_default(),
+        tags,
+    })
 }
 
 /// Decodes rows; `reverse` turns newest-first query order into oldest-first.
@@ -372,8 +448,7 @@ fn row_to_event(row: &SqliteRow) -> Result<DeliveryEvent> {
         attempt: u32::try_from(attempt).map_err(|_| corrupt(format!("attempt {attempt}")))?,
         remote_host: row.try_get("remote_host")?,
         reply,
-        tenant: row.try_get("tenant")?,
-        campaign: row.try_get("campaign")?,
+        meta: row_metadata(row, corrupt)?,
     })
 }
 

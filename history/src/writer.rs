@@ -487,8 +487,7 @@ mod tests {
             attempt: 1,
             remote_host: None,
             reply: None,
-            tenant: None,
-            campaign: None,
+            meta: Default::default(),
         }
     }
 

@@ -28,8 +28,7 @@ fn event(message_id: MessageId, recipient: &str, kind: EventKind, at_ms: u64) ->
         },
         remote_host: None,
         reply: None,
-        tenant: None,
-        campaign: None,
+        meta: Default::default(),
     }
 }
 
@@ -157,8 +156,15 @@ async fn queries_by_recipient_and_message_id_return_rows_in_time_order() {
         "4.7.1",
         "Greylisted\nTry again later",
     )));
-    deferred.tenant = Some("acme".into());
-    deferred.campaign = Some("spring-sale".into());
+    deferred.meta.tenant = Some("acme".into());
+    deferred.meta.campaign = Some("spring-sale".into());
+    deferred.meta.user_id = Some(12345);
+    deferred.meta.email_type = Some("welcome".into());
+    deferred.meta.priority = postroad_history::Priority::High;
+    deferred.meta.tags = vec![
+        ("plan".into(), "pro".into()),
+        ("region".into(), "eu".into()),
+    ];
     let mut delivered = event(m1, bob, EventKind::Delivered, T0 + 600_000);
     delivered.attempt = 2;
     delivered.reply = Some(Response::Remote(Reply::new(250, "", "ok")));
@@ -430,4 +436,50 @@ async fn flush_returns_once_earlier_events_are_queryable() {
         events
     );
     assert_eq!(sender.stats().transactions, 1);
+}
+
+#[tokio::test]
+async fn queries_by_user_and_email_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = HistoryStore::open(db(&dir)).await.unwrap();
+    let sent = |user: Option<u64>, email_type: &str, at: u64| {
+        let mut e = event(
+            MessageId::new(),
+            "user@example.net",
+            EventKind::Delivered,
+            T0 + at,
+        );
+        e.meta.user_id = user;
+        e.meta.email_type = Some(email_type.into());
+        e
+    };
+    let events = vec![
+        sent(Some(12345), "welcome", 1),
+        sent(Some(12345), "digest", 2),
+        sent(Some(777), "welcome", 3),
+        sent(None, "welcome", 4),
+        sent(Some(12345), "welcome", 5),
+    ];
+    store.insert(&events).await.unwrap();
+    let ids = |found: Vec<DeliveryEvent>| found.into_iter().map(|e| e.event_id).collect::<Vec<_>>();
+    let of = |i: &[usize]| i.iter().map(|&i| events[i].event_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.by_user(12345, None, 100).await.unwrap()),
+        of(&[0, 1, 4])
+    );
+    assert_eq!(
+        ids(store.by_user(12345, Some("welcome"), 100).await.unwrap()),
+        of(&[0, 4])
+    );
+    // The latest ones, oldest first.
+    assert_eq!(
+        ids(store.by_user(12345, None, 2).await.unwrap()),
+        of(&[1, 4])
+    );
+    assert!(store.by_user(1, None, 100).await.unwrap().is_empty());
+    // What was stored reads back whole.
+    assert_eq!(
+        store.by_user(777, None, 1).await.unwrap(),
+        vec![events[2].clone()]
+    );
 }

@@ -1,4 +1,5 @@
-//! `postroad history`: what happened to a recipient or a message, read straight from
+//! `postroad history`: what happened to a recipient, a message or the messages of one
+//! user of the sending application, read straight from
 //! the history database (also while the server runs and writes it).
 
 use std::path::PathBuf;
@@ -18,6 +19,12 @@ pub struct HistoryArgs {
     /// Events of one message (its queue id).
     #[arg(long, group = "what")]
     pub message_id: Option<String>,
+    /// Events of messages for one user of the sending application (X-Postroad-User-Id).
+    #[arg(long, group = "what")]
+    pub user_id: Option<u64>,
+    /// With --user-id: only messages of this email type (X-Postroad-Email-Type).
+    #[arg(long, requires = "user_id")]
+    pub email_type: Option<String>,
     /// Most events shown.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
@@ -46,15 +53,19 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
     let store = HistoryStore::open_read_only(&path)
         .await
         .with_context(|| format!("cannot open the history at {}", path.display()))?;
-    let events = match (&args.recipient, &args.message_id) {
-        (Some(recipient), _) => store.by_recipient(recipient, args.limit).await?,
-        (None, Some(id)) => {
+    let events = match (&args.recipient, &args.message_id, args.user_id) {
+        (Some(recipient), _, _) => store.by_recipient(recipient, args.limit).await?,
+        (None, Some(id), _) => {
             let id: MessageId = id
                 .parse()
                 .map_err(|_| anyhow::anyhow!("{id:?} is not a message id (32 hex digits)"))?;
             store.by_message_id(id, args.limit).await?
         }
-        (None, None) => unreachable!("clap requires one of them"),
+        (None, None, Some(user)) => {
+            let email_type = args.email_type.as_deref();
+            store.by_user(user, email_type, args.limit).await?
+        }
+        (None, None, None) => unreachable!("clap requires one of them"),
     };
     store.close().await;
     if args.json {

@@ -221,3 +221,65 @@ fn falls_back_to_the_next_mx_when_the_preferred_one_is_down() {
     );
     assert_eq!(env().deliveries(&mid, "x@fallback.test"), 1);
 }
+
+/// `X-Postroad-*` headers from an allowed client set the metadata the history is
+/// queried by; they are gone from what the receiver gets; a bad value is refused.
+#[test]
+fn metadata_headers_reach_the_history_and_never_the_receiver() {
+    let message_id = format!("<meta.{}@relay.test>", uuid_like());
+    let user_id = 9_000_000 + (std::process::id() as u64);
+    let body = format!(
+        "Message-ID: {message_id}\nX-Postroad-User-Id: {user_id}\nX-Postroad-Email-Type: welcome\n\
+         X-Postroad-Priority: high\nX-Postroad-Tags: plan=pro, region=eu\nSubject: meta\n\nhello\n"
+    );
+    let mut c = Client::greeted(env().server.relay);
+    let id = queued_id(&c.send_mail("s@src.test", &["meta@fast.test"], &body)).to_string();
+    env().wait_for_event(&id, "meta@fast.test", "delivered", WAIT);
+
+    let data = env().server.data_dir();
+    let by_user = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let user = user_id.to_string();
+        let mut args = vec!["history", "--user-id", &user, "--json", "--data-dir"];
+        args.push(data.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let (ok, out) = common::run(common::binary(), &args, None);
+        assert!(ok, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let events = by_user(&[]);
+    let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["queued", "delivered"], "{events:#?}");
+    for e in &events {
+        assert_eq!(e["message_id"], id);
+        assert_eq!(e["meta"]["user_id"], user_id);
+        assert_eq!(e["meta"]["email_type"], "welcome");
+        assert_eq!(e["meta"]["priority"], "high");
+        assert_eq!(e["meta"]["tags"][1], serde_json::json!(["region", "eu"]));
+    }
+    assert_eq!(by_user(&["--email-type", "welcome"]).len(), 2);
+    assert!(by_user(&["--email-type", "digest"]).is_empty());
+
+    let received = env()
+        .sink
+        .messages()
+        .into_iter()
+        .find(|m| m.message_id.as_deref() == Some(message_id.as_str()))
+        .expect("the sink got the message");
+    let text = String::from_utf8_lossy(&received.data).to_ascii_lowercase();
+    assert!(!text.contains("x-postroad-"), "{text}");
+    assert!(text.contains("subject: meta"), "{text}");
+
+    // A bad value: refused at the end of data, naming the header; the session goes on.
+    c.expect("MAIL FROM:<s@src.test>", 250);
+    c.expect("RCPT TO:<meta@fast.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"X-Postroad-Priority: urgent\r\nSubject: bad\r\n\r\nx\r\n.\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 550, "{r}");
+    assert!(
+        r.to_string()
+            .contains("5.6.0 X-Postroad-Priority: priority must be high, normal or bulk"),
+        "{r}"
+    );
+    c.expect("QUIT", 221);
+}

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::Metadata;
+
 /// A time-ordered message id (UUIDv7), shown as 32 lowercase hex digits.
 ///
 /// Ids sort by creation time, so the spool's keys stay append-mostly.
@@ -144,17 +146,14 @@ pub struct Envelope {
     pub requeued_at_ms: Option<u64>,
     /// Size in bytes of the stored body (including the `Received:` header we added).
     pub size: u64,
-    /// 0 is the default; higher is more urgent.
-    pub priority: i8,
     /// The body has 8-bit content (`BODY=8BITMIME`).
     pub body_8bit: bool,
     /// The envelope needs SMTPUTF8 (`SMTPUTF8` on MAIL).
     pub smtputf8: bool,
     pub dsn_ret: Option<DsnRet>,
     pub dsn_envid: Option<String>,
-    /// Tags for later multi-tenant accounting and campaigns.
-    pub tenant: Option<String>,
-    pub campaign: Option<String>,
+    /// User id, email type, tenant, campaign, variant, priority and tags.
+    pub meta: Metadata,
 }
 
 impl Envelope {
@@ -179,13 +178,11 @@ impl Envelope {
             received_at_ms: crate::unix_ms(std::time::SystemTime::now()),
             requeued_at_ms: None,
             size: 0,
-            priority: 0,
             body_8bit: false,
             smtputf8: false,
             dsn_ret: None,
             dsn_envid: None,
-            tenant: None,
-            campaign: None,
+            meta: Metadata::default(),
         }
     }
 }

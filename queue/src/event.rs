@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use smtp_wire::Response;
 
-use crate::MessageId;
+use crate::{Envelope, MessageId, Metadata, Recipient};
 
 /// What happened to a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,6 +86,26 @@ pub struct DeliveryEvent {
     pub remote_host: Option<String>,
     /// What decided it: the server's reply, or a local reason (none for `queued`).
     pub reply: Option<Response>,
-    pub tenant: Option<String>,
-    pub campaign: Option<String>,
+    /// The message's metadata (user id, email type, tenant, campaign, ...).
+    pub meta: Metadata,
+}
+
+impl DeliveryEvent {
+    /// A new event (new id) of `kind` for `recipient` of `envelope`, happening at
+    /// `at_ms`: no attempt, host or reply yet.
+    pub fn new(kind: EventKind, envelope: &Envelope, recipient: &Recipient, at_ms: u64) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            kind,
+            message_id: envelope.id,
+            sender: envelope.sender.clone(),
+            recipient: recipient.address.clone(),
+            domain: recipient.domain(),
+            at_ms,
+            attempt: 0,
+            remote_host: None,
+            reply: None,
+            meta: envelope.meta.clone(),
+        }
+    }
 }

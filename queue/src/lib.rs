@@ -9,6 +9,7 @@ mod envelope;
 mod event;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metadata;
 pub mod spool;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use bytes::Bytes;
 
 pub use envelope::{DsnRet, Envelope, MessageId, Notify, Recipient};
 pub use event::{DeliveryEvent, EventKind};
+pub use metadata::{Metadata, MetadataError, Priority};
 pub use smtp_wire::{EnhancedCode, LocalReason, Reply, Response};
 pub use spool::{Spool, SpoolConfig, SpoolMetrics};
 
@@ -54,8 +56,6 @@ pub enum QueueError {
 
 pub type Result<T, E = QueueError> = std::result::Result<T, E>;
 
-/// The spool's record decoders, for the fuzz targets in `fuzz/` only: not an API.
-#[doc(hidden)]
 /// Helpers for tests of code that uses the queue (not part of the API).
 #[doc(hidden)]
 pub mod testing {
@@ -88,6 +88,8 @@ pub mod testing {
     }
 }
 
+/// The spool's record decoders, for the fuzz targets in `fuzz/` only: not an API.
+#[doc(hidden)]
 pub mod fuzzing {
     use crate::spool::tables;
     use crate::{DeadLetter, Envelope, MessageId, Result};

@@ -265,18 +265,10 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             }
         };
         events.push(DeliveryEvent {
-            event_id: uuid::Uuid::now_v7(),
-            kind,
-            message_id: envelope.id,
-            sender: envelope.sender.clone(),
-            recipient: recipient.address.clone(),
-            domain: recipient.domain(),
-            at_ms: unix_ms(now),
             attempt,
             remote_host: host,
             reply: Some(response),
-            tenant: envelope.tenant.clone(),
-            campaign: envelope.campaign.clone(),
+            ..DeliveryEvent::new(kind, envelope, recipient, unix_ms(now))
         });
     }
     let until = retry

@@ -341,8 +341,8 @@ pub fn format_envelope(e: &Envelope) -> String {
     }
     fields.push(("sender", sender(&e.sender)));
     fields.push(("size", format!("{} bytes", e.size)));
-    if e.priority != 0 {
-        fields.push(("priority", e.priority.to_string()));
+    if e.meta.priority != postroad_queue::Priority::Normal {
+        fields.push(("priority", e.meta.priority.to_string()));
     }
     let flags: Vec<&str> = [(e.body_8bit, "8bitmime"), (e.smtputf8, "smtputf8")]
         .into_iter()
@@ -361,11 +361,27 @@ pub fn format_envelope(e: &Envelope) -> String {
         }
         fields.push(("dsn", dsn.join(" ")));
     }
-    if let Some(tenant) = &e.tenant {
-        fields.push(("tenant", tenant.clone()));
+    if let Some(user_id) = e.meta.user_id {
+        fields.push(("user id", user_id.to_string()));
     }
-    if let Some(campaign) = &e.campaign {
-        fields.push(("campaign", campaign.clone()));
+    for (name, value) in [
+        ("email type", &e.meta.email_type),
+        ("tenant", &e.meta.tenant),
+        ("campaign", &e.meta.campaign),
+        ("variant", &e.meta.variant),
+    ] {
+        if let Some(value) = value {
+            fields.push((name, value.clone()));
+        }
+    }
+    if !e.meta.tags.is_empty() {
+        let tags: Vec<String> = e
+            .meta
+            .tags
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        fields.push(("tags", tags.join(", ")));
     }
     fields.push(("recipients", e.recipients.len().to_string()));
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);

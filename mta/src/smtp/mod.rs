@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod command;
 pub mod conn;
+pub mod metadata;
 pub mod received;
 pub mod reply;
 pub mod server;

@@ -31,6 +31,7 @@
 //! postcard [`DeadLetter`]); every change keeps them consistent in one transaction.
 
 mod files;
+mod legacy;
 mod reads;
 mod recovery;
 pub(crate) mod tables;

@@ -13,6 +13,7 @@
 
 use redb::TableDefinition;
 
+use super::legacy::{DeadLetterV1, EnvelopeV1};
 use crate::{DeadLetter, Envelope, MessageId, QueueError, Result};
 
 pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
@@ -20,10 +21,13 @@ pub(crate) const ENVELOPES: TableDefinition<u128, &[u8]> = TableDefinition::new(
 pub(crate) const SCHEDULE: TableDefinition<(u64, u128), ()> = TableDefinition::new("schedule");
 pub(crate) const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
 
-/// Format version of envelope records; bump (and keep a decoder) when `Envelope` changes.
+/// Format versions of envelope records; bump (and keep a decoder in [`super::legacy`])
+/// when `Envelope` changes. 1: before message metadata; 2: with it.
 const ENVELOPE_V1: u8 = 1;
-/// Format version of dead-letter records.
+const ENVELOPE_V2: u8 = 2;
+/// Format versions of dead-letter records (they hold an envelope): as for envelopes.
 const DEAD_LETTER_V1: u8 = 1;
+const DEAD_LETTER_V2: u8 = 2;
 /// Version byte + due time.
 const ENVELOPE_HEADER: usize = 1 + 8;
 
@@ -42,7 +46,7 @@ fn corrupt(id: MessageId, reason: impl Into<String>) -> QueueError {
 /// Encodes an envelope record, due at `due_ms`.
 pub(crate) fn encode_envelope(envelope: &Envelope, due_ms: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(256);
-    buf.push(ENVELOPE_V1);
+    buf.push(ENVELOPE_V2);
     buf.extend_from_slice(&due_ms.to_be_bytes());
     postcard::to_extend(envelope, buf)
         .map_err(|e| QueueError::Storage(format!("cannot encode envelope {}: {e}", envelope.id)))
@@ -51,12 +55,12 @@ pub(crate) fn encode_envelope(envelope: &Envelope, due_ms: u64) -> Result<Vec<u8
 /// Reads only the due time of an envelope record (enough to find its schedule key).
 pub(crate) fn decode_due(id: MessageId, record: &[u8]) -> Result<u64> {
     match record {
-        [ENVELOPE_V1, rest @ ..] if rest.len() >= 8 => {
+        [ENVELOPE_V1 | ENVELOPE_V2, rest @ ..] if rest.len() >= 8 => {
             let mut due = [0u8; 8];
             due.copy_from_slice(&rest[..8]);
             Ok(u64::from_be_bytes(due))
         }
-        [ENVELOPE_V1, ..] => Err(corrupt(id, "envelope record is truncated")),
+        [ENVELOPE_V1 | ENVELOPE_V2, ..] => Err(corrupt(id, "envelope record is truncated")),
         [v, ..] => Err(corrupt(id, format!("unknown envelope format version {v}"))),
         [] => Err(corrupt(id, "empty envelope record")),
     }
@@ -78,13 +82,23 @@ pub(crate) fn decode_envelope(id: MessageId, record: &[u8]) -> Result<(u64, Enve
 /// `context` only names the record in errors.
 pub(crate) fn decode_any_envelope(context: MessageId, record: &[u8]) -> Result<(u64, Envelope)> {
     let due = decode_due(context, record)?;
-    let envelope: Envelope = postcard::from_bytes(&record[ENVELOPE_HEADER..])
-        .map_err(|e| corrupt(context, format!("cannot decode envelope: {e}")))?;
+    let body = &record[ENVELOPE_HEADER..];
+    let envelope = if record[0] == ENVELOPE_V1 {
+        postcard::from_bytes::<EnvelopeV1>(body).map(Envelope::from)
+    } else {
+        postcard::from_bytes::<Envelope>(body)
+    };
+    let envelope =
+        envelope.map_err(|e| corrupt(context, format!("cannot decode envelope: {e}")))?;
+    envelope
+        .meta
+        .validate()
+        .map_err(|e| corrupt(context, format!("envelope metadata out of limits: {e}")))?;
     Ok((due, envelope))
 }
 
 pub(crate) fn encode_dead_letter(dead: &DeadLetter) -> Result<Vec<u8>> {
-    postcard::to_extend(dead, vec![DEAD_LETTER_V1]).map_err(|e| {
+    postcard::to_extend(dead, vec![DEAD_LETTER_V2]).map_err(|e| {
         QueueError::Storage(format!(
             "cannot encode dead letter {}: {e}",
             dead.envelope.id
@@ -93,15 +107,18 @@ pub(crate) fn encode_dead_letter(dead: &DeadLetter) -> Result<Vec<u8>> {
 }
 
 pub(crate) fn decode_dead_letter(id: MessageId, record: &[u8]) -> Result<DeadLetter> {
-    match record {
-        [DEAD_LETTER_V1, rest @ ..] => postcard::from_bytes(rest)
-            .map_err(|e| corrupt(id, format!("cannot decode dead letter: {e}"))),
-        [v, ..] => Err(corrupt(
-            id,
-            format!("unknown dead-letter format version {v}"),
-        )),
-        [] => Err(corrupt(id, "empty dead-letter record")),
-    }
+    let decoded = match record {
+        [DEAD_LETTER_V1, rest @ ..] => postcard::from_bytes::<DeadLetterV1>(rest).map(Into::into),
+        [DEAD_LETTER_V2, rest @ ..] => postcard::from_bytes::<DeadLetter>(rest),
+        [v, ..] => {
+            return Err(corrupt(
+                id,
+                format!("unknown dead-letter format version {v}"),
+            ));
+        }
+        [] => return Err(corrupt(id, "empty dead-letter record")),
+    };
+    decoded.map_err(|e| corrupt(id, format!("cannot decode dead letter: {e}")))
 }
 
 #[cfg(test)]
@@ -121,7 +138,7 @@ mod tests {
     fn envelope_round_trip() {
         let env = envelope();
         let rec = encode_envelope(&env, 42).unwrap();
-        assert_eq!(rec[0], ENVELOPE_V1);
+        assert_eq!(rec[0], ENVELOPE_V2);
         assert_eq!(decode_due(env.id, &rec).unwrap(), 42);
         assert_eq!(decode_envelope(env.id, &rec).unwrap(), (42, env));
     }
@@ -133,8 +150,9 @@ mod tests {
         let id = env.id;
         let cases: Vec<Vec<u8>> = vec![
             vec![],
-            vec![ENVELOPE_V1],
-            vec![ENVELOPE_V1, 0, 0, 0],
+            vec![ENVELOPE_V2],
+            vec![ENVELOPE_V2, 0, 0, 0],
+            vec![ENVELOPE_V1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             vec![99; 40],
             rec[..rec.len() - 3].to_vec(),
             rec[..ENVELOPE_HEADER].to_vec(),
@@ -148,6 +166,68 @@ mod tests {
         // Stored under another id.
         assert!(matches!(
             decode_envelope(MessageId::new(), &rec),
+            Err(QueueError::Corrupt { .. })
+        ));
+    }
+
+    /// A record written by the version before metadata (format 1, made by that
+    /// version's `encode_envelope`) still reads, its priority and tags carried over.
+    #[test]
+    fn format_1_envelopes_still_read() {
+        let record = include_bytes!("../../tests/data/envelope-v1.bin");
+        let id = MessageId::from_u128(0x019a_c4d5_e3b8_7c1d_9a4f_0e2b_6c3d_8a71);
+        let (due, env) = decode_envelope(id, record).unwrap();
+        assert_eq!(due, 1_767_226_000_000);
+        assert_eq!(env.sender, "app@example.com");
+        assert_eq!(env.recipients.len(), 2);
+        let bob = &env.recipients[0];
+        assert_eq!(
+            (bob.address.as_str(), bob.orcpt.as_deref(), bob.attempts),
+            ("bob@example.net", Some("Bob@Example.NET"), 3)
+        );
+        assert!(bob.notify.success && bob.notify.failure && !bob.notify.never);
+        assert_eq!(env.auth_identity.as_deref(), Some("app"));
+        assert_eq!(env.client_ip.to_string(), "192.0.2.7");
+        assert_eq!(env.helo, "app.example.com");
+        assert_eq!(
+            (env.received_at_ms, env.requeued_at_ms, env.size),
+            (1_767_225_600_000, Some(1_767_225_900_000), 4242)
+        );
+        assert!(env.body_8bit && !env.smtputf8);
+        assert_eq!(env.dsn_ret, Some(crate::DsnRet::Headers));
+        assert_eq!(env.dsn_envid.as_deref(), Some("env-1"));
+        assert_eq!(
+            env.meta,
+            crate::Metadata {
+                tenant: Some("acme".into()),
+                campaign: Some("spring-sale".into()),
+                priority: crate::Priority::High,
+                ..crate::Metadata::default()
+            }
+        );
+        // Written again, it is format 2 and reads back the same.
+        let again = encode_envelope(&env, due).unwrap();
+        assert_eq!(again[0], ENVELOPE_V2);
+        assert_eq!(decode_envelope(id, &again).unwrap(), (due, env));
+    }
+
+    #[test]
+    fn metadata_round_trips_and_is_checked() {
+        let mut env = envelope();
+        env.meta = crate::Metadata {
+            user_id: Some(12345),
+            email_type: Some("welcome".into()),
+            variant: Some("B".into()),
+            priority: crate::Priority::Bulk,
+            tags: vec![("plan".into(), "pro".into())],
+            ..crate::Metadata::default()
+        };
+        let rec = encode_envelope(&env, 1).unwrap();
+        assert_eq!(decode_envelope(env.id, &rec).unwrap().1, env);
+        env.meta.email_type = Some("not a token".into());
+        let rec = encode_envelope(&env, 1).unwrap();
+        assert!(matches!(
+            decode_envelope(env.id, &rec),
             Err(QueueError::Corrupt { .. })
         ));
     }

@@ -11,6 +11,7 @@ use super::{Chunks, Flow, Session, Transaction, queued_events};
 use crate::smtp::budget::{MIN_SHARE, Reservation, wait_deadline};
 use crate::smtp::command::printable;
 use crate::smtp::conn::{Conn, Fed, Interrupt};
+use crate::smtp::metadata;
 use crate::smtp::received::Trace;
 use crate::smtp::reply::{self, EnhancedCode, Reply};
 
@@ -273,9 +274,13 @@ impl Session {
         &mut self,
         tx: Transaction,
         id: MessageId,
-        message: Vec<u8>,
+        mut message: Vec<u8>,
         _reservation: Reservation,
     ) -> Flow {
+        let meta = match metadata::take(&mut message, self.relay_allowed()) {
+            Ok(meta) => meta,
+            Err(reply) => return self.refuse_message(reply),
+        };
         let size = message.len();
         let recipients = tx.recipients.len();
         let envelope = Envelope {
@@ -288,13 +293,11 @@ impl Session {
             received_at_ms: unix_ms(std::time::SystemTime::now()),
             requeued_at_ms: None,
             size: size as u64,
-            priority: 0,
             body_8bit: tx.body_8bit,
             smtputf8: tx.smtputf8,
             dsn_ret: tx.dsn_ret,
             dsn_envid: tx.dsn_envid,
-            tenant: None,
-            campaign: None,
+            meta,
         };
         let sender = printable(&envelope.sender);
         let started = Instant::now();

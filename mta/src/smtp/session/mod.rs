@@ -457,19 +457,6 @@ fn queued_events(envelope: &Envelope) -> Vec<DeliveryEvent> {
     envelope
         .recipients
         .iter()
-        .map(|r| DeliveryEvent {
-            event_id: uuid::Uuid::now_v7(),
-            kind: EventKind::Queued,
-            message_id: envelope.id,
-            sender: envelope.sender.clone(),
-            recipient: r.address.clone(),
-            domain: r.domain(),
-            at_ms: envelope.received_at_ms,
-            attempt: 0,
-            remote_host: None,
-            reply: None,
-            tenant: envelope.tenant.clone(),
-            campaign: envelope.campaign.clone(),
-        })
+        .map(|r| DeliveryEvent::new(EventKind::Queued, envelope, r, envelope.received_at_ms))
         .collect()
 }
