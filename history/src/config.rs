@@ -16,12 +16,9 @@ pub struct HistoryConfig {
     /// Most events written in one transaction (one fsync). Larger batches write faster
     /// under load; a batch is written as soon as it is full.
     pub max_batch: usize,
-    /// Longest time, in milliseconds, an event waits for its batch to fill before the
-    /// batch is written anyway. Bounds how stale history can be at low load.
+    /// Longest time, in milliseconds, the history waits for a batch to fill before
+    /// writing what there is. Bounds how stale history can be at low load.
     pub flush_interval_ms: u64,
-    /// Events waiting for the writer before senders wait too (backpressure). Events in
-    /// this buffer are in memory only until written.
-    pub channel_capacity: usize,
 }
 
 impl HistoryConfig {
@@ -53,11 +50,6 @@ impl HistoryConfig {
                 self.max_batch
             )));
         }
-        if self.channel_capacity == 0 {
-            return Err(HistoryError::Config(
-                "history.channel_capacity must be at least 1".into(),
-            ));
-        }
         if self.flush_interval_ms > 60_000 {
             return Err(HistoryError::Config(format!(
                 "history.flush_interval_ms must be at most 60000, not {}",
@@ -74,7 +66,6 @@ impl Default for HistoryConfig {
             path: PathBuf::new(),
             max_batch: 1000,
             flush_interval_ms: 200,
-            channel_capacity: 8192,
         }
     }
 }
@@ -118,10 +109,6 @@ mod tests {
             },
             HistoryConfig {
                 max_batch: 1_000_000,
-                ..Default::default()
-            },
-            HistoryConfig {
-                channel_capacity: 0,
                 ..Default::default()
             },
             HistoryConfig {

@@ -1,26 +1,24 @@
-//! Postroad's delivery history: every [`DeliveryEvent`] the relay emits, stored one row
-//! per event, and the queries behind `postroad history`.
+//! Postroad's delivery history: every [`DeliveryEvent`], stored one row per event, and
+//! the queries behind `postroad history`.
 //!
 //! - [`HistoryStore`] owns the database (SQLite in WAL mode today, MySQL next): it
 //!   applies the embedded migrations (`migrations/sqlite/`) at open, inserts batches
 //!   idempotently (a replayed event, recognised by its `event_id`, is ignored) and
 //!   answers queries by recipient and by message id.
-//! - [`HistoryWriter::spawn`] starts the batching writer: the relay hands events to a
-//!   [`HistorySender`] (a bounded channel), and the writer stores them in one
-//!   transaction per batch of up to `max_batch` events or `flush_interval_ms`, never
-//!   one round trip per event. It flushes everything pending on shutdown and keeps a
-//!   failed batch for the next attempt instead of dropping it.
+//! - [`HistorySink`] is the history's [`postroad_queue::EventSink`]: the fan-out reads
+//!   the queue's event outbox and hands it batches of up to `max_batch` events
+//!   (waiting up to `flush_interval_ms` for a batch to fill), each stored in one
+//!   transaction, never one round trip per event. A batch that fails is offered again;
+//!   events leave the outbox only once stored.
 //! - [`format_rows`] renders query results as the aligned table the CLI prints.
 //!
 //! ```no_run
 //! # async fn demo(event: postroad_history::DeliveryEvent) -> postroad_history::Result<()> {
-//! use postroad_history::{HistoryConfig, HistoryStore, HistoryWriter, format_rows};
+//! use postroad_history::{HistoryConfig, HistoryStore, format_rows};
 //!
 //! let config = HistoryConfig::default();
 //! let store = HistoryStore::open(config.resolved_path("./postroad-data".as_ref())).await?;
-//! let (history, _writer) = HistoryWriter::spawn(store.clone(), &config);
-//! history.send(event.clone()).await.ok(); // the relay, once per state change
-//! let stats = history.shutdown().await?; // at server shutdown: writes what is pending
+//! store.insert(std::slice::from_ref(&event)).await?; // what HistorySink does per batch
 //!
 //! // `postroad history --message-id ...`
 //! let reader = HistoryStore::open_read_only("./postroad-data/history.sqlite").await?;
@@ -32,16 +30,16 @@
 
 mod config;
 mod format;
+mod sink;
 mod store;
-mod writer;
 
 pub use config::HistoryConfig;
 pub use format::format_rows;
 pub use postroad_queue::{
     DeliveryEvent, EnhancedCode, EventKind, MessageId, Metadata, Priority, Reply, Response,
 };
+pub use sink::HistorySink;
 pub use store::{HistoryStore, InsertOutcome};
-pub use writer::{HistorySender, HistoryStats, HistoryWriter, SendError, TrySendError};
 
 /// Everything that can go wrong in the history store or its writer.
 #[derive(Debug, thiserror::Error)]

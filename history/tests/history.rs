@@ -1,12 +1,12 @@
 //! The history store and writer against real SQLite files in temporary directories.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use postroad_history::{
-    DeliveryEvent, EventKind, HistoryConfig, HistoryError, HistoryStore, HistoryWriter, MessageId,
+    DeliveryEvent, EventKind, HistoryConfig, HistoryError, HistorySink, HistoryStore, MessageId,
     Reply, Response,
 };
+use postroad_queue::EventSink;
 use sqlx::Connection;
 use uuid::Uuid;
 
@@ -46,16 +46,6 @@ fn many(n: usize) -> Vec<DeliveryEvent> {
         .collect()
 }
 
-/// A config whose batches close only when full, on flush or at shutdown, so batch
-/// counts in the tests do not depend on timing.
-fn untimed(max_batch: usize) -> HistoryConfig {
-    HistoryConfig {
-        max_batch,
-        flush_interval_ms: 60_000,
-        ..Default::default()
-    }
-}
-
 async fn raw(path: &Path) -> sqlx::SqliteConnection {
     sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -72,39 +62,6 @@ async fn row_count(path: &Path) -> i64 {
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data").join("history.sqlite")
-}
-
-#[tokio::test]
-async fn events_are_written_in_batches_not_one_transaction_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = HistoryStore::open(&path).await.unwrap();
-    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
-    for e in many(5000) {
-        sender.send(e).await.unwrap();
-    }
-    let stats = sender.shutdown().await.unwrap();
-    assert_eq!(stats.received, 5000);
-    assert_eq!(stats.written, 5000);
-    assert_eq!(stats.transactions, 5, "{stats:?}");
-    assert_eq!(stats.errors, 0);
-    assert_eq!(handle.await.unwrap().unwrap(), stats);
-    assert_eq!(row_count(&path).await, 5000);
-}
-
-#[tokio::test]
-async fn default_config_also_batches() {
-    // With the 200 ms interval, how the 5000 events split depends on timing, so the
-    // bound is loose: far fewer transactions than events.
-    let dir = tempfile::tempdir().unwrap();
-    let store = HistoryStore::open(db(&dir)).await.unwrap();
-    let (sender, _handle) = HistoryWriter::spawn(store, &HistoryConfig::default());
-    for e in many(5000) {
-        sender.send(e).await.unwrap();
-    }
-    let stats = sender.shutdown().await.unwrap();
-    assert_eq!(stats.written, 5000);
-    assert!(stats.transactions <= 100, "{stats:?}");
 }
 
 #[tokio::test]
@@ -125,14 +82,10 @@ async fn replayed_events_are_ignored() {
     let within = store.insert(&batch).await.unwrap();
     assert_eq!((within.inserted, within.duplicates), (10, 10));
 
-    // Through the writer, mixed with new events.
-    let (sender, _handle) = HistoryWriter::spawn(store.clone(), &untimed(1000));
-    for e in events.iter().take(50).cloned().chain(many(25)) {
-        sender.send(e).await.unwrap();
-    }
-    sender.flush().await.unwrap();
-    let stats = sender.stats();
-    assert_eq!((stats.written, stats.duplicates), (25, 50));
+    // Through the sink (as the fan-out offers a batch again), mixed with new events.
+    let sink = HistorySink::new(store.clone(), &HistoryConfig::default());
+    let mixed: Vec<DeliveryEvent> = events.iter().take(50).cloned().chain(many(25)).collect();
+    sink.write(&mixed).await.unwrap();
     assert_eq!(row_count(&path).await, 300 + 10 + 25);
     // Each event is stored once.
     let stored = store
@@ -245,53 +198,6 @@ async fn queries_by_recipient_and_message_id_return_rows_in_time_order() {
 }
 
 #[tokio::test]
-async fn shutdown_flushes_everything_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = HistoryStore::open(&path).await.unwrap();
-    // Batches never fill and the interval is a minute: only shutdown writes them.
-    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
-    let other = sender.clone();
-    for e in many(2500) {
-        sender.send(e).await.unwrap();
-    }
-    for e in many(10) {
-        other.send(e).await.unwrap();
-    }
-    let stats = sender.shutdown().await.unwrap();
-    assert_eq!(
-        (stats.received, stats.written, stats.pending()),
-        (2510, 2510, 0)
-    );
-    assert_eq!(row_count(&path).await, 2510);
-    // Shutdown stops the writer for every sender.
-    assert!(handle.await.unwrap().is_ok());
-    assert!(other.send(many(1).remove(0)).await.is_err());
-    assert!(matches!(
-        other.flush().await,
-        Err(HistoryError::WriterStopped)
-    ));
-}
-
-#[tokio::test]
-async fn dropping_every_sender_flushes_and_stops_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = db(&dir);
-    let store = HistoryStore::open(&path).await.unwrap();
-    let (sender, handle) = HistoryWriter::spawn(store, &untimed(1000));
-    let other = sender.clone();
-    for e in many(1234) {
-        sender.send(e).await.unwrap();
-    }
-    drop(sender);
-    other.try_send(many(1).remove(0)).unwrap();
-    drop(other);
-    let stats = handle.await.unwrap().unwrap();
-    assert_eq!((stats.written, stats.transactions), (1235, 2));
-    assert_eq!(row_count(&path).await, 1235);
-}
-
-#[tokio::test]
 async fn reopening_keeps_data_and_runs_migrations_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
@@ -347,12 +253,8 @@ async fn the_cli_reads_read_only_while_the_server_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     let store = HistoryStore::open(&path).await.unwrap();
-    let (sender, _handle) = HistoryWriter::spawn(store, &untimed(100));
     let events = many(150);
-    for e in &events {
-        sender.send(e.clone()).await.unwrap();
-    }
-    sender.flush().await.unwrap();
+    store.insert(&events).await.unwrap();
 
     let reader = HistoryStore::open_read_only(&path).await.unwrap();
     let mut seen = reader
@@ -360,12 +262,9 @@ async fn the_cli_reads_read_only_while_the_server_writes() {
         .await
         .unwrap();
     assert_eq!(seen, events);
-    // The writer keeps writing while the reader is open.
+    // The server keeps writing while the reader is open.
     let more = many(5);
-    for e in &more {
-        sender.send(e.clone()).await.unwrap();
-    }
-    sender.flush().await.unwrap();
+    store.insert(&more).await.unwrap();
     seen = reader
         .by_message_id(more[0].message_id, 1000)
         .await
@@ -413,29 +312,6 @@ async fn in_memory_url_and_unsupported_urls() {
         HistoryStore::connect("mysql://localhost/postroad").await,
         Err(HistoryError::UnsupportedUrl(_))
     ));
-}
-
-#[tokio::test]
-async fn flush_returns_once_earlier_events_are_queryable() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = HistoryStore::open(db(&dir)).await.unwrap();
-    let (sender, _handle) = HistoryWriter::spawn(store.clone(), &untimed(1000));
-    let events = many(7);
-    for e in &events {
-        sender.send(e.clone()).await.unwrap();
-    }
-    tokio::time::timeout(Duration::from_secs(30), sender.flush())
-        .await
-        .expect("flush did not wait for the batch interval")
-        .unwrap();
-    assert_eq!(
-        store
-            .by_message_id(events[0].message_id, 100)
-            .await
-            .unwrap(),
-        events
-    );
-    assert_eq!(sender.stats().transactions, 1);
 }
 
 #[tokio::test]

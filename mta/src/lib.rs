@@ -5,7 +5,6 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod data_dir;
-pub mod events;
 pub mod history_cmd;
 pub mod serve;
 pub mod smtp;

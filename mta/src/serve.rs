@@ -14,10 +14,9 @@ use crate::auth::throttle::AuthThrottle;
 use crate::config::{Backend, Config, TlsMode};
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
-use postroad_history::{HistoryStore, HistoryWriter};
+use postroad_history::{HistorySink, HistoryStore};
+use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
-
-use crate::events::EventBus;
 
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +58,6 @@ impl OpenQueue {
                 let queue: Arc<dyn Queue> = kafka.clone();
                 Ok((OpenQueue::Kafka(kafka), queue))
             }
-        }
-    }
-
-    fn kafka(&self) -> Option<Arc<KafkaQueue>> {
-        match self {
-            OpenQueue::Kafka(kafka) => Some(kafka.clone()),
-            OpenQueue::Spool(_) => None,
         }
     }
 
@@ -115,17 +107,14 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let store = HistoryStore::open(&history_path)
         .await
         .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
-    let (history, history_task) = HistoryWriter::spawn(store, &config.history);
-    drop(history_task); // the bus waits for the writer through `HistorySender::shutdown`
-    let publish = backend.kafka().filter(|_| config.kafka.publish_events);
-    let bus = EventBus::start(history, publish);
-    let events = Some(bus.sender());
+    let sinks: Vec<Arc<dyn EventSink>> =
+        vec![Arc::new(HistorySink::new(store.clone(), &config.history))];
+    let fanout = Fanout::start(queue.clone(), sinks);
     let relay = if relaying {
         Some(Relay::new(
             config.relay.clone(),
             &config.server.hostname,
             queue.clone(),
-            events.clone(),
         )?)
     } else {
         if roles.relay {
@@ -146,7 +135,6 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         auth_throttle: AuthThrottle::new(config.auth.throttle.clone()),
         budget: MemoryBudget::new(config.smtp.inflight_budget()),
         relay_waker: relay.as_ref().map(|r| r.waker()),
-        events,
     };
     let server = if roles.ingress {
         Some(SmtpServer::bind(shared, &config.listeners).await?)
@@ -182,7 +170,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let _ = admin.await;
-    bus.close().await;
+    // What is recorded but not yet in the history waits in the outbox for next time.
+    fanout.close(grace).await;
+    store.close().await;
     backend.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

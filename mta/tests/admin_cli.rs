@@ -223,11 +223,11 @@ fn operator_controls_the_queue_and_dead_letters() {
                 let e = &c.envelope;
                 if e.id == second || e.id == third {
                     let resolution = Resolution {
-                        retry: None,
                         dead: Some((
                             e.recipients.clone(),
                             "550 5.1.1 <user>: Recipient address rejected".into(),
                         )),
+                        ..Resolution::default()
                     };
                     spool.resolve(e.id, resolution).await.unwrap();
                 }

@@ -7,9 +7,13 @@
 
 mod envelope;
 mod event;
+pub mod fanout;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+mod memory_outbox;
 pub mod metadata;
+pub mod sink;
 pub mod spool;
 
 use std::path::PathBuf;
@@ -21,7 +25,9 @@ use bytes::Bytes;
 
 pub use envelope::{DsnRet, Envelope, MessageId, Notify, Recipient};
 pub use event::{DeliveryEvent, EventKind};
+pub use fanout::Fanout;
 pub use metadata::{Metadata, MetadataError, Priority};
+pub use sink::{Batching, EventSink, SinkError};
 pub use smtp_wire::{EnhancedCode, LocalReason, Reply, Response};
 pub use spool::{Spool, SpoolConfig, SpoolMetrics};
 
@@ -162,6 +168,18 @@ pub struct Resolution {
     /// Recipients that failed for good (bounced or expired) and why: kept in the
     /// dead-letter store, with the body, for an operator to inspect, requeue or purge.
     pub dead: Option<(Vec<Recipient>, String)>,
+    /// What happened to each recipient: recorded with the change, in the same
+    /// transaction (see [`Queue::events_after`]).
+    pub events: Vec<DeliveryEvent>,
+}
+
+/// The `queued` events of a message just accepted: one per recipient.
+pub fn queued_events(envelope: &Envelope) -> Vec<DeliveryEvent> {
+    envelope
+        .recipients
+        .iter()
+        .map(|r| DeliveryEvent::new(EventKind::Queued, envelope, r, envelope.received_at_ms))
+        .collect()
 }
 
 /// A metric a backend exports (rendered on the admin endpoint's `/metrics`).
@@ -176,8 +194,9 @@ pub struct Gauge {
 /// The interface both queue backends (embedded spool, Kafka) implement.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Stores a message; when this returns `Ok` the message is durable (fsync'd, or
-    /// acknowledged by the broker) and the client may be told so.
+    /// Stores a message, with a `queued` event per recipient; when this returns `Ok`
+    /// both are durable (fsync'd, or acknowledged by the broker) and the client may be
+    /// told so.
     async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()>;
 
     /// Hands out up to `max` messages whose due time has come and that nobody holds.
@@ -199,7 +218,7 @@ pub trait Queue: Send + Sync + 'static {
             id,
             Resolution {
                 retry: Some((envelope, until)),
-                dead: None,
+                ..Resolution::default()
             },
         )
         .await
@@ -210,12 +229,23 @@ pub trait Queue: Send + Sync + 'static {
         self.resolve(
             envelope.id,
             Resolution {
-                retry: None,
                 dead: Some((envelope.recipients.clone(), reason)),
+                ..Resolution::default()
             },
         )
         .await
     }
+
+    /// The events recorded by enqueues and resolutions that the sinks have not all
+    /// taken yet, numbered after `after` (0: from the first), in order, at most `max`.
+    /// The embedded spool keeps them in its outbox table across restarts.
+    async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>>;
+
+    /// Every durable sink has the events numbered up to `upto`: forget them.
+    async fn events_taken(&self, upto: u64) -> Result<()>;
+
+    /// The number of the last event recorded durably; changes as events are recorded.
+    fn events_committed(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Backend-specific gauges (e.g. Kafka consumer lag per partition).
     fn gauges(&self) -> Vec<Gauge> {

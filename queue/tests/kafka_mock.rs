@@ -255,6 +255,7 @@ async fn a_deferred_message_waits_in_its_retry_tier_until_due() {
             Resolution {
                 retry: Some((again, due)),
                 dead: None,
+                events: Vec::new(),
             },
         )
         .await
@@ -291,6 +292,7 @@ async fn held_retries_do_not_block_due_messages_of_the_same_partition() {
             Resolution {
                 retry: Some((late.clone(), due)),
                 dead: None,
+                events: Vec::new(),
             },
         )
         .await
@@ -310,6 +312,7 @@ async fn held_retries_do_not_block_due_messages_of_the_same_partition() {
             Resolution {
                 retry: Some((soon.clone(), soon_due)),
                 dead: None,
+                events: Vec::new(),
             },
         )
         .await
@@ -552,6 +555,7 @@ async fn a_backlog_of_deferred_mail_does_not_stop_new_mail() {
                 Resolution {
                     retry: Some((e.clone(), due)),
                     dead: None,
+                    events: Vec::new(),
                 },
             )
             .await

@@ -540,6 +540,7 @@ async fn partial_resolution_retries_some_and_dead_letters_others_atomically() {
             Resolution {
                 retry: Some((retry.clone(), SystemTime::now() + Duration::from_secs(3600))),
                 dead: Some((dead.clone(), "550 5.1.1 no such user".into())),
+                events: Vec::new(),
             },
         )
         .await

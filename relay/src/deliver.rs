@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use postroad_queue::{
     Claimed, DeliveryEvent, EnhancedCode, EventKind, Queue, Resolution, Response, unix_ms,
 };
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::client::{ClientConfig, Connection, TlsPolicy};
 use crate::config::RelayConfig;
@@ -21,7 +21,6 @@ pub struct Context {
     pub client: ClientConfig,
     pub queue: Arc<dyn Queue>,
     pub retry: RetryPolicy,
-    pub events: Option<mpsc::Sender<DeliveryEvent>>,
 }
 
 impl Context {
@@ -276,14 +275,6 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
         .map(|r| r.attempts)
         .min()
         .map(|attempts| now + ctx.retry.delay(attempts));
-    let resolution = Resolution {
-        retry: until.map(|until| {
-            let mut again = envelope.clone();
-            again.recipients = retry;
-            (again, until)
-        }),
-        dead: (!dead.is_empty()).then(|| (dead, reasons.join("\n"))),
-    };
     for event in &events {
         tracing::info!(
             id = %event.message_id,
@@ -295,17 +286,18 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             "delivery"
         );
     }
+    let resolution = Resolution {
+        retry: until.map(|until| {
+            let mut again = envelope.clone();
+            again.recipients = retry;
+            (again, until)
+        }),
+        dead: (!dead.is_empty()).then(|| (dead, reasons.join("\n"))),
+        events,
+    };
     if let Err(e) = ctx.queue.resolve(envelope.id, resolution).await {
         // The message stays claimed until restart, when it is delivered again.
         tracing::error!(id = %envelope.id, "cannot record the delivery outcome: {e}");
-        return;
-    }
-    if let Some(tx) = &ctx.events {
-        for event in events {
-            if tx.send(event).await.is_err() {
-                break;
-            }
-        }
     }
 }
 

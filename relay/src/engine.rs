@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postroad_queue::{Claimed, DeliveryEvent, Queue};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use postroad_queue::{Claimed, Queue};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::client::ClientConfig;
 use crate::config::RelayConfig;
@@ -35,13 +35,12 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// `helo_name` is used when `relay.helo_name` is empty; `events` receives one
-    /// [`DeliveryEvent`] per recipient per attempt.
+    /// `helo_name` is used when `relay.helo_name` is empty. Each attempt's events (one
+    /// per recipient) are recorded by the queue with the attempt's resolution.
     pub fn new(
         config: RelayConfig,
         helo_name: &str,
         queue: Arc<dyn Queue>,
-        events: Option<mpsc::Sender<DeliveryEvent>>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -66,7 +65,6 @@ impl Relay {
                 config,
                 client,
                 queue,
-                events,
             }),
             router,
             sites: Mutex::new(HashMap::new()),

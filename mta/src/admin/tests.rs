@@ -106,6 +106,7 @@ fn deferred(e: &Envelope) -> Resolution {
     Resolution {
         retry: Some((retry, SystemTime::now() + Duration::from_secs(3600))),
         dead: None,
+        events: Vec::new(),
     }
 }
 
@@ -113,6 +114,7 @@ fn dead(e: &Envelope, reason: &str) -> Resolution {
     Resolution {
         retry: None,
         dead: Some((e.recipients.clone(), reason.into())),
+        events: Vec::new(),
     }
 }
 

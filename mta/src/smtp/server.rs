@@ -35,8 +35,6 @@ pub struct Shared {
     pub budget: MemoryBudget,
     /// Woken after each enqueue so the relay picks new mail up at once.
     pub relay_waker: Option<Arc<tokio::sync::Notify>>,
-    /// Receives a `queued` event per recipient of each accepted message.
-    pub events: Option<tokio::sync::mpsc::Sender<postroad_queue::DeliveryEvent>>,
 }
 
 #[derive(Debug, thiserror::Error)]

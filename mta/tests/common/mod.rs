@@ -345,6 +345,11 @@ impl Client {
         self.writer.write_all(bytes).unwrap();
     }
 
+    /// Sends bytes; false when the connection is gone.
+    pub fn send_raw_checked(&mut self, bytes: &[u8]) -> bool {
+        self.writer.write_all(bytes).is_ok()
+    }
+
     /// Sends one command line (CRLF added) and returns the reply.
     pub fn cmd(&mut self, line: &str) -> Reply {
         self.send_raw(format!("{line}\r\n").as_bytes());

@@ -65,6 +65,8 @@ pub struct KafkaQueue {
     consuming: bool,
     stop: watch::Sender<bool>,
     consumer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Events for the in-process sinks; the durable copy is the events topic.
+    events: crate::memory_outbox::MemoryOutbox,
 }
 
 impl KafkaQueue {
@@ -106,6 +108,7 @@ impl KafkaQueue {
             consuming: consume_as.is_some(),
             stop,
             consumer_task: Mutex::new(task),
+            events: Default::default(),
         }))
     }
 
@@ -114,33 +117,35 @@ impl KafkaQueue {
         self.config.max_record_bytes.saturating_sub(16 * 1024)
     }
 
-    /// Publishes a delivery event to the events topic (JSON, keyed by message id, the
-    /// event id in a header so consumers can drop replays). Does not wait for the
-    /// broker; failures are logged.
-    pub fn publish_event(&self, event: &DeliveryEvent) {
-        let payload = match serde_json::to_vec(event) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::error!("cannot encode a delivery event: {e}");
-                return;
-            }
-        };
-        let event_id = event.event_id.to_string();
-        let key = event.message_id.to_string();
-        let producer = self.producer.clone();
-        let topic = self.config.topics.events.name.clone();
-        tokio::spawn(async move {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: record::EVENT_ID_HEADER,
-                value: Some(event_id.as_bytes()),
+    /// Writes events to the events topic (JSON, keyed by message id, the event id in a
+    /// header so consumers can drop replays) and waits until the brokers have them
+    /// (with `publish_events` off, does nothing); then hands them to the in-process
+    /// sinks. The topic is the durable outbox: an event is published before the change
+    /// it reports is acknowledged.
+    async fn record_events(&self, events: Vec<DeliveryEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if self.config.publish_events {
+            let topic = &self.config.topics.events.name;
+            let sends = events.iter().map(|event| async move {
+                let payload = serde_json::to_vec(event).map_err(|e| {
+                    QueueError::Storage(format!("cannot encode event {}: {e}", event.event_id))
+                })?;
+                let event_id = event.event_id.to_string();
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: record::EVENT_ID_HEADER,
+                    value: Some(event_id.as_bytes()),
+                });
+                let key = event.message_id.to_string();
+                self.producer
+                    .send(topic, key.as_bytes(), &payload, headers)
+                    .await
             });
-            if let Err(e) = producer
-                .send(&topic, key.as_bytes(), &payload, headers)
-                .await
-            {
-                tracing::warn!(event = %event_id, "delivery event not published: {e}");
-            }
-        });
+            futures_util::future::try_join_all(sends).await?;
+        }
+        self.events.push(events);
+        Ok(())
     }
 
     /// Consumer lag per partition this worker owns, from the latest statistics.
@@ -244,6 +249,7 @@ impl KafkaQueue {
 impl Queue for KafkaQueue {
     async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()> {
         let due = envelope.received_at_ms;
+        let events = crate::queued_events(&envelope);
         let parts = record::split_by_domain(envelope);
         for (_, part) in &parts {
             let size = record::record_size(part, body.len());
@@ -258,10 +264,13 @@ impl Queue for KafkaQueue {
         let sends = parts
             .iter()
             .map(|(_, part)| self.send_message(topic, part, &body, due, None));
-        futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .collect()
+        let (sent, recorded) = futures_util::future::join(
+            futures_util::future::try_join_all(sends),
+            self.record_events(events),
+        )
+        .await;
+        sent?;
+        recorded
     }
 
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
@@ -276,7 +285,10 @@ impl Queue for KafkaQueue {
         // The claim is needed for the body; take it out while producing, so a
         // concurrent resolution of the same id fails instead of writing twice.
         let (at, claimed) = self.shared.state().take_claim(id)?;
-        let produced = self.produce_resolution(&claimed, &resolution).await;
+        let produced = match self.produce_resolution(&claimed, &resolution).await {
+            Ok(()) => self.record_events(resolution.events.clone()).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = produced {
             self.shared.state().restore_claim(id, at, claimed);
             return Err(e);
@@ -316,6 +328,19 @@ impl Queue for KafkaQueue {
                 value: lag as f64,
             })
             .collect()
+    }
+
+    async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>> {
+        Ok(self.events.after(after, max))
+    }
+
+    async fn events_taken(&self, upto: u64) -> Result<()> {
+        self.events.taken(upto);
+        Ok(())
+    }
+
+    fn events_committed(&self) -> watch::Receiver<u64> {
+        self.events.subscribe()
     }
 
     fn ready_signal(&self) -> Option<Arc<Notify>> {

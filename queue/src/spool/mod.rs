@@ -32,6 +32,7 @@
 
 mod files;
 mod legacy;
+mod outbox;
 mod reads;
 mod recovery;
 pub(crate) mod tables;
@@ -61,8 +62,8 @@ use self::tables::{
 };
 use self::writer::{Msg, Op, Output};
 use crate::{
-    Claimed, DeadLetter, Envelope, MessageId, Queue, QueueError, QueueStats, RecoveryReport,
-    Resolution, Result, unix_ms,
+    Claimed, DeadLetter, DeliveryEvent, Envelope, MessageId, Queue, QueueError, QueueStats,
+    RecoveryReport, Resolution, Result, unix_ms,
 };
 
 /// File name of the database inside [`SpoolConfig::dir`].
@@ -154,6 +155,8 @@ pub(crate) struct Shared {
     pub(crate) commits: AtomicU64,
     pub(crate) ops: AtomicU64,
     pub(crate) recoveries: AtomicU64,
+    /// The outbox's sequence numbers.
+    pub(crate) events: outbox::EventLog,
 }
 
 pub(crate) type Opener =
@@ -253,7 +256,9 @@ impl Spool {
         txn.open_table(ENVELOPES).map_err(storage)?;
         txn.open_table(SCHEDULE).map_err(storage)?;
         txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        txn.open_table(outbox::OUTBOX).map_err(storage)?;
         txn.commit().map_err(storage)?;
+        let last_event = outbox::last_seq(&db.begin_read().map_err(storage)?)?;
         // A new file's directory entry must be durable too, or a crash could lose the
         // whole file along with everything committed to it.
         std::fs::File::open(&dir)
@@ -274,6 +279,7 @@ impl Spool {
             commits: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
+            events: outbox::EventLog::new(last_event),
         });
         let (tx, rx) = mpsc::channel(queue_depth);
         let writer = writer::spawn(shared.clone(), db, rx, fsync, max_batch)
@@ -410,10 +416,12 @@ impl Drop for Inner {
 impl Queue for Spool {
     async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()> {
         let due_ms = unix_ms(SystemTime::now());
+        let events = outbox::Outbox::encode(&crate::queued_events(&envelope))?;
         self.submit(Op::Enqueue {
             envelope,
             body,
             due_ms,
+            events,
         })
         .await
         .map(|_| ())
@@ -440,14 +448,29 @@ impl Queue for Spool {
             Some((envelope, until)) => Some((envelope, unix_ms(until))),
             None => None,
         };
+        let events = outbox::Outbox::encode(&resolution.events)?;
         self.submit(Op::Resolve {
             id,
             retry,
             dead: resolution.dead,
             at_ms: unix_ms(now),
+            events,
         })
         .await
         .map(|_| ())
+    }
+
+    async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>> {
+        self.read(move |shared| outbox::read_after(&begin_read(shared)?, after, max))
+            .await
+    }
+
+    async fn events_taken(&self, upto: u64) -> Result<()> {
+        self.submit(Op::EventsTaken { upto }).await.map(|_| ())
+    }
+
+    fn events_committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.shared.events.subscribe()
     }
 
     async fn get(&self, id: MessageId) -> Result<Option<(Envelope, Bytes)>> {

@@ -257,7 +257,7 @@ impl Writer {
         let mut txn = db.begin_write().map_err(Failure::new)?;
         txn.set_durability(Durability::Immediate);
         let (removed, outcomes) = {
-            let mut tables = Tables::open(&txn).map_err(Failure::new)?;
+            let mut tables = Tables::open(&txn, &self.shared.events).map_err(Failure::new)?;
             let mut removed = 0usize;
             for &key in &self.pending.refused {
                 if tables.remove_refused(key).map_err(Failure::new)? {
@@ -275,6 +275,7 @@ impl Writer {
             (removed, outcomes)
         };
         txn.commit().map_err(|e| Failure::commit(e, Vec::new()))?;
+        self.shared.events.publish();
         if removed > 0 {
             tracing::warn!(
                 removed,

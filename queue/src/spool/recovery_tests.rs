@@ -189,6 +189,7 @@ async fn resolves_whose_failed_commit_reached_the_file_are_reapplied_idempotentl
     let resolution = Resolution {
         retry: Some((retry.clone(), until)),
         dead: Some((vec![partial.recipients[0].clone()], "550 no".into())),
+        events: Vec::new(),
     };
     let first = start({
         let spool = spool.clone();

@@ -17,6 +17,7 @@ use redb::{Database, Durability, ReadableTable, StorageError, Table};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use super::outbox::{EventLog, Outbox};
 use super::recovery::{Backoff, Pending};
 use super::tables::{
     BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due, decode_envelope,
@@ -34,6 +35,8 @@ pub(crate) enum Op {
         envelope: Envelope,
         body: Bytes,
         due_ms: u64,
+        /// Its `queued` events, encoded for the outbox.
+        events: Vec<Vec<u8>>,
     },
     /// Resolves a claimed message: reschedule the recipients still to try, keep the
     /// ones that failed for good as a dead letter, forget the rest.
@@ -42,6 +45,12 @@ pub(crate) enum Op {
         retry: Option<(Envelope, u64)>,
         dead: Option<(Vec<Recipient>, String)>,
         at_ms: u64,
+        /// The resolution's events, encoded for the outbox.
+        events: Vec<Vec<u8>>,
+    },
+    /// Every durable sink has the outbox's events up to `upto`: remove them.
+    EventsTaken {
+        upto: u64,
     },
     /// Makes every deferred message due at `now_ms`.
     Flush {
@@ -214,10 +223,11 @@ impl Writer {
             let failure = Failure::new(redb::Error::PreviousIo);
             return self.fail_batch(batch, failure);
         };
-        match apply(db, batch, durability) {
+        match apply(db, &self.shared, batch, durability) {
             Ok(outcomes) => {
                 self.non_durable_run = if durable { 0 } else { self.non_durable_run + 1 };
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.shared.events.publish();
                 self.shared
                     .ops
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -264,13 +274,14 @@ impl Writer {
 /// batch; the inner results are each op's own outcome.
 fn apply(
     db: &Database,
+    shared: &Shared,
     batch: &Batch,
     durability: Durability,
 ) -> std::result::Result<Vec<Result<Output>>, Failure> {
     let mut txn = db.begin_write().map_err(Failure::new)?;
     txn.set_durability(durability);
     let outcomes = {
-        let mut tables = Tables::open(&txn).map_err(Failure::new)?;
+        let mut tables = Tables::open(&txn, &shared.events).map_err(Failure::new)?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for (op, _) in batch {
             outcomes.push(tables.apply(op).map_err(Failure::new)?);
@@ -327,6 +338,7 @@ pub(super) struct Tables<'txn> {
     envelopes: Table<'txn, u128, &'static [u8]>,
     schedule: Table<'txn, (u64, u128), ()>,
     dead_letters: Table<'txn, u128, &'static [u8]>,
+    outbox: Outbox<'txn>,
 }
 
 /// The outer error is a storage failure (abort the batch); the inner one is this op's
@@ -337,12 +349,14 @@ impl<'txn> Tables<'txn> {
     /// Opens (creating if missing) every table.
     pub(super) fn open(
         txn: &'txn redb::WriteTransaction,
+        events: &'txn EventLog,
     ) -> std::result::Result<Self, redb::TableError> {
         Ok(Tables {
             bodies: txn.open_table(BODIES)?,
             envelopes: txn.open_table(ENVELOPES)?,
             schedule: txn.open_table(SCHEDULE)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
+            outbox: Outbox::open(txn, events)?,
         })
     }
 
@@ -352,13 +366,32 @@ impl<'txn> Tables<'txn> {
                 envelope,
                 body,
                 due_ms,
-            } => self.enqueue(envelope, body, *due_ms),
+                events,
+            } => {
+                let output = self.enqueue(envelope, body, *due_ms)?;
+                // A repeated enqueue (same id) had its events written the first time.
+                if matches!(output, Ok(Output::Done)) {
+                    self.outbox.append(events)?;
+                }
+                Ok(output)
+            }
             Op::Resolve {
                 id,
                 retry,
                 dead,
                 at_ms,
-            } => self.resolve(*id, retry.as_ref(), dead.as_ref(), *at_ms),
+                events,
+            } => {
+                let output = self.resolve(*id, retry.as_ref(), dead.as_ref(), *at_ms)?;
+                if output.is_ok() {
+                    self.outbox.append(events)?;
+                }
+                Ok(output)
+            }
+            Op::EventsTaken { upto } => {
+                self.outbox.remove_upto(*upto)?;
+                Ok(Ok(Output::Done))
+            }
             Op::Flush { now_ms } => self.flush(*now_ms),
             Op::RequeueDead { id, now_ms } => self.requeue_dead(*id, *now_ms),
             Op::PurgeDead { id } => self.purge_dead(*id),

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use postroad_queue::{Envelope, MessageId, QueueError, unix_ms};
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 
-use super::{Chunks, Flow, Session, Transaction, queued_events};
+use super::{Chunks, Flow, Session, Transaction};
 use crate::smtp::budget::{MIN_SHARE, Reservation, wait_deadline};
 use crate::smtp::command::printable;
 use crate::smtp::conn::{Conn, Fed, Interrupt};
@@ -301,11 +301,6 @@ impl Session {
         };
         let sender = printable(&envelope.sender);
         let started = Instant::now();
-        let queued_events = self
-            .shared
-            .events
-            .as_ref()
-            .map(|_| queued_events(&envelope));
         match self
             .shared
             .queue
@@ -321,13 +316,6 @@ impl Session {
                 ));
                 if let Some(waker) = &self.shared.relay_waker {
                     waker.notify_one();
-                }
-                if let (Some(tx), Some(events)) = (&self.shared.events, queued_events) {
-                    for event in events {
-                        if tx.send(event).await.is_err() {
-                            break;
-                        }
-                    }
                 }
             }
             Err(e @ QueueError::TooLarge { .. }) => {

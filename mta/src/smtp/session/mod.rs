@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postroad_queue::{DeliveryEvent, DsnRet, Envelope, EventKind, MessageId, Notify, Recipient};
+use postroad_queue::{DsnRet, MessageId, Notify, Recipient};
 use smtp_proto::{MailFrom, RcptTo, Request};
 
 use super::budget::Reservation;
@@ -450,13 +450,4 @@ impl Session {
         self.tx = None;
         Ok(())
     }
-}
-
-/// One `queued` event per recipient.
-fn queued_events(envelope: &Envelope) -> Vec<DeliveryEvent> {
-    envelope
-        .recipients
-        .iter()
-        .map(|r| DeliveryEvent::new(EventKind::Queued, envelope, r, envelope.received_at_ms))
-        .collect()
 }
