@@ -6,6 +6,8 @@ pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod history_cmd;
+pub mod metrics;
+pub mod roles;
 pub mod serve;
 pub mod smtp;
 pub mod tls;

@@ -1,5 +1,6 @@
-//! `postroad serve`: open the queue, start the roles asked for (SMTP ingress, relay),
-//! run until SIGTERM/SIGINT.
+//! `postroad serve`: open the queue, start the parts the roles asked for need (event
+//! fan-out, relay, admin endpoint, SMTP ingress; see [`crate::roles`]), run until
+//! SIGTERM/SIGINT, then stop them in reverse order.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use postroad_queue::kafka::KafkaQueue;
 use postroad_queue::{Queue, Spool};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::Credentials;
 use crate::auth::throttle::AuthThrottle;
 use crate::config::{Backend, Config, TlsMode};
+use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
 use postroad_history::{HistorySink, HistoryStore};
@@ -107,8 +109,11 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let store = HistoryStore::open(&history_path)
         .await
         .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
-    let sinks: Vec<Arc<dyn EventSink>> =
-        vec![Arc::new(HistorySink::new(store.clone(), &config.history))];
+    crate::metrics::handle();
+    let sinks: Vec<Arc<dyn EventSink>> = vec![
+        Arc::new(HistorySink::new(store.clone(), &config.history)),
+        Arc::new(crate::metrics::EventCounter::default()),
+    ];
     let fanout = Fanout::start(queue.clone(), sinks);
     let relay = if relaying {
         Some(Relay::new(
@@ -143,35 +148,32 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    let (stop, stopped) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down: no new connections");
-        let _ = stop.send(true);
-    });
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let admin = crate::admin::start(
+    let mut parts = Parts::default();
+    parts.start("events", move |stop| async move {
+        stop.cancelled().await;
+        // What is recorded but not yet taken waits in the outbox for next time.
+        fanout.close(grace).await;
+    });
+    if let Some(relay) = relay {
+        parts.start("relay", move |stop| relay.run(stop, grace));
+    }
+    let admin = CancellationToken::new();
+    let endpoint = crate::admin::start(
         &config.admin,
         &config.server.data_dir,
         admin_queue,
-        stopped.clone(),
+        admin.clone(),
     )
     .await?;
-    let relay_task = relay.map(|relay| tokio::spawn(relay.run(stopped.clone(), grace)));
+    parts.adopt("admin", admin, endpoint);
+    if let Some(server) = server {
+        parts.start("smtp", move |stop| server.run(stop, grace));
+    }
     tracing::info!(hostname = %config.server.hostname, "postroad ready");
-    match server {
-        Some(server) => server.run(stopped, grace).await,
-        None => {
-            let mut stopped = stopped;
-            let _ = stopped.wait_for(|s| *s).await;
-        }
-    }
-    if let Some(task) = relay_task {
-        let _ = task.await;
-    }
-    let _ = admin.await;
-    // What is recorded but not yet in the history waits in the outbox for next time.
-    fanout.close(grace).await;
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections");
+    parts.stop().await;
     store.close().await;
     backend.shutdown().await?;
     tracing::info!("stopped");

@@ -242,7 +242,11 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             continue;
         };
         let kind = match disposition {
-            Disposition::Delivered => EventKind::Delivered,
+            Disposition::Delivered => {
+                let since = unix_ms(now).saturating_sub(envelope.received_at_ms);
+                metrics::histogram!("postroad_delivery_seconds").record(since as f64 / 1000.0);
+                EventKind::Delivered
+            }
             Disposition::Bounced => {
                 reasons.push(format!("<{}>: {response}", recipient.address));
                 dead.push(recipient.clone());

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postroad_queue::{Claimed, Queue};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientConfig;
 use crate::config::RelayConfig;
@@ -78,15 +79,15 @@ impl Relay {
         self.wake.clone()
     }
 
-    /// Claims and delivers until `shutdown` turns true, then waits up to `grace` for
+    /// Claims and delivers until `shutdown` is cancelled, then waits up to `grace` for
     /// the messages in flight to be resolved. Unresolved ones stay in the queue and are
     /// delivered after the next start (at least once).
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let max = self.ctx.config.max_in_flight;
         let poll = Duration::from_millis(self.ctx.config.poll_interval_ms);
         tracing::info!(max_in_flight = max, "relay started");
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 break;
             }
             let room = self
@@ -97,7 +98,7 @@ impl Relay {
                 // Wait for a message to finish (or shutdown).
                 tokio::select! {
                     permit = self.in_flight.acquire() => drop(permit),
-                    _ = shutdown.wait_for(|s| *s) => break,
+                    () = shutdown.cancelled() => break,
                 }
                 continue;
             }
@@ -112,7 +113,7 @@ impl Relay {
                 tokio::select! {
                     _ = tokio::time::sleep(poll) => {}
                     _ = self.wake.notified() => {}
-                    _ = shutdown.wait_for(|s| *s) => break,
+                    () = shutdown.cancelled() => break,
                 }
                 continue;
             }

@@ -23,7 +23,6 @@
 
 pub mod cli;
 pub mod client;
-mod metrics;
 pub mod server;
 
 #[cfg(test)]
@@ -37,7 +36,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use postroad_queue::{DeadLetter, Envelope, MessageId, Queue};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
 
 pub use server::serve_admin;
@@ -200,13 +199,13 @@ fn write_new_token_file(path: &Path, token: &str) -> anyhow::Result<bool> {
 }
 
 /// Starts the admin endpoint for `postroad serve`: loads or creates the token, binds
-/// `config.listen` and serves until `shutdown` turns true. The returned task ends once
+/// `config.listen` and serves until `shutdown` is cancelled. The returned task ends once
 /// the endpoint has stopped (in-flight requests finished).
 pub async fn start(
     config: &AdminConfig,
     data_dir: &Path,
     queue: Arc<dyn Queue>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     config.validate().map_err(anyhow::Error::msg)?;
     let token = load_or_create_token(config, data_dir)?;

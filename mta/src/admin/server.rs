@@ -19,7 +19,7 @@ use bytes::Bytes;
 use postroad_queue::{MessageId, Queue, QueueError};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     BodyEncoding, DEFAULT_LIST_LIMIT, DeadLetterDetail, DeadLetterList, ErrorBody, Flushed,
@@ -43,19 +43,14 @@ pub async fn serve_admin(
     listener: TcpListener,
     token: String,
     queue: Arc<dyn Queue>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let app = router(token, queue);
-    let mut signal = shutdown.clone();
-    let stop = async move {
-        let _ = signal.wait_for(|stop| *stop).await;
-    };
     let server = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
-    let mut signal = shutdown;
     let deadline = async move {
-        let _ = signal.wait_for(|stop| *stop).await;
+        shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
@@ -251,7 +246,7 @@ fn encode_body(body: &Bytes, raw: bool) -> (String, BodyEncoding) {
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.queue.stats().await.map_err(ApiError::queue)?;
-    let text = super::metrics::render(&stats, &state.queue.gauges());
+    let text = crate::metrics::render(&stats, &state.queue.gauges());
     Ok((
         [(
             header::CONTENT_TYPE,

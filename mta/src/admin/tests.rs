@@ -15,7 +15,7 @@ struct Harness {
     queue: Arc<dyn Queue>,
     url: String,
     token: String,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: Option<JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
@@ -36,8 +36,8 @@ impl Harness {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = watch::channel(false);
-        let task = rt.spawn(serve_admin(listener, token.clone(), queue.clone(), stopped));
+        let stop = CancellationToken::new();
+        let task = rt.spawn(serve_admin(listener, token.clone(), queue.clone(), stop.clone()));
         Harness {
             rt,
             queue,
@@ -83,7 +83,7 @@ impl Harness {
 
     /// Stops the endpoint and waits for its task to end.
     fn shutdown(&mut self) {
-        self.stop.send(true).unwrap();
+        self.stop.cancel();
         let task = self.task.take().unwrap();
         self.rt
             .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
@@ -457,7 +457,7 @@ fn start_binds_logs_and_stops() {
         listen: taken.local_addr().unwrap(),
         token: String::new(),
     };
-    let (_stop, stopped) = watch::channel(false);
+    let stopped = CancellationToken::new();
     let e = rt
         .block_on(start(&config, dir.path(), queue.clone(), stopped.clone()))
         .unwrap_err();
@@ -487,7 +487,8 @@ fn start_binds_logs_and_stops() {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         token: String::new(),
     };
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
     let task = rt
         .block_on(start(&config, dir.path(), queue, stopped))
         .unwrap();
@@ -500,7 +501,7 @@ fn start_binds_logs_and_stops() {
     std::io::Write::write_all(&mut slow, b"GET /v1/queue/stats HTTP/1.1\r\nHost: x\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let stopping = std::time::Instant::now();
-    stop.send(true).unwrap();
+    stop.cancel();
     rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
         .expect("admin endpoint did not stop")
         .unwrap();

@@ -16,6 +16,7 @@ use smtp_wire::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_rustls::TlsAcceptor;
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -67,12 +68,12 @@ pub struct Conn {
     output: Vec<u8>,
     /// Set while the rest of an over-long line is being skipped.
     skipping_line: bool,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
     limits: IoLimits,
 }
 
 impl Conn {
-    pub fn new(stream: TcpStream, shutdown: watch::Receiver<bool>, limits: IoLimits) -> Self {
+    pub fn new(stream: TcpStream, shutdown: CancellationToken, limits: IoLimits) -> Self {
         Self {
             stream: Stream::Plain(stream),
             input: BytesMut::with_capacity(READ_CHUNK),
@@ -180,13 +181,15 @@ impl Conn {
     async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), Interrupt> {
         self.flush().await.map_err(|_| Interrupt::Closed)?;
         self.input.reserve(READ_CHUNK);
-        let mut shutdown = self.shutdown.clone();
+        let shutdown = self.shutdown.clone();
         let mut stress = self.limits.stress.clone();
         stress.mark_unchanged();
         loop {
             let limit = self.stressed_limit(deadline);
             let stop = async {
-                if !interruptible || shutdown.wait_for(|stop| *stop).await.is_err() {
+                if interruptible {
+                    shutdown.cancelled().await;
+                } else {
                     std::future::pending::<()>().await;
                 }
             };

@@ -2,6 +2,7 @@
 //! ([`conn`]), the memory budget for messages in flight ([`budget`]), the session state machine ([`session`]), command parsing ([`command`]),
 //! replies ([`reply`]) and the trace header ([`received`]).
 
+pub mod body;
 pub mod budget;
 pub mod command;
 pub mod conn;

@@ -11,6 +11,7 @@ use postroad_queue::Queue;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -80,10 +81,10 @@ impl SmtpServer {
         })
     }
 
-    /// Serves until `shutdown` turns true, then stops accepting, lets sessions finish
+    /// Serves until `shutdown` is cancelled, then stops accepting, lets sessions finish
     /// the transaction they are in (idle ones are told `421` at once) for up to `grace`,
     /// and returns.
-    pub async fn run(self, shutdown: watch::Receiver<bool>, grace: Duration) {
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let mut accept_loops = JoinSet::new();
         for (config, listener) in self.listeners {
             tracing::info!(listener = %config.name, address = %config.address, role = ?config.role, tls = ?config.tls, "listening");
@@ -127,7 +128,7 @@ async fn accept_loop(
     connections: Arc<Semaphore>,
     per_ip: Arc<PerIpLimit>,
     stress: Arc<Stress>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let limits = |stress: &Stress| IoLimits {
         write_timeout: Duration::from_secs(shared.smtp.write_timeout_secs),
@@ -142,7 +143,7 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            () = shutdown.cancelled() => break,
         };
         // Reap finished sessions so the set does not grow with the connection count.
         while sessions.try_join_next().is_some() {}
@@ -158,11 +159,14 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         if let Some(left) = shared.auth_throttle.banned(peer.ip()) {
             tracing::info!(%peer, banned_for = ?left, "connection from a banned address");
+            metrics::counter!("postroad_smtp_turned_away_total", "reason" => "banned").increment(1);
             sessions.spawn(turn_away(stream, reply::AUTH_BANNED, implicit_tls.clone()));
             continue;
         }
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "connection limit reached");
+            metrics::counter!("postroad_smtp_turned_away_total", "reason" => "connections")
+                .increment(1);
             sessions.spawn(turn_away(
                 stream,
                 reply::TOO_MANY_CONNECTIONS,
@@ -172,6 +176,7 @@ async fn accept_loop(
         };
         let Some(slot) = per_ip.acquire(peer.ip()) else {
             tracing::warn!(%peer, "per-IP connection limit reached");
+            metrics::counter!("postroad_smtp_turned_away_total", "reason" => "per_ip").increment(1);
             sessions.spawn(turn_away(
                 stream,
                 reply::TOO_MANY_FROM_IP,
@@ -183,6 +188,7 @@ async fn accept_loop(
             _permit: permit,
             _slot: slot,
             _stress: stress.enter(),
+            _counted: Counted::new(),
         };
         let session = Session::new(
             shared.clone(),
@@ -222,6 +228,23 @@ pub struct Admission {
     _permit: OwnedSemaphorePermit,
     _slot: IpSlot,
     _stress: StressSlot,
+    _counted: Counted,
+}
+
+/// One open session in the `postroad_smtp_connections` gauge, for as long as it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        metrics::gauge!("postroad_smtp_connections").increment(1.0);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        metrics::gauge!("postroad_smtp_connections").decrement(1.0);
+    }
 }
 
 /// Connection pressure: when `threshold` sessions are open, the server is under stress

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use postroad_queue::{Envelope, MessageId, QueueError, unix_ms};
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 
 use super::{Chunks, Flow, Session, Transaction};
+use crate::smtp::body::{self, Chunk, DataBody, SkippedChunk};
 use crate::smtp::budget::{MIN_SHARE, Reservation, wait_deadline};
 use crate::smtp::command::printable;
 use crate::smtp::conn::{Conn, Fed, Interrupt};
@@ -72,11 +72,9 @@ impl Session {
             Ok(tx) => (self.new_message(tx, id), tx.declared_size),
             Err(reply) => return self.refuse(reply),
         };
-        let header_len = message.len();
-        let max = self.shared.smtp.max_message_size;
-        // Until the end is seen, the CR of a split final CRLF may sit in the buffer.
-        let cap = header_len + max + 2;
-        let first = (header_len + declared.max(MIN_SHARE)).min(cap);
+        let mut body = DataBody::new(message.len(), self.shared.smtp.max_message_size);
+        let cap = body.cap();
+        let first = (message.len() + declared.max(MIN_SHARE)).min(cap);
         let wait = wait_deadline(self.data_timeout());
         let Some(mut reservation) = self.shared.budget.reserve(first, wait).await else {
             return self.refuse_message(reply::NO_MEMORY);
@@ -84,41 +82,12 @@ impl Session {
         message.reserve_exact(reservation.bytes() - message.len());
         self.send(&reply::START_DATA);
 
-        let mut receiver = DataReceiver::new();
-        // The receiver starts mid-line; DATA's reply ended a line, so tell it, or an
-        // empty message (`.` at once) would not end and a first line `..x` would keep
-        // its stuffing dot.
-        receiver.ingest(&mut b"\r\n".iter(), &mut Vec::new());
-        // Set once the message is refused: the rest is read and dropped.
-        let mut discard: Option<(DummyDataReceiver, Reply)> = None;
         let (deadline, idle) = (self.data_deadline(), self.data_timeout());
         loop {
             let room = reservation.bytes();
             let read = self
                 .conn
-                .read_until(deadline, idle, |input| match &mut discard {
-                    Some((skip, _)) => {
-                        let mut bytes = input.iter();
-                        let done = skip.ingest(&mut bytes);
-                        (input.len() - bytes.as_slice().len(), fed(done))
-                    }
-                    None => {
-                        // Unstuffing never makes data longer: input up to the room left
-                        // fits without the buffer growing.
-                        let take = input.len().min(room - message.len());
-                        if take == 0 {
-                            return (0, Fed::Blocked);
-                        }
-                        let mut bytes = input[..take].iter();
-                        let done = receiver.ingest(&mut bytes, &mut message);
-                        if message.len() - header_len > max + usize::from(!done) {
-                            discard =
-                                Some((DummyDataReceiver::new_data(&receiver), reply::TOO_BIG));
-                            message = Vec::new();
-                        }
-                        (take - bytes.as_slice().len(), fed(done))
-                    }
-                })
+                .read_until(deadline, idle, |input| body.feed(input, &mut message, room))
                 .await;
             match read {
                 Err(interrupt) => return Err(self.interrupted(interrupt)),
@@ -131,8 +100,7 @@ impl Session {
                     {
                         message.reserve_exact(reservation.bytes() - message.len());
                     } else {
-                        discard = Some((DummyDataReceiver::new_data(&receiver), reply::NO_MEMORY));
-                        message = Vec::new();
+                        body.refuse(reply::NO_MEMORY, &mut message);
                         reservation.release();
                     }
                 }
@@ -142,8 +110,8 @@ impl Session {
         let Some(tx) = self.tx.take() else {
             return Ok(());
         };
-        match discard {
-            Some((_, reply)) => self.refuse_message(reply),
+        match body.refusal() {
+            Some(reply) => self.refuse_message(reply.clone()),
             None => self.accept(tx, id, message, reservation).await,
         }
     }
@@ -182,10 +150,11 @@ impl Session {
         let Some(chunks) = self.tx.as_mut().and_then(|tx| tx.chunks.as_mut()) else {
             return Ok(());
         };
-        let total = chunks.message.len().saturating_add(size);
-        if chunks.refused.is_none() && total - chunks.header_len > max {
+        let stored = chunks.message.len() - chunks.header_len;
+        if chunks.refused.is_none() && !body::chunk_fits(stored, size, max) {
             chunks.refused = Some(reply::TOO_BIG);
         }
+        let total = chunks.message.len().saturating_add(size);
         if chunks.refused.is_none() && !chunks.reservation.grow_to(total, wait).await {
             chunks.refused = Some(reply::NO_MEMORY);
         }
@@ -200,14 +169,10 @@ impl Session {
             Ok(())
         } else {
             chunks.message.reserve_exact(size);
-            let mut receiver = BdatReceiver::new(size, last);
+            let mut chunk = Chunk::new(size, last);
             let message = &mut chunks.message;
             self.conn
-                .read_until(deadline, idle, |input| {
-                    let mut bytes = input.iter();
-                    let done = receiver.ingest(&mut bytes, message);
-                    (input.len() - bytes.as_slice().len(), fed(done))
-                })
+                .read_until(deadline, idle, |input| chunk.feed(input, message))
                 .await
                 .map(|_| ())
         };
@@ -258,14 +223,10 @@ impl Session {
         if size == 0 {
             return Ok(());
         }
-        let mut skip = DummyDataReceiver::new_bdat(size);
-        conn.read_until(deadline, idle, |input| {
-            let mut bytes = input.iter();
-            let done = skip.ingest(&mut bytes);
-            (input.len() - bytes.as_slice().len(), fed(done))
-        })
-        .await
-        .map(|_| ())
+        let mut skip = SkippedChunk::new(size);
+        conn.read_until(deadline, idle, |input| skip.feed(input))
+            .await
+            .map(|_| ())
     }
 
     /// Stores the message; replies 250 only once the queue says it is durable. The
@@ -308,7 +269,9 @@ impl Session {
             .await
         {
             Ok(()) => {
-                tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), durable_in = ?started.elapsed(), "queued");
+                let durable_in = started.elapsed();
+                metrics::histogram!("postroad_smtp_ack_seconds").record(durable_in.as_secs_f64());
+                tracing::info!(%id, from = %sender, recipients, size, client = %self.peer.ip(), ?durable_in, "queued");
                 self.send(&Reply::owned(
                     250,
                     Some(EnhancedCode::new(2, 0, 0)),
@@ -329,8 +292,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-fn fed(done: bool) -> Fed {
-    if done { Fed::Done } else { Fed::More }
 }
