@@ -1,11 +1,13 @@
 //! The SMTP command parser (`postroad::smtp::command::parse` over smtp-proto) and the
-//! streaming DATA decoder (dot-unstuffing) the session feeds message bytes through.
+//! session's own DATA decoder (`postroad::smtp::body::DataBody`: dot-unstuffing and
+//! the size limit), fed 16 KiB reads as `Conn` hands them over.
 //!
 //!     cargo bench -p postroad-benches --bench command_parser
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use postroad::smtp::body::DataBody;
 use postroad::smtp::command::parse;
-use smtp_proto::request::receiver::DataReceiver;
+use postroad::smtp::conn::Fed;
 use std::hint::black_box;
 
 const COMMANDS: &[&[u8]] = &[
@@ -59,12 +61,12 @@ fn data(c: &mut Criterion) {
             let mut message = Vec::with_capacity(wire.len());
             b.iter(|| {
                 message.clear();
-                let mut receiver = DataReceiver::new();
+                let mut body = DataBody::new(0, 64 << 20);
                 // Feed it in 16 KiB reads, as the session does.
                 let mut done = false;
                 for chunk in wire.chunks(16 * 1024) {
-                    let mut bytes = chunk.iter();
-                    done = receiver.ingest(&mut bytes, &mut message);
+                    let (_, fed) = body.feed(chunk, &mut message, usize::MAX);
+                    done = fed == Fed::Done;
                 }
                 assert!(done);
                 black_box(message.len())

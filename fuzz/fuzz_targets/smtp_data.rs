@@ -1,8 +1,8 @@
-//! Message bodies (DATA and BDAT) through `smtp_proto`'s receivers, driven the way
-//! `mta/src/smtp/session.rs` drives them (`Session::data`, `Session::bdat`,
-//! `Session::skip`, over `Conn::read_until`), with the input arriving in arbitrary reads.
-//! Keep this model in step with the session. Two places model the session as it should
-//! be, not as it is (marked "reported"): the fuzzer found both.
+//! Message bodies (DATA and BDAT) through the session's own decoders
+//! (`postroad::smtp::body`: `DataBody`, `Chunk`, `SkippedChunk`, `chunk_fits`), fed the
+//! way `Session::data` and `Session::bdat` feed them over `Conn::read_until`, with the
+//! input arriving in arbitrary reads. Only the read loop and BDAT's transaction
+//! bookkeeping are modelled here; the decoding is the session's code.
 //!
 //! Properties:
 //! * no panic;
@@ -14,14 +14,15 @@
 //!   deviations spelled out in [`reference_data`];
 //! * BDAT stores exactly the chunk bytes.
 //!
-//! Input layout: `[mode][max][n][n read sizes...][stream...]`. `mode` bit 0 picks BDAT,
-//! bit 1 primes the DATA receiver with the CRLF that ended the DATA command (see
-//! [`prime`]); for BDAT the stream starts with `count` (size, last) pairs.
+//! Input layout: `[mode][max][n][n read sizes...][stream...]`. `mode` bit 0 picks BDAT
+//! (bit 1 is unused: it chose whether DATA was primed, which the session now always
+//! is); for BDAT the stream starts with `count` (size, last) pairs.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use postroad::smtp::body::{Chunk as BdatChunk, DataBody, SkippedChunk, chunk_fits};
+use postroad::smtp::conn::Fed;
 
 /// Stands in for the `Received:` header the session puts before the body.
 const HEADER: &[u8] = b"Received: from fuzz\r\n";
@@ -40,14 +41,13 @@ fuzz_target!(|data: &[u8]| {
     let reads: Vec<usize> = reads.iter().map(|&r| r as usize + 1).collect();
 
     if mode & 1 == 0 {
-        let primed = mode & 2 != 0;
-        let whole = run_data(stream, &[], max, primed);
-        let split = run_data(stream, &reads, max, primed);
+        let whole = run_data(stream, &[], max);
+        let split = run_data(stream, &reads, max);
         assert_eq!(
             whole, split,
             "DATA result depends on how the input is split"
         );
-        check_data_against_reference(stream, &whole, max, primed);
+        check_data_against_reference(stream, &whole, max);
     } else {
         let [count, rest @ ..] = stream else {
             return;
@@ -107,18 +107,17 @@ impl<'a> Conn<'a> {
         Ok(())
     }
 
-    /// `Conn::read_until`, line for line.
-    fn read_until(
-        &mut self,
-        mut consume: impl FnMut(&[u8]) -> (usize, bool),
-    ) -> Result<(), Closed> {
+    /// `Conn::read_until`, line for line (no memory budget: never `Blocked`).
+    fn read_until(&mut self, mut consume: impl FnMut(&[u8]) -> (usize, Fed)) -> Result<(), Closed> {
         loop {
             if !self.input.is_empty() {
-                let (used, done) = consume(&self.input);
+                let (used, fed) = consume(&self.input);
                 assert!(used <= self.input.len());
                 self.input.drain(..used);
-                if done {
-                    return Ok(());
+                match fed {
+                    Fed::Done => return Ok(()),
+                    Fed::More => {}
+                    Fed::Blocked => panic!("blocked with unlimited room"),
                 }
             }
             self.fill()?;
@@ -140,57 +139,21 @@ enum Verdict {
 }
 
 /// `Session::data`: returns the verdict and how many stream bytes the body used.
-fn run_data(stream: &[u8], reads: &[usize], max: usize, primed: bool) -> (Verdict, usize) {
+fn run_data(stream: &[u8], reads: &[usize], max: usize) -> (Verdict, usize) {
     let mut conn = Conn::new(stream, reads);
     let mut message = HEADER.to_vec();
-    let header_len = message.len();
-
-    let mut receiver = DataReceiver::new();
-    if primed {
-        prime(&mut receiver);
-    }
-    let mut discard: Option<DummyDataReceiver> = None;
-    let read = conn.read_until(|input| {
-        let mut bytes = input.iter();
-        let done = match &mut discard {
-            Some(skip) => skip.ingest(&mut bytes),
-            None => {
-                let done = receiver.ingest(&mut bytes, &mut message);
-                // While not done, the last byte may be the CR of the final ".\r\n",
-                // which the receiver takes off again once the LF comes: allow it, or
-                // a body of exactly `max` bytes is refused or not depending on where
-                // the reads fall. (`Session::data` still checks `> max`: reported.)
-                if message.len() - header_len > max + usize::from(!done) {
-                    discard = Some(DummyDataReceiver::new_data(&receiver));
-                    message = Vec::new();
-                }
-                done
-            }
-        };
-        (input.len() - bytes.as_slice().len(), done)
-    });
+    let mut body = DataBody::new(HEADER.len(), max);
+    let read = conn.read_until(|input| body.feed(input, &mut message, usize::MAX));
     let used = conn.used();
     let verdict = match read {
         Err(Closed) => Verdict::Closed,
-        Ok(()) if discard.is_some() => Verdict::TooBig,
+        Ok(()) if body.refusal().is_some() => Verdict::TooBig,
         Ok(()) => {
             assert!(message.starts_with(HEADER), "the receiver ate the header");
-            Verdict::Stored(message[header_len..].to_vec())
+            Verdict::Stored(message[HEADER.len()..].to_vec())
         }
     };
     (verdict, used)
-}
-
-/// Starts the DATA receiver as if it had just seen the CRLF that ended the DATA
-/// command, so that a first line "." ends the body and a first line "..x" is unstuffed
-/// (RFC 5321 4.1.1.4). `DataReceiver::new()` starts mid-line instead, and
-/// `Session::data` does not prime it (yet): a client that sends an empty body ("DATA",
-/// then ".") waits for the data timeout, and a first line starting with "." keeps its
-/// stuffing dot. Both ways are fuzzed (mode bit 1).
-fn prime(receiver: &mut DataReceiver) {
-    let mut scratch = Vec::new();
-    let done = receiver.ingest(&mut b"\r\n".iter(), &mut scratch);
-    assert!(!done);
 }
 
 /// One BDAT command's outcome, as the session answers it.
@@ -234,9 +197,7 @@ fn run_bdat(
             let len = message.len();
             (message, len, false)
         });
-        // Saturating: smtp-proto passes sizes up to usize::MAX - 1. (`Session::bdat`
-        // still adds plainly; `command::parse` now refuses sizes over isize::MAX.)
-        if (message.len() - *header_len).saturating_add(size) > max {
+        if !chunk_fits(message.len() - *header_len, size, max) {
             *too_big = true;
             *message = Vec::new();
         }
@@ -246,12 +207,8 @@ fn run_bdat(
             Ok(())
         } else {
             message.reserve(size);
-            let mut receiver = BdatReceiver::new(size, last);
-            conn.read_until(|input| {
-                let mut bytes = input.iter();
-                let done = receiver.ingest(&mut bytes, message);
-                (input.len() - bytes.as_slice().len(), done)
-            })
+            let mut chunk = BdatChunk::new(size, last);
+            conn.read_until(|input| chunk.feed(input, message))
         };
         if read.is_err() {
             return (outcomes, true, conn.used());
@@ -279,38 +236,28 @@ fn skip(conn: &mut Conn<'_>, size: usize) -> Result<(), Closed> {
     if size == 0 {
         return Ok(());
     }
-    let mut skip = DummyDataReceiver::new_bdat(size);
-    conn.read_until(|input| {
-        let mut bytes = input.iter();
-        let done = skip.ingest(&mut bytes);
-        (input.len() - bytes.as_slice().len(), done)
-    })
+    let mut skip = SkippedChunk::new(size);
+    conn.read_until(|input| skip.feed(input))
 }
 
 /// What a DATA body decodes to: the stored bytes and the stream bytes used up to and
 /// including the terminator, or None when the stream ends first.
 ///
 /// RFC 5321: the body is CRLF-terminated lines; a line that is just "." ends it; any
-/// other line starting with "." loses that dot. Bare CR and bare LF are data. With
-/// `primed`, the CRLF that ended the DATA command counts as the one before the first
-/// line; without, the first line is taken literally (what `DataReceiver::new()` does).
+/// other line starting with "." loses that dot. Bare CR and bare LF are data. The CRLF
+/// that ended the DATA command counts as the one before the first line.
 ///
 /// smtp-proto deviation, kept here so the rest is checked exactly: a line that is "."
 /// followed by one or more CRs (".\r\r\n") also ends the body, and those CRs (all but
 /// the one of the final CRLF) are stored. A compliant client dot-stuffs such a line, so this is no
 /// smuggling vector, but it is not RFC behaviour.
-fn reference_data(stream: &[u8], primed: bool) -> Option<(Vec<u8>, usize)> {
+fn reference_data(stream: &[u8]) -> Option<(Vec<u8>, usize)> {
     let mut out = Vec::new();
     let mut pos = 0;
-    let mut first = true;
     while let Some(len) = memchr::memmem::find(&stream[pos..], b"\r\n") {
         let line = &stream[pos..pos + len];
-        let literal = first && !primed;
-        first = false;
         pos += len + 2;
-        if literal {
-            out.extend_from_slice(line);
-        } else if let Some(tail) = line.strip_prefix(b".") {
+        if let Some(tail) = line.strip_prefix(b".") {
             if tail.iter().all(|&b| b == b'\r') {
                 out.extend_from_slice(tail);
                 return Some((out, pos));
@@ -324,9 +271,9 @@ fn reference_data(stream: &[u8], primed: bool) -> Option<(Vec<u8>, usize)> {
     None
 }
 
-fn check_data_against_reference(stream: &[u8], got: &(Verdict, usize), max: usize, primed: bool) {
+fn check_data_against_reference(stream: &[u8], got: &(Verdict, usize), max: usize) {
     let (verdict, used) = got;
-    match reference_data(stream, primed) {
+    match reference_data(stream) {
         None => {
             assert_eq!(*verdict, Verdict::Closed, "body ended without a terminator");
             assert_eq!(*used, stream.len());

@@ -25,8 +25,7 @@ pub const MAX_EMAIL_TYPES: usize = 50;
 
 /// Histogram buckets (seconds) for latencies from a millisecond to an hour.
 const LATENCY_BUCKETS: [f64; 16] = [
-    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0, 600.0,
-    3600.0,
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0, 600.0, 3600.0,
 ];
 
 /// The process's recorder: installed on first use, the same handle after.
@@ -39,7 +38,9 @@ pub fn handle() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("another metrics recorder is installed; /metrics shows only queue gauges");
+            tracing::warn!(
+                "another metrics recorder is installed; /metrics shows only queue gauges"
+            );
         }
         describe();
         handle
@@ -110,7 +111,9 @@ pub fn destination_group(domain: &str) -> &'static str {
     {
         "microsoft"
     } else if domain.starts_with("yahoo.")
-        || ["ymail.com", "rocketmail.com", "aol.com"].iter().any(|d| base(d))
+        || ["ymail.com", "rocketmail.com", "aol.com"]
+            .iter()
+            .any(|d| base(d))
     {
         "yahoo"
     } else if ["icloud.com", "me.com", "mac.com"].iter().any(|d| base(d)) {
@@ -191,7 +194,10 @@ mod tests {
         let counter = EventCounter::default();
         assert_eq!(counter.email_type_label(None), "none");
         for i in 0..MAX_EMAIL_TYPES {
-            assert_eq!(counter.email_type_label(Some(&format!("t{i}"))), format!("t{i}"));
+            assert_eq!(
+                counter.email_type_label(Some(&format!("t{i}"))),
+                format!("t{i}")
+            );
         }
         assert_eq!(counter.email_type_label(Some("one-too-many")), "other");
         assert_eq!(counter.email_type_label(Some("t0")), "t0");
@@ -209,7 +215,10 @@ mod tests {
         let lag = |partition: &str, value| Gauge {
             name: "postroad_kafka_consumer_lag",
             help: "lag",
-            labels: vec![("topic", "email-send".into()), ("partition", partition.into())],
+            labels: vec![
+                ("topic", "email-send".into()),
+                ("partition", partition.into()),
+            ],
             value,
         };
         let envelope = postroad_queue::Envelope::new(
@@ -226,8 +235,14 @@ mod tests {
         event.meta.email_type = Some("welcome".into());
         EventCounter::default().write(&[event]).await.unwrap();
         let text = render(&stats, &[lag("0", 7.0), lag("1", 0.0)]);
-        assert!(text.contains("postroad_queue_messages{state=\"ready\"} 3"), "{text}");
-        assert!(text.contains("postroad_queue_messages{state=\"dead_letter\"} 2"), "{text}");
+        assert!(
+            text.contains("postroad_queue_messages{state=\"ready\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postroad_queue_messages{state=\"dead_letter\"} 2"),
+            "{text}"
+        );
         assert!(
             text.contains("postroad_kafka_consumer_lag{topic=\"email-send\",partition=\"0\"} 7"),
             "{text}"
@@ -238,6 +253,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert_eq!(text.matches("# TYPE postroad_kafka_consumer_lag gauge").count(), 1);
+        assert_eq!(
+            text.matches("# TYPE postroad_kafka_consumer_lag gauge")
+                .count(),
+            1
+        );
     }
 }

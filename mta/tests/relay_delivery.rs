@@ -283,3 +283,43 @@ fn metadata_headers_reach_the_history_and_never_the_receiver() {
     );
     c.expect("QUIT", 221);
 }
+
+/// `/metrics` counts events by kind, email type and destination group, and shows the
+/// latency histograms and queue gauges (Prometheus text, read with Python's urllib).
+#[test]
+fn metrics_count_events_by_kind_email_type_and_destination() {
+    let body =
+        "Message-ID: <metrics@relay.test>\nX-Postroad-Email-Type: receipt\nSubject: m\n\nx\n";
+    let mut c = Client::greeted(env().server.relay);
+    let id = queued_id(&c.send_mail("s@src.test", &["m@fast.test"], body)).to_string();
+    c.expect("QUIT", 221);
+    env().wait_for_event(&id, "m@fast.test", "delivered", WAIT);
+    let token_file = env().server.data_dir().join("admin.token");
+    let token = std::fs::read_to_string(token_file).unwrap();
+    let url = format!("http://127.0.0.1:{}/metrics", env().admin);
+    let script = "import sys, urllib.request as u\n\
+                  r = u.Request(sys.argv[1], headers={'Authorization': 'Bearer ' + sys.argv[2]})\n\
+                  print(u.urlopen(r).read().decode())";
+    let want =
+        "postroad_events_total{kind=\"delivered\",email_type=\"receipt\",destination=\"other\"} 1";
+    // The counter is written by the events fan-out, right after the history.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let (ok, text) = common::run("python3", &["-c", script, &url, token.trim()], None);
+        assert!(ok, "{text}");
+        if text.contains(want) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains(want), "{text}");
+    for metric in [
+        "postroad_events_total{kind=\"queued\",email_type=\"receipt\",destination=\"other\"} 1",
+        "# TYPE postroad_smtp_ack_seconds histogram",
+        "# TYPE postroad_delivery_seconds histogram",
+        "postroad_queue_messages{state=\"ready\"}",
+        "postroad_smtp_connections",
+    ] {
+        assert!(text.contains(metric), "no {metric:?} in\n{text}");
+    }
+}

@@ -36,8 +36,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use postroad_queue::{DeadLetter, Envelope, MessageId, Queue};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use server::serve_admin;
 

@@ -37,7 +37,12 @@ impl Harness {
             .unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
-        let task = rt.spawn(serve_admin(listener, token.clone(), queue.clone(), stop.clone()));
+        let task = rt.spawn(serve_admin(
+            listener,
+            token.clone(),
+            queue.clone(),
+            stop.clone(),
+        ));
         Harness {
             rt,
             queue,

@@ -185,9 +185,15 @@ mod tests {
         let room = HEADER.len() + 2;
         let (n, status) = body.feed(b"abcdef\r\n.\r\n", &mut message, room);
         assert_eq!((n, status), (2, Fed::More));
-        assert_eq!(body.feed(b"cdef\r\n.\r\n", &mut message, room), (0, Fed::Blocked));
+        assert_eq!(
+            body.feed(b"cdef\r\n.\r\n", &mut message, room),
+            (0, Fed::Blocked)
+        );
         body.refuse(reply::NO_MEMORY, &mut message);
-        assert_eq!(body.feed(b"cdef\r\n.\r\n", &mut message, room), (9, Fed::Done));
+        assert_eq!(
+            body.feed(b"cdef\r\n.\r\n", &mut message, room),
+            (9, Fed::Done)
+        );
         assert_eq!(body.refusal(), Some(&reply::NO_MEMORY));
     }
 

@@ -16,8 +16,8 @@ use smtp_wire::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 const READ_CHUNK: usize = 16 * 1024;
 
