@@ -11,6 +11,10 @@ use crate::smtp::conn::Line;
 use crate::smtp::reply::{self, Reply};
 
 impl Session {
+    pub(super) fn auth_offered(&self) -> bool {
+        self.conn.is_tls() && !self.shared.credentials.is_empty() && self.auth_identity.is_none()
+    }
+
     pub(super) async fn auth(&mut self, mechanism: u64, initial: &str) -> Flow {
         let refusal = if self.auth_identity.is_some() {
             Some(reply::AUTH_ALREADY)
