@@ -17,7 +17,10 @@ const UNADVERTISED_MAIL_FLAGS: u64 = smtp_proto::MAIL_BODY_BINARYMIME
     | smtp_proto::MAIL_BY_TRACE;
 
 impl Session {
-    pub(super) fn mail(&mut self, from: MailFrom<std::borrow::Cow<'_, str>>) -> Result<Reply, Reply> {
+    pub(super) fn mail(
+        &mut self,
+        from: MailFrom<std::borrow::Cow<'_, str>>,
+    ) -> Result<Reply, Reply> {
         if self.helo.is_none() {
             return Err(reply::NEED_HELO);
         }

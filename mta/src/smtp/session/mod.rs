@@ -13,16 +13,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use postroad_queue::{DsnRet, MessageId, Notify, Recipient};
-use smtp_proto::{MailFrom, RcptTo, Request};
+use postroad_queue::{DsnRet, MessageId, Recipient};
+use smtp_proto::Request;
 
 use super::budget::Reservation;
-use super::command::{self, printable};
+use super::command;
 use super::conn::{Conn, Interrupt, Line};
-use super::reply::{self, EnhancedCode, Reply};
+use super::reply::{self, Reply};
 use super::server::{Admission, Shared};
-use crate::config::{ListenerConfig, Role, TlsMode};
-use smtp_wire::Capabilities;
+use crate::config::{ListenerConfig, TlsMode};
 
 /// Why a session ended early; the reply (if any) has been queued already.
 #[derive(Debug)]
