@@ -1,11 +1,15 @@
 //! The event outbox: every event of an enqueue (`queued`) or a resolution is written in
-//! the same transaction as the queue change, under a sequence number, and removed only
-//! once every durable sink has it ([`crate::Queue::events_taken`]). A crash at any
-//! point loses no event: what the sinks had not confirmed is read again at start.
+//! the same transaction as the queue change, and removed only once every durable sink
+//! has it ([`crate::Queue::events_taken`]). A crash at any point loses no event: what
+//! the sinks had not confirmed is read again at start.
+//!
+//! The events of one group commit are one record, so the outbox costs one insert and
+//! (later) one removal per commit, not per event; its number is the position sinks
+//! report.
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `outbox` | sequence number (1, 2, ...) | `[version][postcard DeliveryEvent]` |
+//! | `outbox` | record number (1, 2, ...) | `[version]` then per event `[len: u32 LE][postcard DeliveryEvent]` |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -18,7 +22,7 @@ use crate::{DeliveryEvent, MessageId, QueueError, Result};
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Format version of outbox records.
-const EVENT_V1: u8 = 1;
+const BATCH_V1: u8 = 1;
 
 /// The outbox's sequence numbers: the next to hand out, and the last committed.
 pub(crate) struct EventLog {
@@ -50,10 +54,11 @@ impl EventLog {
     }
 }
 
-/// The outbox table of one write transaction.
+/// The outbox table of one write transaction, and the record being gathered for it.
 pub(crate) struct Outbox<'txn> {
     table: Table<'txn, u64, &'static [u8]>,
     log: &'txn EventLog,
+    record: Vec<u8>,
 }
 
 impl<'txn> Outbox<'txn> {
@@ -64,34 +69,48 @@ impl<'txn> Outbox<'txn> {
         Ok(Self {
             table: txn.open_table(OUTBOX)?,
             log,
+            record: Vec::new(),
         })
     }
 
-    /// Encodes every event first, so an event that cannot be encoded changes nothing.
-    pub(crate) fn encode(events: &[DeliveryEvent]) -> Result<Vec<Vec<u8>>> {
-        events
-            .iter()
-            .map(|e| {
-                postcard::to_extend(e, vec![EVENT_V1]).map_err(|err| {
-                    QueueError::Storage(format!("cannot encode event {}: {err}", e.event_id))
-                })
-            })
-            .collect()
+    /// Encodes events (by the caller, off the writer thread) as they go into a record:
+    /// each length-prefixed. An event that cannot be encoded fails the op before it
+    /// changes anything.
+    pub(crate) fn encode(events: &[DeliveryEvent]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(events.len() * 256);
+        for e in events {
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            out = postcard::to_extend(e, out).map_err(|err| {
+                QueueError::Storage(format!("cannot encode event {}: {err}", e.event_id))
+            })?;
+            let len = u32::try_from(out.len() - at - 4)
+                .map_err(|_| QueueError::Storage(format!("event {} is too large", e.event_id)))?;
+            out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        Ok(out)
     }
 
-    /// Appends encoded events.
-    pub(crate) fn append(
-        &mut self,
-        records: &[Vec<u8>],
-    ) -> std::result::Result<(), redb::StorageError> {
-        for record in records {
-            let seq = self.log.next.fetch_add(1, Ordering::Relaxed);
-            self.table.insert(seq, record.as_slice())?;
+    /// Adds encoded events to this commit's record.
+    pub(crate) fn append(&mut self, encoded: &[u8]) {
+        if self.record.is_empty() && !encoded.is_empty() {
+            self.record.push(BATCH_V1);
         }
+        self.record.extend_from_slice(encoded);
+    }
+
+    /// Writes this commit's record (if it has events), under the next number.
+    pub(crate) fn finish(&mut self) -> std::result::Result<(), redb::StorageError> {
+        if self.record.is_empty() {
+            return Ok(());
+        }
+        let seq = self.log.next.fetch_add(1, Ordering::Relaxed);
+        self.table.insert(seq, self.record.as_slice())?;
+        self.record.clear();
         Ok(())
     }
 
-    /// Removes every event up to and including `upto`.
+    /// Removes every record up to and including `upto`.
     pub(crate) fn remove_upto(&mut self, upto: u64) -> std::result::Result<(), redb::StorageError> {
         self.table.retain_in(..=upto, |_, _| false)
     }
@@ -107,8 +126,9 @@ pub(crate) fn last_seq(txn: &ReadTransaction) -> Result<u64> {
     Ok(table.last().map_err(storage)?.map_or(0, |(k, _)| k.value()))
 }
 
-/// Up to `max` events after `after`, in order. A record that does not decode is skipped
-/// with an error logged (it cannot be delivered to any sink; it stays until taken).
+/// The events of the records after `after`, in order, each with its record's number:
+/// whole records, until `max` events are reached. A record that does not decode is
+/// skipped with an error logged (no sink could take it; it stays until taken).
 pub(crate) fn read_after(
     txn: &ReadTransaction,
     after: u64,
@@ -121,27 +141,70 @@ pub(crate) fn read_after(
             break;
         }
         let (key, value) = entry.map_err(storage)?;
+        let seq = key.value();
         match decode(value.value()) {
-            Ok(event) => out.push((key.value(), event)),
+            Ok(events) => out.extend(events.into_iter().map(|e| (seq, e))),
             Err(reason) => {
                 let nil = MessageId::from_u128(0);
-                tracing::error!(
-                    seq = key.value(),
-                    "{}",
-                    QueueError::Corrupt { id: nil, reason }
-                );
+                tracing::error!(seq, "{}", QueueError::Corrupt { id: nil, reason });
             }
         }
     }
     Ok(out)
 }
 
-fn decode(record: &[u8]) -> std::result::Result<DeliveryEvent, String> {
-    match record {
-        [EVENT_V1, rest @ ..] => {
-            postcard::from_bytes(rest).map_err(|e| format!("cannot decode outbox event: {e}"))
+fn decode(record: &[u8]) -> std::result::Result<Vec<DeliveryEvent>, String> {
+    let mut rest = match record {
+        [BATCH_V1, rest @ ..] => rest,
+        [v, ..] => return Err(format!("unknown outbox record format version {v}")),
+        [] => return Err("empty outbox record".into()),
+    };
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("outbox record is truncated".into());
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((event, tail)) = tail.split_at_checked(len) else {
+            return Err("outbox record is truncated".into());
+        };
+        events.push(
+            postcard::from_bytes(event).map_err(|e| format!("cannot decode outbox event: {e}"))?,
+        );
+        rest = tail;
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_an_error() {
+        let envelope = crate::Envelope::new(
+            "s@example.com",
+            vec![
+                crate::Recipient::new("a@example.net"),
+                crate::Recipient::new("b@example.org"),
+            ],
+            "192.0.2.1".parse().unwrap(),
+        );
+        let events = crate::queued_events(&envelope);
+        let mut record = vec![BATCH_V1];
+        record.extend(Outbox::encode(&events).unwrap());
+        record.extend(Outbox::encode(&events[..1]).unwrap());
+        let decoded = decode(&record).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded[..2], events[..]);
+        assert_eq!(decoded[2], events[0]);
+        for bad in [
+            &record[..record.len() - 1],
+            &record[..3],
+            &[9, 0][..],
+            &[][..],
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
         }
-        [v, ..] => Err(format!("unknown outbox event format version {v}")),
-        [] => Err("empty outbox record".into()),
     }
 }

@@ -272,6 +272,7 @@ impl Writer {
                     outcome => outcome,
                 });
             }
+            tables.finish().map_err(Failure::new)?;
             (removed, outcomes)
         };
         txn.commit().map_err(|e| Failure::commit(e, Vec::new()))?;

@@ -36,7 +36,7 @@ pub(crate) enum Op {
         body: Bytes,
         due_ms: u64,
         /// Its `queued` events, encoded for the outbox.
-        events: Vec<Vec<u8>>,
+        events: Vec<u8>,
     },
     /// Resolves a claimed message: reschedule the recipients still to try, keep the
     /// ones that failed for good as a dead letter, forget the rest.
@@ -46,7 +46,7 @@ pub(crate) enum Op {
         dead: Option<(Vec<Recipient>, String)>,
         at_ms: u64,
         /// The resolution's events, encoded for the outbox.
-        events: Vec<Vec<u8>>,
+        events: Vec<u8>,
     },
     /// Every durable sink has the outbox's events up to `upto`: remove them.
     EventsTaken {
@@ -286,6 +286,7 @@ fn apply(
         for (op, _) in batch {
             outcomes.push(tables.apply(op).map_err(Failure::new)?);
         }
+        tables.finish().map_err(Failure::new)?;
         outcomes
     };
     // On any error above, dropping `txn` aborts it: nothing of the batch is kept.
@@ -371,7 +372,7 @@ impl<'txn> Tables<'txn> {
                 let output = self.enqueue(envelope, body, *due_ms)?;
                 // A repeated enqueue (same id) had its events written the first time.
                 if matches!(output, Ok(Output::Done)) {
-                    self.outbox.append(events)?;
+                    self.outbox.append(events);
                 }
                 Ok(output)
             }
@@ -384,7 +385,7 @@ impl<'txn> Tables<'txn> {
             } => {
                 let output = self.resolve(*id, retry.as_ref(), dead.as_ref(), *at_ms)?;
                 if output.is_ok() {
-                    self.outbox.append(events)?;
+                    self.outbox.append(events);
                 }
                 Ok(output)
             }
@@ -396,6 +397,11 @@ impl<'txn> Tables<'txn> {
             Op::RequeueDead { id, now_ms } => self.requeue_dead(*id, *now_ms),
             Op::PurgeDead { id } => self.purge_dead(*id),
         }
+    }
+
+    /// Writes what the ops gathered for the outbox: call once, after the last op.
+    pub(super) fn finish(&mut self) -> std::result::Result<(), StorageError> {
+        self.outbox.finish()
     }
 
     /// The due time in the stored envelope record: `None` if there is no record.
