@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::relay_env::RelayEnv;
 use common::{Client, Reply, queued_id};
@@ -40,15 +40,6 @@ fn send_until_the_server_dies(port: u16, stop: Arc<AtomicBool>) -> Vec<MessageId
         }
     }
     acked
-}
-
-/// 200 to 900 ms, different each round.
-fn random_delay() -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    Duration::from_millis(200 + u64::from(nanos % 700))
 }
 
 /// Per acknowledged message: how many events of each kind its recipients have.
@@ -97,7 +88,7 @@ fn sigkill_during_delivery_loses_and_doubles_no_event() {
                 std::thread::spawn(move || send_until_the_server_dies(port, stop))
             })
             .collect();
-        std::thread::sleep(random_delay());
+        std::thread::sleep(common::kill_moment(200, 700));
         env.server.kill();
         stop.store(true, Ordering::Relaxed);
         for s in senders {

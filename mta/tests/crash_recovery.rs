@@ -5,7 +5,6 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
 
 use common::{Client, Reply, Server, queued_id};
 use postroad_queue::{MessageId, Queue};
@@ -51,15 +50,6 @@ fn send_until_the_server_dies(
     acked
 }
 
-/// A kill moment between 200 and 1200 ms, different each round and run.
-fn random_delay() -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    Duration::from_millis(200 + u64::from(nanos % 1000))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_acknowledged_message_survives_sigkill() {
     let mut server = Server::start("");
@@ -72,7 +62,7 @@ async fn every_acknowledged_message_survives_sigkill() {
                 std::thread::spawn(move || send_until_the_server_dies(port, sender, round, stop))
             })
             .collect();
-        std::thread::sleep(random_delay());
+        std::thread::sleep(common::kill_moment(200, 1000));
         server.kill();
         stop.store(true, Ordering::Relaxed);
         for s in senders {

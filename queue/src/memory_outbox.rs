@@ -1,7 +1,8 @@
 //! An outbox in memory, for backends whose durable outbox is elsewhere (Kafka: the
 //! events topic): it numbers events for the in-process sinks and forgets them once
-//! taken. Bounded: past [`MAX_HELD`] events the oldest are dropped with a warning (a
-//! sink that far behind reads them from the durable copy instead).
+//! taken. Bounded: past [`MAX_HELD`] events the oldest are dropped with a warning and
+//! counted in [`MemoryOutbox::dropped`]; the events topic still has them (when
+//! `kafka.publish_events` is on), the in-process sinks do not.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
@@ -23,6 +24,7 @@ struct Held {
     /// The number of the last event added.
     last: u64,
     events: VecDeque<(u64, DeliveryEvent)>,
+    dropped: u64,
 }
 
 impl Default for MemoryOutbox {
@@ -50,6 +52,7 @@ impl MemoryOutbox {
             let excess = held.events.len().saturating_sub(MAX_HELD);
             if excess > 0 {
                 held.events.drain(..excess);
+                held.dropped += excess as u64;
                 tracing::warn!(
                     dropped = excess,
                     "in-process event sinks are too far behind; oldest events dropped from memory (the events topic has them)"
@@ -70,6 +73,11 @@ impl MemoryOutbox {
         let mut held = self.held();
         let end = held.events.partition_point(|(seq, _)| *seq <= upto);
         held.events.drain(..end);
+    }
+
+    /// Events dropped because the in-process sinks were too far behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.held().dropped
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {

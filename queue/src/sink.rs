@@ -35,7 +35,8 @@ pub trait EventSink: Send + Sync + 'static {
 /// Batch size and patience of one sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batching {
-    /// Most events per [`EventSink::write`].
+    /// Most events per [`EventSink::write`], except that the events of one queue
+    /// commit are never split (a commit with more is one larger batch).
     pub max_batch: usize,
     /// How long to wait for a batch to fill when fewer events are waiting (zero: write
     /// at once).

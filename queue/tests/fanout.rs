@@ -166,7 +166,10 @@ async fn every_sink_gets_every_event_once_then_the_outbox_empties() {
     assert_eq!(queued.len(), 60);
     assert_eq!(queued[0].1.message_id, envelopes[0].id);
     assert!(recorded.windows(2).all(|w| w[0].0 <= w[1].0));
-    assert_eq!(recorded[0].0, recorded[1].0, "one message's two events, one commit");
+    assert_eq!(
+        recorded[0].0, recorded[1].0,
+        "one message's two events, one commit"
+    );
     expected.extend(queued.iter().map(|(_, e)| e.event_id));
 
     let a = Arc::new(Recorder::default());

@@ -8,10 +8,11 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
-use postroad_queue::{EnhancedCode, Response};
+use postroad_queue::Response;
 
 use crate::client::TlsPolicy;
 use crate::config::RelayConfig;
+use crate::site::local_reply;
 
 /// One host to try, with its addresses in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,11 +81,6 @@ pub fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), S
     }
 }
 
-/// A routing failure: no server was asked, so it is a local reason.
-fn local(enhanced: &'static str, text: String) -> Response {
-    Response::local(EnhancedCode::from_static(enhanced), text)
-}
-
 impl Router {
     pub fn new(config: &RelayConfig) -> Result<Self, RouterError> {
         let builder = if config.nameservers.is_empty() {
@@ -137,7 +133,7 @@ impl Router {
     /// Routes one (lowercased) recipient domain.
     pub async fn route(&self, domain: &str) -> Result<Destination, RouteError> {
         if domain.is_empty() {
-            return Err(RouteError::Permanent(local(
+            return Err(RouteError::Permanent(local_reply(
                 "5.1.3",
                 "recipient has no domain".into(),
             )));
@@ -165,7 +161,7 @@ impl Router {
                 })
                 .collect(),
             Err(e) if e.is_nx_domain() => {
-                return Err(RouteError::Permanent(local(
+                return Err(RouteError::Permanent(local_reply(
                     "5.1.2",
                     format!("domain {domain} does not exist (NXDOMAIN)"),
                 )));
@@ -173,7 +169,7 @@ impl Router {
             // No MX records: the domain itself is the implicit MX (RFC 5321 5.1).
             Err(e) if e.is_no_records_found() => vec![(0, fqdn.clone())],
             Err(e) => {
-                return Err(RouteError::Temporary(local(
+                return Err(RouteError::Temporary(local_reply(
                     "4.4.3",
                     format!("MX lookup for {domain} failed: {e}"),
                 )));
@@ -182,7 +178,7 @@ impl Router {
         // Null MX (RFC 7505): a single MX whose exchange is the root.
         if exchanges.iter().any(|(_, name)| name == ".") {
             if exchanges.len() == 1 {
-                return Err(RouteError::Permanent(local(
+                return Err(RouteError::Permanent(local_reply(
                     "5.1.10",
                     format!("domain {domain} does not accept mail (null MX)"),
                 )));
@@ -203,14 +199,15 @@ impl Router {
         if hosts.is_empty() {
             return Err(match (implicit, last_error) {
                 // No MX and no address either: nothing can ever deliver there.
-                (true, Some(RouteError::Permanent(_))) => RouteError::Permanent(local(
+                (true, Some(RouteError::Permanent(_))) => RouteError::Permanent(local_reply(
                     "5.1.2",
                     format!("domain {domain} has no MX and no address records"),
                 )),
                 (_, Some(e)) => e,
-                (_, None) => {
-                    RouteError::Temporary(local("4.4.3", format!("no usable MX host for {domain}")))
-                }
+                (_, None) => RouteError::Temporary(local_reply(
+                    "4.4.3",
+                    format!("no usable MX host for {domain}"),
+                )),
             });
         }
         let mut names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -241,7 +238,7 @@ impl Router {
                 let addrs: Vec<SocketAddr> =
                     lookup.iter().map(|ip| SocketAddr::new(ip, port)).collect();
                 if addrs.is_empty() {
-                    return Err(RouteError::Temporary(local(
+                    return Err(RouteError::Temporary(local_reply(
                         "4.4.3",
                         format!("{display} has no address"),
                     )));
@@ -251,11 +248,11 @@ impl Router {
                     addrs,
                 })
             }
-            Err(e) if e.is_no_records_found() => Err(RouteError::Permanent(local(
+            Err(e) if e.is_no_records_found() => Err(RouteError::Permanent(local_reply(
                 "5.1.2",
                 format!("host {display} not found: {e}"),
             ))),
-            Err(e) => Err(RouteError::Temporary(local(
+            Err(e) => Err(RouteError::Temporary(local_reply(
                 "4.4.3",
                 format!("address lookup for {display} failed: {e}"),
             ))),

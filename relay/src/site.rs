@@ -229,6 +229,8 @@ fn error_reply(host: &str, addr: std::net::SocketAddr, e: &ClientError) -> Respo
     response
 }
 
+/// A reason of the relay's own (routing, a closed site queue, no host to try), where no
+/// server replied; `enhanced` is a fixed RFC 3463 code.
 pub fn local_reply(enhanced: &'static str, text: String) -> Response {
     Response::local(EnhancedCode::from_static(enhanced), text)
 }

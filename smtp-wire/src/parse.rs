@@ -110,10 +110,11 @@ impl ReplyParser {
 fn finish(code: u16, lines: Vec<String>) -> Reply {
     let enhanced = lines.first().and_then(|l| enhanced_prefix(code, l));
     let text = match enhanced {
-        Some(e) => {
-            let e = e.to_string();
+        Some(_) => {
+            // The code as the server wrote it (`5.01.1` parses as 5.1.1).
+            let token = lines[0].split(' ').next().unwrap_or_default().to_string();
             let strip = |line: &String| -> String {
-                match line.strip_prefix(e.as_str()) {
+                match line.strip_prefix(token.as_str()) {
                     Some("") => String::new(),
                     Some(rest) if rest.starts_with(' ') => rest[1..].to_string(),
                     _ => line.clone(),
@@ -240,6 +241,12 @@ mod tests {
             Some(EnhancedCode::new(4, 7, 1))
         );
         assert_eq!(parse(&["220 1.2.3.4 ready"]).unwrap().enhanced, None);
+        // Written with a leading zero: the code is read, and the text is without it.
+        let r = parse(&["550-5.01.1 no", "550 5.01.1 user"]).unwrap();
+        assert_eq!(
+            (r.enhanced, &*r.text),
+            (Some(EnhancedCode::new(5, 1, 1)), "no\nuser")
+        );
     }
 
     #[test]

@@ -250,6 +250,20 @@ mod tests {
     }
 
     #[test]
+    fn many_fields_are_removed_in_one_pass() {
+        let mut text = "X-Postroad-Junk: 1\n".repeat(100_000);
+        text.push_str("Subject: kept\n\nbody\n");
+        let (meta, rest) = take_from(&text, false);
+        assert_eq!(meta.unwrap(), Metadata::default());
+        assert_eq!(rest, "Subject: kept\n\nbody\n");
+        let (_, rest) = take_from(
+            "A: 1\nX-Postroad-Variant: B\nB: 2\nx-postroad-tags: a=1\n\nbody",
+            true,
+        );
+        assert_eq!(rest, "A: 1\nB: 2\n\nbody");
+    }
+
+    #[test]
     fn messages_without_fields_are_untouched() {
         for text in [
             "",

@@ -448,6 +448,16 @@ pub fn queued_id(reply: &Reply) -> postroad_queue::MessageId {
         .unwrap_or_else(|_| panic!("bad id in {text}"))
 }
 
+/// A moment to kill a server at: `min_ms` plus up to `spread_ms`, different each call
+/// and run.
+pub fn kill_moment(min_ms: u64, spread_ms: u64) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    Duration::from_millis(min_ms + u64::from(nanos) % spread_ms.max(1))
+}
+
 /// Runs an external program, returning (success, stdout+stderr).
 pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
     let mut child = Command::new(program)

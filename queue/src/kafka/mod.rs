@@ -264,13 +264,9 @@ impl Queue for KafkaQueue {
         let sends = parts
             .iter()
             .map(|(_, part)| self.send_message(topic, part, &body, due, None));
-        let (sent, recorded) = futures_util::future::join(
-            futures_util::future::try_join_all(sends),
-            self.record_events(events),
-        )
-        .await;
-        sent?;
-        recorded
+        // The message first: its queued events are recorded only once it is stored.
+        futures_util::future::try_join_all(sends).await?;
+        self.record_events(events).await
     }
 
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
@@ -285,8 +281,13 @@ impl Queue for KafkaQueue {
         // The claim is needed for the body; take it out while producing, so a
         // concurrent resolution of the same id fails instead of writing twice.
         let (at, claimed) = self.shared.state().take_claim(id)?;
-        let produced = match self.produce_resolution(&claimed, &resolution).await {
-            Ok(()) => self.record_events(resolution.events.clone()).await,
+        let mut resolution = resolution;
+        let events = std::mem::take(&mut resolution.events);
+        // The events first: if the resolution cannot be produced after them, the
+        // message is resolved again later and the repeat has new event ids, but no
+        // retry or dead-letter record is ever produced twice.
+        let produced = match self.record_events(events).await {
+            Ok(()) => self.produce_resolution(&claimed, &resolution).await,
             Err(e) => Err(e),
         };
         if let Err(e) = produced {
@@ -316,7 +317,8 @@ impl Queue for KafkaQueue {
     }
 
     fn gauges(&self) -> Vec<Gauge> {
-        self.lag()
+        let mut gauges: Vec<Gauge> = self
+            .lag()
             .into_iter()
             .map(|((topic, partition), lag)| Gauge {
                 name: "postroad_kafka_consumer_lag",
@@ -327,7 +329,14 @@ impl Queue for KafkaQueue {
                 ],
                 value: lag as f64,
             })
-            .collect()
+            .collect();
+        gauges.push(Gauge {
+            name: "postroad_kafka_local_events_dropped",
+            help: "Events the in-process sinks (local history, metrics) fell too far behind to get",
+            labels: Vec::new(),
+            value: self.events.dropped() as f64,
+        });
+        gauges
     }
 
     async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>> {

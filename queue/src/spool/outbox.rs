@@ -110,6 +110,45 @@ impl<'txn> Outbox<'txn> {
         Ok(())
     }
 
+    /// Takes the events of `messages` out of every record (a refused enqueue whose
+    /// failed commit reached the file left its `queued` events there). Reads the whole
+    /// outbox: only for recovery, where it is small.
+    pub(crate) fn forget_messages(
+        &mut self,
+        messages: &[u128],
+    ) -> std::result::Result<usize, redb::StorageError> {
+        let mut changed = Vec::new();
+        for entry in self.table.iter()? {
+            let (key, value) = entry?;
+            let Ok(events) = decode(value.value()) else {
+                continue;
+            };
+            let kept: Vec<DeliveryEvent> = events
+                .iter()
+                .filter(|e| !messages.contains(&e.message_id.as_u128()))
+                .cloned()
+                .collect();
+            if kept.len() != events.len() {
+                changed.push((key.value(), kept, events.len()));
+            }
+        }
+        let mut removed = 0;
+        for (key, kept, before) in changed {
+            removed += before - kept.len();
+            match Outbox::encode(&kept) {
+                Ok(encoded) if !kept.is_empty() => {
+                    let mut record = vec![BATCH_V1];
+                    record.extend_from_slice(&encoded);
+                    self.table.insert(key, record.as_slice())?;
+                }
+                _ => {
+                    self.table.remove(key)?;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every record up to and including `upto`.
     pub(crate) fn remove_upto(&mut self, upto: u64) -> std::result::Result<(), redb::StorageError> {
         self.table.retain_in(..=upto, |_, _| false)

@@ -264,6 +264,12 @@ impl Writer {
                     removed += 1;
                 }
             }
+            if removed > 0 {
+                // Their queued events reached the file with them.
+                tables
+                    .forget_events_of(&self.pending.refused)
+                    .map_err(Failure::new)?;
+            }
             let mut outcomes = Vec::with_capacity(self.pending.parked.len());
             for (op, _) in &self.pending.parked {
                 outcomes.push(match tables.apply(op).map_err(Failure::new)? {

@@ -158,6 +158,17 @@ async fn a_late_commit_failure_is_recovered_without_resurrecting_the_refused_mes
         assert_eq!((&env, body), (fresh, Bytes::from_static(b"fresh")));
         let stats = spool.stats().await.unwrap();
         assert_eq!((stats.queued, stats.claimed), (1, 0));
+        // The outbox has the queued events of what was stored, none of what was refused.
+        let events = spool.events_after(0, 1000).await.unwrap();
+        let ids: Vec<MessageId> = events.iter().map(|(_, e)| e.message_id).collect();
+        assert!(
+            ids.iter().all(|id| !refused_ids.contains(id)),
+            "events of refused messages: {ids:?}"
+        );
+        assert!(
+            ids.contains(&acked.id) && ids.contains(&fresh.id),
+            "{ids:?}"
+        );
     };
     check(spool.clone()).await;
     drop(spool);

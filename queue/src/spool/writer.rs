@@ -399,6 +399,14 @@ impl<'txn> Tables<'txn> {
         }
     }
 
+    /// See [`Outbox::forget_messages`].
+    pub(super) fn forget_events_of(
+        &mut self,
+        messages: &[u128],
+    ) -> std::result::Result<usize, StorageError> {
+        self.outbox.forget_messages(messages)
+    }
+
     /// Writes what the ops gathered for the outbox: call once, after the last op.
     pub(super) fn finish(&mut self) -> std::result::Result<(), StorageError> {
         self.outbox.finish()
