@@ -30,6 +30,7 @@
 //! envelope), `schedule` ((due ms, id) → ()), `dead_letters` (id → version byte,
 //! postcard [`DeadLetter`]); every change keeps them consistent in one transaction.
 
+mod changes;
 mod files;
 mod legacy;
 mod outbox;
