@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -14,6 +15,9 @@ use postroad_queue::SpoolConfig;
 use postroad_queue::kafka::KafkaConfig;
 use postroad_relay::RelayConfig;
 use serde::{Deserialize, Serialize};
+
+/// A `Duration` written as whole seconds in the config file (`*_secs` keys).
+type Secs = serde_with::As<serde_with::DurationSeconds<u64>>;
 
 /// Prefix of environment variables that override config keys; `__` separates path
 /// segments: `POSTROAD__SMTP__MAX_RECIPIENTS=50`, `POSTROAD__AUTH__USERS='[{...}]'`.
@@ -53,8 +57,9 @@ pub struct ServerConfig {
     pub hostname: String,
     /// Where the spool and generated TLS material live.
     pub data_dir: PathBuf,
-    /// Seconds to let sessions finish after SIGTERM before closing them.
-    pub shutdown_grace_secs: u64,
+    /// How long each part may take to finish after SIGTERM (`shutdown_grace_secs`).
+    #[serde(rename = "shutdown_grace_secs", with = "Secs")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -62,7 +67,7 @@ impl Default for ServerConfig {
         Self {
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
             data_dir: PathBuf::from("./postroad-data"),
-            shutdown_grace_secs: 30,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -99,25 +104,34 @@ pub struct SmtpConfig {
     pub max_errors: u32,
     /// Commands without a MAIL before `421 4.7.0` and disconnect.
     pub max_commands_without_mail: u32,
-    /// Seconds a client has to send its next complete command line (RFC 5321 4.5.3.2.7:
-    /// 5 minutes). A deadline for the whole line: trickling it in does not extend it.
-    pub idle_timeout_secs: u64,
-    /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.6: 3 minutes).
-    pub data_timeout_secs: u64,
-    /// Seconds a client has for one whole message transfer (DATA up to the final dot,
-    /// or every BDAT chunk of a message), however the data trickles in.
-    pub data_deadline_secs: u64,
-    /// Seconds a client has to take our replies; one that pipelines and never reads is
-    /// disconnected.
-    pub write_timeout_secs: u64,
-    /// Seconds allowed for a TLS handshake.
-    pub tls_handshake_timeout_secs: u64,
+    /// How long a client has to send its next complete command line
+    /// (`idle_timeout_secs`; RFC 5321 4.5.3.2.7: 5 minutes). A deadline for the whole
+    /// line: trickling it in does not extend it.
+    #[serde(rename = "idle_timeout_secs", with = "Secs")]
+    pub idle_timeout: Duration,
+    /// The wait for each block of message data (`data_timeout_secs`; RFC 5321
+    /// 4.5.3.2.6: 3 minutes).
+    #[serde(rename = "data_timeout_secs", with = "Secs")]
+    pub data_timeout: Duration,
+    /// How long a client has for one whole message transfer (`data_deadline_secs`:
+    /// DATA up to the final dot, or every BDAT chunk of a message), however the data
+    /// trickles in.
+    #[serde(rename = "data_deadline_secs", with = "Secs")]
+    pub data_deadline: Duration,
+    /// How long a client has to take our replies (`write_timeout_secs`); one that
+    /// pipelines and never reads is disconnected.
+    #[serde(rename = "write_timeout_secs", with = "Secs")]
+    pub write_timeout: Duration,
+    /// Time allowed for a TLS handshake (`tls_handshake_timeout_secs`).
+    #[serde(rename = "tls_handshake_timeout_secs", with = "Secs")]
+    pub tls_handshake_timeout: Duration,
     /// Share of `max_connections`, in percent, at which the server is under stress:
     /// then every command, data, write and TLS wait is cut to `stress_timeout_secs`
     /// (Postfix's stress mode), so idle and slow clients make room. 0 turns it off.
     pub stress_threshold_percent: u8,
-    /// The longest wait while under stress, in seconds.
-    pub stress_timeout_secs: u64,
+    /// The longest wait while under stress (`stress_timeout_secs`).
+    #[serde(rename = "stress_timeout_secs", with = "Secs")]
+    pub stress_timeout: Duration,
     /// Bytes of message data held in memory by all sessions together (DATA/BDAT being
     /// received and messages waiting to be queued). Past it, a new transfer waits for
     /// room before its `354`, a growing one waits with its socket unread, and one that
@@ -141,13 +155,13 @@ impl Default for SmtpConfig {
             max_line_length: 2048,
             max_errors: 10,
             max_commands_without_mail: 50,
-            idle_timeout_secs: 300,
-            data_timeout_secs: 180,
-            data_deadline_secs: 600,
-            write_timeout_secs: 120,
-            tls_handshake_timeout_secs: 30,
+            idle_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            data_deadline: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(120),
+            tls_handshake_timeout: Duration::from_secs(30),
             stress_threshold_percent: 80,
-            stress_timeout_secs: 10,
+            stress_timeout: Duration::from_secs(10),
             max_inflight_bytes: 0,
             max_connections: 2000,
             max_connections_per_ip: 100,
@@ -340,16 +354,19 @@ impl SmtpConfig {
             ("smtp.max_recipients", self.max_recipients),
             ("smtp.max_connections", self.max_connections),
             ("smtp.max_connections_per_ip", self.max_connections_per_ip),
-            ("smtp.idle_timeout_secs", self.idle_timeout_secs as usize),
-            ("smtp.data_timeout_secs", self.data_timeout_secs as usize),
-            ("smtp.data_deadline_secs", self.data_deadline_secs as usize),
-            ("smtp.write_timeout_secs", self.write_timeout_secs as usize),
-            (
-                "smtp.stress_timeout_secs",
-                self.stress_timeout_secs as usize,
-            ),
         ] {
             if value == 0 {
+                return Err(ConfigError::Semantic(format!("{key} must be above 0")));
+            }
+        }
+        for (key, value) in [
+            ("smtp.idle_timeout_secs", self.idle_timeout),
+            ("smtp.data_timeout_secs", self.data_timeout),
+            ("smtp.data_deadline_secs", self.data_deadline),
+            ("smtp.write_timeout_secs", self.write_timeout),
+            ("smtp.stress_timeout_secs", self.stress_timeout),
+        ] {
+            if value.is_zero() {
                 return Err(ConfigError::Semantic(format!("{key} must be above 0")));
             }
         }

@@ -148,7 +148,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let grace = config.server.shutdown_grace;
     let mut parts = Parts::default();
     parts.start("events", move |stop| async move {
         stop.cancelled().await;

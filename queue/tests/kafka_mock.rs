@@ -36,9 +36,9 @@ fn config(group: &str) -> KafkaConfig {
         group_id: group.into(),
         commit_interval_ms: 50,
         lag_interval_ms: 200,
-        session_timeout_ms: 6000,
+        session_timeout: Duration::from_millis(6000),
         // Generous: tests run side by side on a busy machine; the outage test sets its own.
-        produce_timeout_ms: 10_000,
+        produce_timeout: Duration::from_millis(10_000),
         retry_tiers: vec![
             RetryTier {
                 topic: "retry-1s".into(),
@@ -457,7 +457,7 @@ async fn a_message_larger_than_a_record_is_refused_before_anything_is_written() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_fails_while_the_broker_is_down_and_works_when_it_is_back() {
     let mut cfg = config("g-down");
-    cfg.produce_timeout_ms = 1000;
+    cfg.produce_timeout = Duration::from_millis(1000);
     let mock = mock(&cfg);
     let queue = connect(&mock, cfg.clone(), None).await;
     // The first produce also sets the idempotent producer up; on a busy machine that

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// A `Duration` written as whole seconds in the config file (`*_secs` keys).
+type Secs = serde_with::As<serde_with::DurationSeconds<u64>>;
+
 use crate::client::TlsPolicy;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,14 +40,19 @@ pub struct RelayConfig {
     pub max_recipients_per_transaction: usize,
     /// Messages per second per site; 0 = no limit.
     pub site_rate_per_sec: f64,
-    /// Seconds an idle pooled connection stays open.
-    pub idle_timeout_secs: u64,
-    /// Seconds for a TCP connection to be established.
-    pub connect_timeout_secs: u64,
-    /// Seconds to wait for each reply (RFC 5321 4.5.3.2: 5 minutes).
-    pub command_timeout_secs: u64,
-    /// Seconds to send the data and get the final reply (RFC 5321 4.5.3.2.6: 10 minutes).
-    pub data_timeout_secs: u64,
+    /// How long an idle pooled connection stays open (`idle_timeout_secs`).
+    #[serde(rename = "idle_timeout_secs", with = "Secs")]
+    pub idle_timeout: Duration,
+    /// Time for a TCP connection to be established (`connect_timeout_secs`).
+    #[serde(rename = "connect_timeout_secs", with = "Secs")]
+    pub connect_timeout: Duration,
+    /// The wait for each reply (`command_timeout_secs`; RFC 5321 4.5.3.2: 5 minutes).
+    #[serde(rename = "command_timeout_secs", with = "Secs")]
+    pub command_timeout: Duration,
+    /// Time to send the data and get the final reply (`data_timeout_secs`; RFC 5321
+    /// 4.5.3.2.6: 10 minutes).
+    #[serde(rename = "data_timeout_secs", with = "Secs")]
+    pub data_timeout: Duration,
     /// Seconds a site whose hosts all refused connections is left alone before the
     /// next attempt (its mail is deferred meanwhile).
     pub site_backoff_secs: u64,
@@ -79,10 +87,10 @@ impl Default for RelayConfig {
             messages_per_connection: 1000,
             max_recipients_per_transaction: 100,
             site_rate_per_sec: 0.0,
-            idle_timeout_secs: 30,
-            connect_timeout_secs: 30,
-            command_timeout_secs: 300,
-            data_timeout_secs: 600,
+            idle_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
             site_backoff_secs: 60,
             retry_first_secs: 300,
             retry_max_secs: 3600,
@@ -107,10 +115,6 @@ pub struct RouteConfig {
 }
 
 impl RelayConfig {
-    pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_secs)
-    }
-
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, value) in [

@@ -52,9 +52,9 @@ impl Relay {
                 config.helo_name.clone()
             },
             tls: config.tls,
-            connect_timeout: Duration::from_secs(config.connect_timeout_secs),
-            command_timeout: Duration::from_secs(config.command_timeout_secs),
-            data_timeout: Duration::from_secs(config.data_timeout_secs),
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            data_timeout: config.data_timeout,
             tls_roots: Arc::new(crate::tls_roots::load(config.tls_ca_file.as_deref())?),
         };
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));

@@ -109,7 +109,7 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
         site.idle.fetch_add(1, Ordering::SeqCst);
         let next = {
             let mut rx = site.rx.lock().await;
-            tokio::time::timeout(ctx.config.idle_timeout(), rx.recv()).await
+            tokio::time::timeout(ctx.config.idle_timeout, rx.recv()).await
         };
         site.idle.fetch_sub(1, Ordering::SeqCst);
         let Ok(Some(job)) = next else {

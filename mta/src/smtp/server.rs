@@ -131,8 +131,8 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) -> JoinSet<()> {
     let limits = |stress: &Stress| IoLimits {
-        write_timeout: Duration::from_secs(shared.smtp.write_timeout_secs),
-        stress_timeout: Duration::from_secs(shared.smtp.stress_timeout_secs),
+        write_timeout: shared.smtp.write_timeout,
+        stress_timeout: shared.smtp.stress_timeout,
         stress: stress.signal.subscribe(),
     };
     let implicit_tls = shared

@@ -1,8 +1,12 @@
 //! `[kafka]`: brokers, topics and client settings of the Kafka backend.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// A `Duration` written as whole milliseconds in the config file (`*_ms` keys).
+type Millis = serde_with::As<serde_with::DurationMilliSeconds<u64>>;
 
 /// The Kafka backend's configuration (`[kafka]` in the config file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,8 +33,9 @@ pub struct KafkaConfig {
     /// broker's `message.max.bytes`. Default 1,000,000 (Kafka's default).
     pub max_record_bytes: usize,
     /// How long an enqueue waits for the broker to acknowledge a record before the
-    /// client is told `451 4.3.0`, in milliseconds. Default 5000.
-    pub produce_timeout_ms: u64,
+    /// client is told `451 4.3.0` (`produce_timeout_ms`). Default 5000 ms.
+    #[serde(rename = "produce_timeout_ms", with = "Millis")]
+    pub produce_timeout: Duration,
     /// Producer batching delay (`linger.ms`). Default 2.
     pub linger_ms: u64,
     /// Records the producer may buffer before enqueues fail at once with `451`
@@ -44,8 +49,9 @@ pub struct KafkaConfig {
     pub max_held: usize,
     /// How often resolved offsets are committed, in milliseconds. Default 500.
     pub commit_interval_ms: u64,
-    /// Consumer `session.timeout.ms`. Default 10,000.
-    pub session_timeout_ms: u64,
+    /// Consumer `session.timeout.ms` (`session_timeout_ms`). Default 10,000 ms.
+    #[serde(rename = "session_timeout_ms", with = "Millis")]
+    pub session_timeout: Duration,
     /// Consumer `fetch.wait.max.ms`: the longest a fetch waits for new records. Keep it
     /// low: some brokers do not end a waiting fetch when records arrive. Default 20.
     pub fetch_wait_max_ms: u64,
@@ -71,13 +77,13 @@ impl Default for KafkaConfig {
             retry_tiers: RetryTier::defaults(),
             compression: Compression::Lz4,
             max_record_bytes: 1_000_000,
-            produce_timeout_ms: 5000,
+            produce_timeout: Duration::from_millis(5000),
             linger_ms: 2,
             max_buffered_records: 20_000,
             max_held_per_partition: 1000,
             max_held: 10_000,
             commit_interval_ms: 500,
-            session_timeout_ms: 10_000,
+            session_timeout: Duration::from_millis(10_000),
             fetch_wait_max_ms: 20,
             lag_interval_ms: 5000,
             publish_events: true,
@@ -211,7 +217,7 @@ impl KafkaConfig {
         if self.max_record_bytes < 4096 {
             return Err("kafka.max_record_bytes must be at least 4096".into());
         }
-        if self.produce_timeout_ms == 0 || self.commit_interval_ms == 0 {
+        if self.produce_timeout.is_zero() || self.commit_interval_ms == 0 {
             return Err("kafka.produce_timeout_ms and commit_interval_ms must be positive".into());
         }
         if self.max_held_per_partition == 0 || self.max_held == 0 || self.max_buffered_records == 0

@@ -17,12 +17,12 @@ use crate::smtp::reply::{self, EnhancedCode, Reply};
 
 impl Session {
     fn data_timeout(&self) -> Duration {
-        Duration::from_secs(self.shared.smtp.data_timeout_secs)
+        self.shared.smtp.data_timeout
     }
 
     /// When the whole message must have arrived, for a transfer starting now.
     fn data_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_secs(self.shared.smtp.data_deadline_secs)
+        Instant::now() + self.shared.smtp.data_deadline
     }
 
     /// The message buffer for a new transaction, starting with our `Received:` header.

@@ -188,11 +188,11 @@ impl Session {
 
     /// When the next command line must have arrived, for a wait starting now.
     fn command_deadline(&self) -> Instant {
-        Instant::now() + Duration::from_secs(self.shared.smtp.idle_timeout_secs)
+        Instant::now() + self.shared.smtp.idle_timeout
     }
 
     fn limits_tls_timeout(&self) -> Duration {
-        Duration::from_secs(self.shared.smtp.tls_handshake_timeout_secs)
+        self.shared.smtp.tls_handshake_timeout
     }
 
     async fn command(&mut self, line: &[u8]) -> Flow {
