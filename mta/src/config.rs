@@ -415,6 +415,30 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_are_read_as_whole_seconds() {
+        let c = Config::from_toml(
+            "[server]\nshutdown_grace_secs = 5\n[smtp]\nidle_timeout_secs = 7\n\
+             [relay]\ncommand_timeout_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.smtp.idle_timeout, Duration::from_secs(7));
+        assert_eq!(c.relay.command_timeout, Duration::from_secs(9));
+        for bad in [
+            "[smtp]\nidle_timeout_secs = -1\n",
+            "[smtp]\nidle_timeout_secs = 1.5\n",
+            "[smtp]\nidle_timeout_secs = \"5m\"\n",
+            "[smtp]\nidle_timeout_secs = 0\n",
+        ] {
+            let err = Config::from_toml(bad).unwrap_err();
+            assert!(
+                err.to_string().contains("idle_timeout_secs"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn cert_without_key_is_rejected() {
         let err = Config::from_toml("[tls]\ncert_file = \"/x.pem\"\n").unwrap_err();
         assert!(err.to_string().contains("together"), "{err}");

@@ -3,7 +3,6 @@
 //! SIGTERM/SIGINT, then stop them in reverse order.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use postroad_queue::kafka::KafkaQueue;

@@ -307,7 +307,10 @@ pub fn subscribe(
         .set("auto.offset.reset", "earliest")
         // No transactions are used, and some brokers cannot answer read_committed.
         .set("isolation.level", "read_uncommitted")
-        .set("session.timeout.ms", kafka.session_timeout.as_millis().to_string())
+        .set(
+            "session.timeout.ms",
+            kafka.session_timeout.as_millis().to_string(),
+        )
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
         .set("statistics.interval.ms", kafka.lag_interval_ms.to_string())
         .set_log_level(RDKafkaLogLevel::Warning);

@@ -30,7 +30,10 @@ impl Producer {
             .set("enable.idempotence", "true")
             .set("linger.ms", kafka.linger_ms.to_string())
             .set("compression.type", kafka.compression.as_str())
-            .set("message.timeout.ms", kafka.produce_timeout.as_millis().to_string())
+            .set(
+                "message.timeout.ms",
+                kafka.produce_timeout.as_millis().to_string(),
+            )
             // One record may be as large as the limit, plus protocol framing.
             .set(
                 "message.max.bytes",
