@@ -35,6 +35,15 @@ const FIELDS: [&str; 6] = [
 /// `trusted`, returns the metadata they set. A bad value (or an unknown or repeated
 /// `X-Postroad-` field) from a trusted client is `550 5.6.0` naming the field.
 pub fn take(message: &mut Vec<u8>, trusted: bool) -> Result<Metadata, Reply> {
+    if hidden_behind_bare_cr(message) {
+        // It would not be removed, and a next hop that ends lines at a bare CR would
+        // read it as a field.
+        return Err(Reply::new(
+            550,
+            "5.6.0",
+            "X-Postroad- header field after a bare CR; end header lines with CRLF",
+        ));
+    }
     let fields = find(message);
     if fields.is_empty() {
         return Ok(Metadata::default());
@@ -95,6 +104,31 @@ fn find(message: &[u8]) -> Vec<Field> {
         pos = end;
     }
     fields
+}
+
+/// Whether a bare CR (not followed by LF) in the header section is followed by an
+/// `X-Postroad-` name.
+fn hidden_behind_bare_cr(message: &[u8]) -> bool {
+    let mut pos = 0;
+    while pos < message.len() {
+        let end = line_end(message, pos);
+        let line = &message[pos..end];
+        if line == b"\r\n" || line == b"\n" {
+            return false;
+        }
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        for i in memchr::memchr_iter(b'\r', body) {
+            let after = &body[i + 1..];
+            if after.len() >= PREFIX.len()
+                && after[..PREFIX.len()].eq_ignore_ascii_case(PREFIX.as_bytes())
+            {
+                return true;
+            }
+        }
+        pos = end;
+    }
+    false
 }
 
 /// The end of the line starting at `pos` (after its `\n`, or the end of input).
@@ -247,6 +281,21 @@ mod tests {
             assert_eq!(reply.enhanced, Some(EnhancedCode::new(5, 6, 0)));
             assert!(reply.text.contains(words), "{text:?}: {reply}");
         }
+    }
+
+    #[test]
+    fn a_field_behind_a_bare_cr_is_refused() {
+        for trusted in [true, false] {
+            let (result, rest) =
+                take_from("Subject: x\rX-Postroad-User-Id: 1\r\n\r\nbody", trusted);
+            let reply = result.unwrap_err();
+            assert_eq!(reply.enhanced, Some(EnhancedCode::new(5, 6, 0)));
+            assert!(reply.text.contains("bare CR"), "{reply}");
+            assert_eq!(rest, "Subject: x\rX-Postroad-User-Id: 1\r\n\r\nbody");
+        }
+        // Bare CRs elsewhere, and in the body, are no business of this check.
+        let (meta, _) = take_from("Subject: a\rb\r\n\r\nx\rX-Postroad-Tags: a=1\r\n", true);
+        assert_eq!(meta.unwrap(), Metadata::default());
     }
 
     #[test]
