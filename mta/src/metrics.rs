@@ -101,22 +101,26 @@ pub fn render(stats: &QueueStats, gauges: &[Gauge]) -> String {
 /// A few label values for destination domains, so the label's cardinality stays small:
 /// the big mailbox providers by name, everything else `other`.
 pub fn destination_group(domain: &str) -> &'static str {
-    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let base = |suffix: &str| domain == suffix || domain.ends_with(&format!(".{suffix}"));
-    if ["gmail.com", "googlemail.com"].iter().any(|d| base(d)) {
+    let domain = domain.trim_end_matches('.');
+    // `domain` is `base` or a subdomain of it, without regard to ASCII case.
+    let under = |base: &str| {
+        domain.len() >= base.len()
+            && domain[domain.len() - base.len()..].eq_ignore_ascii_case(base)
+            && (domain.len() == base.len()
+                || domain.as_bytes()[domain.len() - base.len() - 1] == b'.')
+    };
+    let any = |bases: &[&str]| bases.iter().any(|b| under(b));
+    if any(&["gmail.com", "googlemail.com"]) {
         "gmail"
-    } else if ["outlook.com", "hotmail.com", "live.com", "msn.com"]
-        .iter()
-        .any(|d| base(d))
-    {
+    } else if any(&["outlook.com", "hotmail.com", "live.com", "msn.com"]) {
         "microsoft"
-    } else if domain.starts_with("yahoo.")
-        || ["ymail.com", "rocketmail.com", "aol.com"]
-            .iter()
-            .any(|d| base(d))
+    } else if domain
+        .get(..6)
+        .is_some_and(|p| p.eq_ignore_ascii_case("yahoo."))
+        || any(&["ymail.com", "rocketmail.com", "aol.com"])
     {
         "yahoo"
-    } else if ["icloud.com", "me.com", "mac.com"].iter().any(|d| base(d)) {
+    } else if any(&["icloud.com", "me.com", "mac.com"]) {
         "apple"
     } else {
         "other"
@@ -213,6 +217,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_text_has_queue_gauges_and_counted_events() {
+        // The recorder must be in place before anything is counted (as `serve` does).
+        handle();
         let stats = QueueStats {
             queued: 5,
             ready: 3,

@@ -127,20 +127,18 @@ impl Reader {
                 }
                 continue;
             };
-            let batch =
-                if batch.len() < max && !batching.linger.is_zero() && !self.cancel.is_cancelled() {
-                    // Let the batch fill a little: fewer, larger writes at low load.
-                    tokio::select! {
-                        () = tokio::time::sleep(batching.linger) => {}
-                        () = self.cancel.cancelled() => {}
-                    }
-                    match self.queue.events_after(position, max).await {
-                        Ok(more) if !more.is_empty() => more,
-                        _ => batch,
-                    }
-                } else {
-                    batch
-                };
+            let mut batch = batch;
+            if batch.len() < max && !batching.linger.is_zero() && !self.cancel.is_cancelled() {
+                // Let the batch fill a little: fewer, larger writes at low load. Only
+                // what came after it is read again.
+                tokio::select! {
+                    () = tokio::time::sleep(batching.linger) => {}
+                    () = self.cancel.cancelled() => {}
+                }
+                if let Ok(more) = self.queue.events_after(last, max - batch.len()).await {
+                    batch.extend(more);
+                }
+            }
             let last = batch.last().map_or(last, |&(seq, _)| seq);
             let events: Vec<DeliveryEvent> = batch.into_iter().map(|(_, e)| e).collect();
             backoff = FIRST_BACKOFF;
