@@ -148,6 +148,9 @@ connections_per_site = 20
 [admin]
 listen = "127.0.0.1:$(free_port)"
 
+[http]
+listen = "127.0.0.1:$(free_port)"
+
 [[listener]]
 name = "relay"
 address = "127.0.0.1:$port"

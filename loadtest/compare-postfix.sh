@@ -243,6 +243,9 @@ connections_per_site = $DELIVERY_CONNECTIONS
 [admin]
 listen = "127.0.0.1:$(free_port)"
 
+[http]
+listen = "127.0.0.1:$(free_port)"
+
 [[listener]]
 name = "relay"
 address = "127.0.0.1:$PR_PORT"

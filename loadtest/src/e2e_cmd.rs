@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::dns::{DnsStub, Zone};
 use crate::generator::unix_micros;
+use crate::http_cmd::{self, HttpArgs, HttpOptions};
 use crate::mix::{DEFAULT_E2E_MIX, DomainMix};
 use crate::postroad_proc::{Delivery, PostroadOptions, PostroadProcess};
 use crate::sink::{Faults, Observer, Sink, SinkConfig};
@@ -37,10 +38,27 @@ use crate::tracker::{DomainCount, Tracker};
 pub const DEFAULT_DNS_LISTEN: &str = "127.0.0.1:5300";
 pub const DEFAULT_SINK_LISTEN: &str = "127.0.0.1:2526";
 
+/// How the load enters the MTA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// SMTP (`loadtest smtp`'s generator).
+    Smtp,
+    /// Postroad's HTTP API (`loadtest http`'s generator); --addr is then the API's
+    /// address, and a spawned Postroad gets an API key of its own.
+    Http,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct E2eArgs {
     #[command(flatten)]
     pub load: SmtpArgs,
+
+    /// Submit over SMTP or over the HTTP API.
+    #[arg(long, value_enum, default_value = "smtp")]
+    pub via: Via,
+
+    #[command(flatten)]
+    pub http: HttpOptions,
 
     /// Start `postroad serve` from this binary with a generated config (listener on a
     /// free port, relay to the DNS stub and the sink), and stop it at the end; --addr
@@ -105,6 +123,33 @@ pub struct E2eArgs {
     /// Sink: wait this long before every reply.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub sink_delay_ms: u64,
+}
+
+/// The HTTP generator's arguments for the load `load` describes.
+fn http_load(load: &SmtpArgs, http: HttpOptions) -> HttpArgs {
+    HttpArgs {
+        addr: load.addr.clone(),
+        http,
+        messages: load.messages,
+        duration: load.duration,
+        connections: load.connections,
+        size: load.size,
+        recipients: load.recipients,
+        from: load.from.clone(),
+        to_domain: load
+            .to_domain
+            .clone()
+            .unwrap_or_else(|| "example.test".into()),
+        rate: load.rate,
+        json: None,
+        html: None,
+        stop_on_error: load.stop_on_error,
+        max_connect_failures: load.max_connect_failures,
+        timeout: load.timeout,
+        connect_timeout: load.connect_timeout,
+        stamp: true,
+        no_progress: load.no_progress,
+    }
 }
 
 impl E2eArgs {
@@ -509,6 +554,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
     let (dns_addr, sink_addr) = (dns.local_addr(), sink.local_addr());
 
     let mut postroad = None;
+    let mut http_options = args.http.clone();
     let target = match &args.spawn_postroad {
         Some(binary) => {
             let opts = PostroadOptions {
@@ -529,7 +575,13 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
                 keep: args.keep_work_dir,
             };
             let p = PostroadProcess::start(&opts).await?;
-            let addr = p.smtp_addr();
+            let addr = match args.via {
+                Via::Smtp => p.smtp_addr(),
+                Via::Http => p.http_addr(),
+            };
+            if args.via == Via::Http && http_options.api_key.is_none() {
+                http_options.api_key = Some(p.create_api_key()?);
+            }
             if !quiet || args.keep_work_dir {
                 eprintln!(
                     "e2e: postroad (pid {}) on {addr}, work directory {}",
@@ -577,7 +629,13 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         stamp: true,
         progress: Some(progress),
     };
-    let result = smtp_cmd::execute_with(&load_args, hooks).await;
+    let result = match args.via {
+        Via::Smtp => smtp_cmd::execute_with(&load_args, hooks).await,
+        Via::Http => {
+            let http_args = http_load(&load_args, http_options);
+            http_cmd::execute_with(&http_args, hooks).await
+        }
+    };
     let load_end_us = unix_micros();
     let result = match result {
         Ok(r) => r,

@@ -9,6 +9,8 @@
 //! - [`generator`]: the test messages and their integrity contract.
 //! - [`smtp_client`] and [`smtp_cmd`]: the `loadtest smtp` generator, closed loop or
 //!   open loop ([`pacer`]), over a weighted domain [`mix`].
+//! - [`http_client`] and [`http_cmd`]: the `loadtest http` generator for Postroad's
+//!   HTTP API, with the same [`schedule`] of messages as `loadtest smtp`.
 //! - [`e2e_cmd`]: `loadtest e2e`, generator → MTA → sink with per-message tracking
 //!   ([`tracker`]).
 //! - [`timeline`] and [`html`]: per-second buckets and the HTML report.
@@ -18,9 +20,12 @@ pub mod dns_cmd;
 pub mod e2e_cmd;
 pub mod generator;
 pub mod html;
+pub mod http_client;
+pub mod http_cmd;
 pub mod mix;
 pub mod pacer;
 pub mod postroad_proc;
+pub mod schedule;
 pub mod sink;
 pub mod sink_cmd;
 pub mod smtp_client;

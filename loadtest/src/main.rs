@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postroad_loadtest::{dns_cmd, e2e_cmd, sink_cmd, smtp_cmd, verify_cmd};
+use postroad_loadtest::{dns_cmd, e2e_cmd, http_cmd, sink_cmd, smtp_cmd, verify_cmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about = "Postroad's load-test harness")]
@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Push messages at an SMTP server and report throughput and ack latency.
     Smtp(Box<smtp_cmd::SmtpArgs>),
+    /// Push messages at Postroad's HTTP API and report throughput and latency.
+    Http(Box<http_cmd::HttpArgs>),
     /// Load an MTA (running, or spawned Postroad) that delivers to an in-process sink:
     /// accepted/s, delivered/s, submit-to-delivered latency, lost and duplicated.
     E2e(Box<e2e_cmd::E2eArgs>),
@@ -32,6 +34,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Smtp(args) => smtp_cmd::run(*args).await,
+        Command::Http(args) => http_cmd::run(*args).await,
         Command::E2e(args) => e2e_cmd::run(*args).await,
         Command::Sink(args) => sink_cmd::run(*args).await,
         Command::Dns(args) => dns_cmd::run(*args).await,

@@ -42,6 +42,9 @@ pub struct PostroadProcess {
     child: Option<Child>,
     dir: tempfile::TempDir,
     smtp: SocketAddr,
+    http: SocketAddr,
+    config: PathBuf,
+    binary: PathBuf,
     started: Instant,
 }
 
@@ -50,8 +53,17 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The ports of a spawned Postroad.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub smtp: u16,
+    pub admin: u16,
+    pub http: u16,
+}
+
 /// The config file `start` writes.
-pub fn config_text(opts: &PostroadOptions, data_dir: &Path, smtp: u16, admin: u16) -> String {
+pub fn config_text(opts: &PostroadOptions, data_dir: &Path, ports: Ports) -> String {
+    let Ports { smtp, admin, http } = ports;
     let mut c = String::new();
     let _ = writeln!(c, "# written by loadtest e2e --spawn-postroad\n");
     let _ = writeln!(c, "[server]\nhostname = \"postroad-e2e.test\"");
@@ -88,6 +100,11 @@ pub fn config_text(opts: &PostroadOptions, data_dir: &Path, smtp: u16, admin: u1
     let _ = writeln!(c, "\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
     let _ = writeln!(
         c,
+        "[http]\nlisten = \"127.0.0.1:{http}\"\nmax_concurrent_requests = {}\n",
+        opts.connections as usize + 16
+    );
+    let _ = writeln!(
+        c,
         "[[listener]]\nname = \"relay\"\naddress = \"127.0.0.1:{smtp}\"\nrole = \"relay\"\ntls = \"none\""
     );
     c
@@ -107,8 +124,12 @@ impl PostroadProcess {
         if opts.keep {
             dir.disable_cleanup(true);
         }
-        let (smtp, admin) = (free_port()?, free_port()?);
-        let config = config_text(opts, &dir.path().join("data"), smtp, admin);
+        let ports = Ports {
+            smtp: free_port()?,
+            admin: free_port()?,
+            http: free_port()?,
+        };
+        let config = config_text(opts, &dir.path().join("data"), ports);
         let config_path = dir.path().join("postroad.toml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("postroad.log"))?;
@@ -130,7 +151,10 @@ impl PostroadProcess {
         let mut p = Self {
             child: Some(child),
             dir,
-            smtp: SocketAddr::from(([127, 0, 0, 1], smtp)),
+            smtp: SocketAddr::from(([127, 0, 0, 1], ports.smtp)),
+            http: SocketAddr::from(([127, 0, 0, 1], ports.http)),
+            config: config_path.clone(),
+            binary: opts.binary.clone(),
             started: Instant::now(),
         };
         p.wait_ready(Duration::from_secs(60)).await?;
@@ -167,6 +191,27 @@ impl PostroadProcess {
     /// Its SMTP relay listener.
     pub fn smtp_addr(&self) -> SocketAddr {
         self.smtp
+    }
+
+    /// Its HTTP API.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// A new API key (`postroad api-key create`), for loading the HTTP API.
+    pub fn create_api_key(&self) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .args(["api-key", "create", "--name", "loadtest", "--config"])
+            .arg(&self.config)
+            .output()
+            .with_context(|| format!("running {} api-key create", self.binary.display()))?;
+        if !out.status.success() {
+            bail!(
+                "postroad api-key create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     pub fn dir(&self) -> &Path {
@@ -272,7 +317,12 @@ mod tests {
             work_root: None,
             keep: false,
         };
-        let c = config_text(&opts, Path::new("/tmp/x/data"), 2600, 2601);
+        let ports = Ports {
+            smtp: 2600,
+            admin: 2601,
+            http: 2602,
+        };
+        let c = config_text(&opts, Path::new("/tmp/x/data"), ports);
         let v: toml::Value = toml::from_str(&c).unwrap();
         assert_eq!(v["spool"]["fsync"].as_bool(), Some(false));
         assert_eq!(
@@ -284,10 +334,11 @@ mod tests {
         assert_eq!(v["smtp"]["max_connections_per_ip"].as_integer(), Some(516));
         assert_eq!(v["listener"][0]["address"].as_str(), Some("127.0.0.1:2600"));
         assert_eq!(v["admin"]["listen"].as_str(), Some("127.0.0.1:2601"));
+        assert_eq!(v["http"]["listen"].as_str(), Some("127.0.0.1:2602"));
         assert_eq!(v["server"]["data_dir"].as_str(), Some("/tmp/x/data"));
         opts.delivery = Delivery::Smarthost("127.0.0.1:9".parse().unwrap());
         opts.fast_retries = false;
-        let c = config_text(&opts, Path::new("/d"), 1, 2);
+        let c = config_text(&opts, Path::new("/d"), ports);
         let v: toml::Value = toml::from_str(&c).unwrap();
         assert_eq!(v["relay"]["smarthost"].as_str(), Some("127.0.0.1:9"));
         assert!(v["relay"].get("nameservers").is_none());

@@ -18,7 +18,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
 use crate::mix::{DomainMix, SizeMix};
-use crate::pacer::{Exhausted, Pacer, Ticket};
+use crate::pacer::Pacer;
+use crate::schedule::{Claim, Schedule};
 use crate::smtp_client::{ClientError, SmtpClient};
 use crate::stats::{Counters, Latency, Report};
 use crate::timeline::Timeline;
@@ -194,12 +195,6 @@ pub fn domain_mix(args: &SmtpArgs, default: &str) -> anyhow::Result<DomainMix> {
     }
 }
 
-/// A message to send: its number and, in open loop, its place in the schedule.
-struct Claim {
-    seq: u64,
-    ticket: Option<Ticket>,
-}
-
 /// Everything the workers share.
 struct Shared {
     /// One body template per size of the size mix (one without a mix).
@@ -228,14 +223,9 @@ struct Shared {
     date: String,
     stamp: bool,
 
-    limit: Option<u64>,
-    deadline: Option<Instant>,
-    pacer: Option<Pacer>,
+    schedule: Schedule,
     timeline: Arc<Timeline>,
     tracker: Option<Arc<Tracker>>,
-    next_seq: AtomicU64,
-    stop: AtomicBool,
-    stop_reason: Mutex<Option<String>>,
     connect_failures: AtomicU64,
     mode: OnceLock<String>,
     warned_no_chunking: AtomicBool,
@@ -246,67 +236,6 @@ struct Shared {
     latency: Mutex<Latency>,
     /// Open loop: how late transactions started after their scheduled time.
     send_lag: Mutex<Latency>,
-}
-
-impl Shared {
-    fn stopped(&self) -> bool {
-        self.stop.load(Relaxed)
-    }
-
-    fn stop_with(&self, reason: impl Into<String>) {
-        let mut r = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
-        if r.is_none() {
-            *r = Some(reason.into());
-        }
-        self.stop.store(true, Relaxed);
-    }
-
-    /// The next message to send, or None when the run is over. In open loop it
-    /// returns once the message is due.
-    async fn claim(&self) -> Option<Claim> {
-        if self.stopped() {
-            return None;
-        }
-        if let Some(pacer) = &self.pacer {
-            return match pacer.claim() {
-                Ok(ticket) => {
-                    let stopped = async {
-                        while !self.stopped() {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = Pacer::wait(&ticket) => {}
-                        _ = stopped => return None,
-                    }
-                    Some(Claim {
-                        seq: ticket.seq,
-                        ticket: Some(ticket),
-                    })
-                }
-                Err(Exhausted::Duration) => {
-                    self.stop_with("duration reached");
-                    None
-                }
-                // not a stop: workers holding earlier numbers still send them
-                Err(Exhausted::Count) => None,
-            };
-        }
-        if let Some(d) = self.deadline
-            && Instant::now() >= d
-        {
-            self.stop_with("duration reached");
-            return None;
-        }
-        let seq = self.next_seq.fetch_add(1, Relaxed) + 1;
-        if let Some(n) = self.limit
-            && seq > n
-        {
-            // not a stop: workers holding earlier numbers still send them
-            return None;
-        }
-        Some(Claim { seq, ticket: None })
-    }
 }
 
 /// Entry point of `loadtest smtp`: run, print the summary, write the JSON and HTML.
@@ -474,14 +403,9 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         from: args.from.clone(),
         date: rfc5322_date(unix),
         stamp,
-        limit,
-        deadline: duration.map(|d| start + d),
-        pacer,
+        schedule: Schedule::new(limit, duration.map(|d| start + d), pacer),
         timeline: timeline.clone(),
         tracker: hooks.tracker.clone(),
-        next_seq: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        stop_reason: Mutex::new(None),
         connect_failures: AtomicU64::new(0),
         mode: OnceLock::new(),
         warned_no_chunking: AtomicBool::new(false),
@@ -496,7 +420,7 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         let shared = shared.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                shared.stop_with("interrupted");
+                shared.schedule.stop_with("interrupted");
                 eprintln!("\ninterrupted: finishing in-flight messages (Ctrl-C again to abort)");
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
@@ -564,15 +488,7 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         }
     }
 
-    let stop_reason = shared
-        .stop_reason
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_else(|| match limit {
-            Some(n) => format!("all {n} messages sent"),
-            None => "done".to_owned(),
-        });
+    let stop_reason = shared.schedule.stop_reason();
     let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
     let mut mode = match &args.size_mix {
         Some(mix) => format!(
@@ -841,7 +757,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
     let mut bdat = false;
     let mut backoff_n = 0u32;
 
-    'messages: while let Some(Claim { seq, ticket }) = sh.claim().await {
+    'messages: while let Some(Claim { seq, ticket }) = sh.schedule.claim().await {
         // a session to send on
         loop {
             if let (Some(limit), Some(_)) = (sh.per_connection, &client)
@@ -852,7 +768,7 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
             if client.is_some() {
                 break;
             }
-            if sh.stopped() {
+            if sh.schedule.stopped() {
                 break 'messages;
             }
             match open_session(&sh).await {
@@ -883,13 +799,13 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                     st.error(e.kind(), e.to_string());
                     let n = sh.connect_failures.fetch_add(1, Relaxed) + 1;
                     if n >= sh.max_connect_failures {
-                        sh.stop_with(format!(
+                        sh.schedule.stop_with(format!(
                             "gave up after {n} consecutive connect failures (last: {e})"
                         ));
                     } else if sh.stop_on_error {
-                        sh.stop_with(format!("--stop-on-error: {e}"));
+                        sh.schedule.stop_with(format!("--stop-on-error: {e}"));
                     }
-                    backoff(&sh, &mut backoff_n).await;
+                    sh.schedule.backoff(&mut backoff_n).await;
                 }
             }
         }
@@ -936,14 +852,14 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                 sh.done.fetch_add(1, Relaxed);
                 sh.failed.fetch_add(1, Relaxed);
                 if sh.stop_on_error {
-                    sh.stop_with(format!(
+                    sh.schedule.stop_with(format!(
                         "--stop-on-error: message {seq} rejected: {}",
                         c.reply()
                     ));
                 }
                 if code == 421 {
                     client = None; // the server is closing the connection
-                    backoff(&sh, &mut backoff_n).await;
+                    sh.schedule.backoff(&mut backoff_n).await;
                 } else if reset && !matches!(c.rset().await, Ok(true)) {
                     client = None;
                 }
@@ -956,9 +872,10 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
                 sh.failed.fetch_add(1, Relaxed);
                 client = None;
                 if sh.stop_on_error {
-                    sh.stop_with(format!("--stop-on-error: message {seq}: {e}"));
+                    sh.schedule
+                        .stop_with(format!("--stop-on-error: message {seq}: {e}"));
                 }
-                backoff(&sh, &mut backoff_n).await;
+                sh.schedule.backoff(&mut backoff_n).await;
             }
         }
     }
@@ -969,19 +886,6 @@ async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counte
 }
 
 /// Sleeps 10 ms, 20 ms, ... up to 1 s, waking early when the run stops.
-async fn backoff(sh: &Shared, n: &mut u32) {
-    let mut left = Duration::from_millis(10 << (*n).min(7)).min(Duration::from_secs(1));
-    *n += 1;
-    if let Some(d) = sh.deadline {
-        left = left.min(d.saturating_duration_since(Instant::now()));
-    }
-    while !left.is_zero() && !sh.stopped() {
-        let step = left.min(Duration::from_millis(50));
-        tokio::time::sleep(step).await;
-        left -= step;
-    }
-}
-
 fn rcpt_cmd(buf: &mut Vec<u8>, n: u64, mix: &DomainMix) {
     let domain = mix.pick(n);
     use std::io::Write as _;

@@ -143,3 +143,35 @@ fn recipients_bounced_by_the_sink_are_reported_lost() {
     assert_eq!(r["postroad"]["spool_fsync"], false);
     assert!(text.contains(&format!("{lost} lost")), "{text}");
 }
+
+/// The same end-to-end accounting with the load on Postroad's HTTP API: each form,
+/// single requests over h2c and batches over HTTP/1.1, with an API key the run creates.
+#[test]
+fn e2e_over_the_http_api_loses_and_duplicates_nothing() {
+    for extra in [
+        &["--form", "template", "--http2"][..],
+        &["--form", "explicit", "--batch", "7"],
+        &["--form", "raw", "--batch", "3", "--recipients", "2"],
+    ] {
+        let mut args = vec!["--via", "http", "-n", "200", "-c", "4"];
+        args.extend_from_slice(extra);
+        let (code, r, text) = e2e(&args);
+        assert_eq!(code, Some(0), "{extra:?}: {text}");
+        let rcpts = if extra.contains(&"--recipients") {
+            2
+        } else {
+            1
+        };
+        assert_eq!(r["messages_accepted"], 200, "{extra:?}: {text}");
+        assert_eq!(r["delivered"], 200 * rcpts, "{extra:?}: {text}");
+        assert_eq!(
+            (r["lost"].as_u64(), r["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{text}"
+        );
+        assert!(
+            r["load"]["mode"].as_str().unwrap().contains("HTTP"),
+            "{text}"
+        );
+    }
+}

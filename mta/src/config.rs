@@ -44,6 +44,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub history: HistoryConfig,
     pub admin: crate::admin::AdminConfig,
+    /// `[http]`: the HTTP submission API.
+    pub http: postroad_api::ApiConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     #[serde(rename = "listener")]
@@ -241,6 +243,7 @@ impl Default for Config {
             relay: RelayConfig::default(),
             history: HistoryConfig::default(),
             admin: crate::admin::AdminConfig::default(),
+            http: postroad_api::ApiConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             listeners: default_listeners(),
@@ -322,6 +325,7 @@ impl Config {
             }
         }
         self.admin.validate().map_err(ConfigError::Semantic)?;
+        self.http.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;
@@ -458,6 +462,7 @@ mod tests {
         full.tls.key_file = Some("/k".into());
         full.relay.smarthost = Some("smtp.example.net:587".into());
         full.admin.token = "t".repeat(32);
+        full.http.default_from = "noreply@example.com".into();
         full.kafka.instance_id = "relay-1".into();
         full.kafka
             .client

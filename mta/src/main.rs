@@ -33,7 +33,8 @@ enum Command {
         /// relay.smarthost.
         #[arg(long, env = "POSTROAD_SMARTHOST")]
         smarthost: Option<String>,
-        /// Roles this process runs, comma separated: `ingress` (SMTP listeners) and/or
+        /// Roles this process runs, comma separated: `ingress` (SMTP listeners and the
+        /// HTTP API) and/or
         /// `relay` (delivery). Default: both. With the Kafka backend, run as many of each
         /// as needed.
         #[arg(long, env = "POSTROAD_ROLES", value_delimiter = ',', default_values = ["ingress", "relay"])]
@@ -52,6 +53,8 @@ enum Command {
     Dlq(postroad::admin::cli::DlqArgs),
     /// Show the delivery history of a recipient or a message.
     History(postroad::history_cmd::HistoryArgs),
+    /// Create, list or revoke the HTTP API's bearer keys.
+    ApiKey(postroad::api_key_cmd::ApiKeyArgs),
     /// Load a config file, check it and print the effective configuration.
     CheckConfig {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
@@ -156,6 +159,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::history_cmd::run(args)),
+        Command::ApiKey(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::api_key_cmd::run(args)),
         Command::CheckConfig { config } => {
             let mut config = Config::load(config.as_deref())?;
             if !config.admin.token.is_empty() {

@@ -1,6 +1,6 @@
-//! The parts `postroad serve` runs (event fan-out, relay, admin endpoint, SMTP
-//! ingress; next: HTTP API, webhooks, history consumer), each started the same way and
-//! stopped in reverse order: the SMTP listeners drain first, then the endpoint, then
+//! The parts `postroad serve` runs (event fan-out, relay, admin endpoint, HTTP API, SMTP
+//! ingress; next: webhooks, history consumer), each started the same way and stopped
+//! in reverse order: the SMTP listeners drain first, then the HTTP API, then the endpoint, then
 //! the relay finishes what is in flight, and the fan-out passes on the last events.
 
 use std::future::Future;

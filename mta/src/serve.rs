@@ -1,5 +1,5 @@
 //! `postroad serve`: open the queue, start the parts the roles asked for need (event
-//! fan-out, relay, admin endpoint, SMTP ingress; see [`crate::roles`]), run until
+//! fan-out, relay, admin endpoint, HTTP API, SMTP ingress; see [`crate::roles`]), run until
 //! SIGTERM/SIGINT, then stop them in reverse order.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use crate::config::{Backend, Config, TlsMode};
 use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
+use postroad_api::{Api, AppStore, Deps, MessageLimits};
 use postroad_history::{HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
@@ -22,7 +23,7 @@ use postroad_relay::Relay;
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
-    /// SMTP listeners: accept mail into the queue.
+    /// SMTP listeners and the HTTP API: accept mail into the queue.
     pub ingress: bool,
     /// Relay workers: deliver what is in the queue.
     pub relay: bool,
@@ -130,6 +131,12 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     };
 
     let admin_queue = queue.clone();
+    let api = if roles.ingress && config.http.enabled {
+        Some(bind_api(&config, queue.clone(), relay.as_ref().map(|r| r.waker())).await?)
+    } else {
+        None
+    };
+    let app_store = api.as_ref().map(|(_, store)| store.clone());
     let shared = Shared {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
@@ -166,6 +173,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     )
     .await?;
     parts.adopt("admin", admin, endpoint);
+    if let Some((api, _)) = api {
+        parts.start("http", move |stop| api.run(stop));
+    }
     if let Some(server) = server {
         parts.start("smtp", move |stop| server.run(stop, grace));
     }
@@ -174,9 +184,42 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections");
     parts.stop().await;
     store.close().await;
+    if let Some(app_store) = app_store {
+        app_store.close().await;
+    }
     backend.shutdown().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the API's store in the data directory and binds `[http] listen`.
+async fn bind_api(
+    config: &Config,
+    queue: Arc<dyn Queue>,
+    relay_waker: Option<Arc<tokio::sync::Notify>>,
+) -> anyhow::Result<(Api, AppStore)> {
+    let store = AppStore::open_in(&config.server.data_dir)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the API store in {}",
+                config.server.data_dir.display()
+            )
+        })?;
+    let deps = Deps {
+        hostname: config.server.hostname.clone(),
+        limits: MessageLimits {
+            max_message_size: config.smtp.max_message_size,
+            max_recipients: config.smtp.max_recipients,
+        },
+        queue,
+        store: store.clone(),
+        relay_waker,
+    };
+    let api = Api::bind(config.http.clone(), deps).await?;
+    let address = api.local_addr().unwrap_or(config.http.listen);
+    tracing::info!(%address, "http api listening");
+    Ok((api, store))
 }
 
 async fn wait_for_signal() {

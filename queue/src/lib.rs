@@ -199,6 +199,18 @@ pub trait Queue: Send + Sync + 'static {
     /// told so.
     async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()>;
 
+    /// Stores several messages (distinct ids) in one durable write, each with its
+    /// `queued` events; `Ok` means every one is durable. The spool commits them in one
+    /// transaction (one fsync; on error none is stored). Backends without transactions
+    /// store them one by one (Kafka: produced concurrently): on error some may be
+    /// stored, and are then delivered, as after a lost SMTP reply.
+    async fn enqueue_many(&self, messages: Vec<(Envelope, Bytes)>) -> Result<()> {
+        for (envelope, body) in messages {
+            self.enqueue(envelope, body).await?;
+        }
+        Ok(())
+    }
+
     /// Hands out up to `max` messages whose due time has come and that nobody holds.
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>>;
 

@@ -170,7 +170,8 @@ pub fn token(field: &'static str, value: &str) -> Result<(), MetadataError> {
     }
 }
 
-fn tag(name: &str, value: &str) -> Result<(), MetadataError> {
+/// Checks one tag against the name and value limits.
+pub fn tag(name: &str, value: &str) -> Result<(), MetadataError> {
     let name_ok = !name.is_empty()
         && name.len() <= MAX_TAG_NAME
         && name

@@ -638,3 +638,28 @@ async fn flush_makes_deferred_messages_due_now() {
     assert_eq!(claimed, ids);
     assert_eq!(spool.flush().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn enqueue_many_is_one_commit_larger_than_max_batch_with_events_for_each() {
+    let dir = TempDir::new().unwrap();
+    let mut config = SpoolConfig::new(dir.path());
+    config.max_batch = 8;
+    let spool = Spool::open(config).unwrap();
+    let messages: Vec<_> = (0..100)
+        .map(|i| (envelope(&["a@example.net", "b@example.org"]), body(i)))
+        .collect();
+    let ids: Vec<_> = messages.iter().map(|(e, _)| e.id).collect();
+    let before = spool.metrics().commits;
+    spool.enqueue_many(messages).await.unwrap();
+    assert_eq!(spool.metrics().commits - before, 1, "one transaction");
+    assert_eq!(spool.stats().await.unwrap().queued, 100);
+    drop(spool);
+
+    let spool = open(&dir);
+    for (i, id) in ids.iter().enumerate() {
+        let (_, stored) = spool.get(*id).await.unwrap().expect("durable");
+        assert_eq!(stored, body(i));
+    }
+    let events = spool.events_after(0, 1000).await.unwrap();
+    assert_eq!(events.len(), 200, "a queued event per recipient");
+}

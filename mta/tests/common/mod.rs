@@ -66,6 +66,8 @@ pub struct Server {
     pub relay: u16,
     pub submission: u16,
     pub submissions: u16,
+    /// The HTTP API's port (unless the test's config has its own `[http]`).
+    pub http: u16,
     /// Extra `serve` arguments (e.g. `--roles relay`).
     args: Vec<String>,
 }
@@ -97,6 +99,10 @@ impl Server {
                 "\n[admin]\nlisten = \"127.0.0.1:{}\"\n",
                 free_port()
             ));
+        }
+        let http = free_port();
+        if !extra.contains("[http]") {
+            extra.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{http}\"\n"));
         }
         if !extra.contains("[relay]") {
             extra.push_str("\n[relay]\nenabled = false\n");
@@ -143,6 +149,7 @@ tls = "implicit"
             relay,
             submission,
             submissions,
+            http,
             args: args.iter().map(|a| a.to_string()).collect(),
         }
     }

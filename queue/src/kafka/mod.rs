@@ -269,6 +269,13 @@ impl Queue for KafkaQueue {
         self.record_events(events).await
     }
 
+    async fn enqueue_many(&self, messages: Vec<(Envelope, Bytes)>) -> Result<()> {
+        let sends = messages
+            .into_iter()
+            .map(|(envelope, body)| self.enqueue(envelope, body));
+        futures_util::future::try_join_all(sends).await.map(|_| ())
+    }
+
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
         if !self.consuming {
             return Ok(Vec::new());

@@ -428,6 +428,34 @@ impl Queue for Spool {
         .map(|_| ())
     }
 
+    async fn enqueue_many(&self, messages: Vec<(Envelope, Bytes)>) -> Result<()> {
+        let tx = self.inner.tx.as_ref().ok_or(QueueError::ShuttingDown)?;
+        let due_ms = unix_ms(SystemTime::now());
+        let mut ops = Vec::with_capacity(messages.len());
+        let mut answers = Vec::with_capacity(messages.len());
+        for (envelope, body) in messages {
+            let events = outbox::Outbox::encode(&crate::queued_events(&envelope))?;
+            let (reply, answer) = oneshot::channel();
+            let op = Op::Enqueue {
+                envelope,
+                body,
+                due_ms,
+                events,
+            };
+            ops.push((op, reply));
+            answers.push(answer);
+        }
+        tx.send(Msg::Group(ops))
+            .await
+            .map_err(|_| QueueError::ShuttingDown)?;
+        for answer in answers {
+            answer.await.map_err(|_| {
+                QueueError::Storage("the spool writer stopped before answering".into())
+            })??;
+        }
+        Ok(())
+    }
+
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {
         if max == 0 {
             return Ok(Vec::new());

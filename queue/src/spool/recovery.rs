@@ -181,6 +181,11 @@ impl Writer {
         loop {
             match rx.try_recv() {
                 Ok(Msg::Op { op, reply }) => self.refuse_or_park(op, reply),
+                Ok(Msg::Group(ops)) => {
+                    for (op, reply) in ops {
+                        self.refuse_or_park(op, reply);
+                    }
+                }
                 Ok(Msg::Shutdown { reply }) => {
                     // What is already buffered is still received, then `Disconnected`.
                     rx.close();

@@ -4,6 +4,8 @@
 //! oneshot for the answer. The thread blocks for the first op, drains whatever else is
 //! already queued (up to `max_batch`), applies them all in one redb write transaction,
 //! commits once (one fsync for the whole batch), and only then answers every waiter.
+//! A group of ops sent as one message is never split across transactions (it may make
+//! a batch larger than `max_batch`).
 //!
 //! A storage failure (I/O error, failed commit) poisons the redb handle; the writer then
 //! closes and reopens the database and resumes (see [`super::recovery`]).
@@ -96,6 +98,9 @@ pub(crate) enum Msg {
         op: Op,
         reply: oneshot::Sender<Result<Output>>,
     },
+    /// Ops that go into the same transaction (one commit), however many they are:
+    /// [`Queue::enqueue_many`](crate::Queue::enqueue_many).
+    Group(Vec<(Op, oneshot::Sender<Result<Output>>)>),
     /// Stop taking new ops, apply those already queued, make everything durable, answer.
     Shutdown { reply: oneshot::Sender<Result<()>> },
 }
@@ -301,6 +306,7 @@ fn take(
 ) {
     match msg {
         Msg::Op { op, reply } => batch.push((op, reply)),
+        Msg::Group(ops) => batch.extend(ops),
         Msg::Shutdown { reply } => {
             // New sends fail from now on; what is already buffered is still received.
             rx.close();

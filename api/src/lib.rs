@@ -1,0 +1,87 @@
+//! Postroad's HTTP API: apps that do not speak SMTP submit mail here.
+//!
+//! - `POST /v1/messages`: one message in the template form (the design's
+//!   `{"userId", "emailType", "recipient", "templateData", "priority"}`), the explicit
+//!   form (from, to/cc/bcc, subject, text, html, attachments) or the raw form (base64
+//!   MIME, or a `message/rfc822` body). `202` only once the queue has made it durable.
+//! - `POST /v1/messages/batch`: up to `http.max_batch` messages, one durable write.
+//! - `Idempotency-Key` on both: retries get the first answer, nothing is queued twice.
+//! - `/v1/templates`: versioned templates per email type, rendered with `minijinja`.
+//! - `/v1/openapi.json`: the OpenAPI 3.1 document.
+//!
+//! Bearer API keys (`postroad api-key create`), RFC 9457 problem documents for every
+//! error, and limits on body size, body time and requests in progress.
+
+mod auth;
+mod body;
+mod config;
+mod idempotency;
+pub mod openapi;
+pub mod problem;
+pub mod render;
+mod routes;
+mod server;
+mod state;
+pub mod store;
+pub mod submit;
+
+pub use config::ApiConfig;
+pub use server::Api;
+pub use state::{Deps, MessageLimits};
+pub use store::{AppStore, StoreError};
+
+/// The JSON message reader and builder, for the fuzz targets in `fuzz/` only: not an
+/// API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::auth::Caller;
+    use crate::problem::FieldError;
+    use crate::submit::{Context, Prepared, Refusal, forms, untemplated};
+
+    /// Reads `json` as one message and, unless it is of the template form, prepares it
+    /// as `POST /v1/messages` would (limits: 64 KiB messages, 5 recipients).
+    /// `None`: not JSON, or the template form.
+    pub fn message(json: &[u8]) -> Option<Result<Prepared, Vec<FieldError>>> {
+        let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+        let caller = Caller {
+            key_id: "fuzz".into(),
+            tenant: None,
+        };
+        let ctx = Context {
+            hostname: "fuzz.test",
+            default_from: "",
+            max_message_size: 64 * 1024,
+            max_recipients: 5,
+            client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            caller: &caller,
+        };
+        let mut errors = Vec::new();
+        let Some(parsed) = forms::parse(&value, "", &mut errors) else {
+            return Some(Err(errors));
+        };
+        if matches!(parsed.form, forms::Form::Template(_)) {
+            return None;
+        }
+        let meta = crate::submit::check::meta(&parsed.meta, None, "", &mut errors);
+        Some(
+            untemplated(parsed.form, meta, "", &ctx, errors).map_err(|refusal| match refusal {
+                Refusal::Fields(errors) => errors,
+                Refusal::Problem(problem) => panic!("a store problem without a store: {problem:?}"),
+            }),
+        )
+    }
+}
+
+/// Why the API cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid [http] configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {address} for the HTTP API (http.listen): {source}")]
+    Bind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the API store: {0}")]
+    Store(#[from] StoreError),
+}

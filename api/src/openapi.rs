@@ -1,0 +1,108 @@
+//! The OpenAPI 3.1 document served at `/v1/openapi.json`, generated from the handlers
+//! and the types they read and answer (so it cannot drift from them).
+
+use std::borrow::Cow;
+
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder, Ref, Schema};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::problem::{FieldError, Problem};
+use crate::routes::{messages, templates};
+use crate::store::templates::{Definition, Parts, Template};
+use crate::submit::forms::{
+    Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
+};
+
+/// A message in one of the three JSON forms, each with the metadata fields: told apart
+/// by `raw` (raw form), `recipient`/`templateData` (template form), else explicit.
+pub struct MessageRequest;
+
+impl PartialSchema for MessageRequest {
+    fn schema() -> RefOr<Schema> {
+        let with_meta = |form: &str| {
+            let all = AllOfBuilder::new()
+                .item(Ref::from_schema_name(MetaFields::name()))
+                .item(Ref::from_schema_name(form))
+                .build();
+            RefOr::T(Schema::AllOf(all))
+        };
+        OneOfBuilder::new()
+            .item(with_meta(&TemplateForm::name()))
+            .item(with_meta(&ExplicitForm::name()))
+            .item(with_meta(&RawForm::name()))
+            .into()
+    }
+}
+
+impl ToSchema for MessageRequest {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("MessageRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        for (name, schema) in [
+            (MetaFields::name(), MetaFields::schema()),
+            (TemplateForm::name(), TemplateForm::schema()),
+            (ExplicitForm::name(), ExplicitForm::schema()),
+            (RawForm::name(), RawForm::schema()),
+            (Addresses::name(), Addresses::schema()),
+            (Attachment::name(), Attachment::schema()),
+        ] {
+            schemas.push((name.into_owned(), schema));
+        }
+    }
+}
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Postroad HTTP API",
+        description = "Submit mail (single, batch, template, raw MIME) and manage templates. Errors are RFC 9457 problem documents."
+    ),
+    paths(
+        messages::send,
+        messages::batch,
+        templates::list,
+        templates::get,
+        templates::put,
+        templates::delete,
+    ),
+    components(schemas(
+        MessageRequest,
+        messages::Accepted,
+        messages::BatchRequest,
+        messages::BatchResult,
+        messages::ItemResult,
+        Definition,
+        Parts,
+        Template,
+        templates::TemplateList,
+        Problem,
+        FieldError,
+    )),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "messages", description = "Submission: a 202 means the message is durable in the queue"),
+        (name = "templates", description = "Versioned templates per email type"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, as served.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

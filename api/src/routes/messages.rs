@@ -1,0 +1,235 @@
+//! `POST /v1/messages` and `POST /v1/messages/batch`.
+
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use postroad_queue::MessageId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::body;
+use crate::idempotency::{self, Answer};
+use crate::problem::{FieldError, Kind, Problem, pointer};
+use crate::state::AppState;
+use crate::submit::{self, Prepared, Refusal, rfc822};
+
+/// `202`: the message is durable in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    /// The queue id of the message (as in SMTP's `250 2.0.0 queued as <id>`).
+    #[schema(value_type = String, example = "0193a4f2c7b87e31a0f6b2d9c4e5a6b7")]
+    pub id: MessageId,
+    /// Envelope recipients queued.
+    pub recipients: usize,
+}
+
+/// One item of a batch answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ItemResult {
+    /// Position in the request's `messages`.
+    pub index: usize,
+    /// `accepted` or `rejected`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub id: Option<MessageId>,
+    /// Why the item was rejected: its bad fields (pointers from the request's root).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// `200` for a batch: every item's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub results: Vec<ItemResult>,
+}
+
+fn answer<T: Serialize>(status: StatusCode, value: &T) -> Answer {
+    Answer {
+        status,
+        body: serde_json::to_string(value).unwrap_or_default(),
+    }
+}
+
+/// Submits one message: the template, explicit or raw JSON form, or a MIME message
+/// sent as `message/rfc822`.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "messages",
+    request_body(content = crate::openapi::MessageRequest, description = "A message in the template, explicit or raw form; or the MIME message itself as message/rfc822 (envelope in the query string)"),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first answer and queue nothing new"),
+        ("from" = Option<String>, Query, description = "message/rfc822 only: envelope sender (default: the From field)"),
+        ("to" = Option<String>, Query, description = "message/rfc822 only: envelope recipients, comma separated (default: To, Cc, Bcc)"),
+    ),
+    responses(
+        (status = 202, description = "Queued durably", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or message too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or queue unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let bytes = match body::read(&state, &headers, request).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return axum::response::IntoResponse::into_response(problem),
+    };
+    let fingerprint = fingerprint("send", &headers, &bytes);
+    let handle = async {
+        let ctx = state.context(&caller, peer.ip().to_canonical());
+        let prepared = if body::media_type(&headers) == "message/rfc822" {
+            let query: rfc822::MimeQuery =
+                serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
+                    Problem::fields(vec![FieldError::new("?", "invalid-value", e.to_string())])
+                })?;
+            rfc822::prepare(bytes.to_vec(), query, &ctx)
+        } else {
+            let value = body::json(&headers, &bytes)?;
+            submit::prepare(&value, "", &ctx, &state.templates).await
+        }
+        .map_err(Refusal::into_problem)?;
+        let accepted = Accepted {
+            id: prepared.envelope.id,
+            recipients: prepared.envelope.recipients.len(),
+        };
+        state.enqueue(vec![prepared]).await?;
+        Ok(answer(StatusCode::ACCEPTED, &accepted))
+    };
+    idempotency::once(&state, &caller, &headers, &fingerprint, handle).await
+}
+
+/// What goes into the idempotency fingerprint: the route, the media type and the body.
+fn fingerprint(route: &str, headers: &HeaderMap, bytes: &[u8]) -> Vec<u8> {
+    let mut out = format!("{route}\n{}\n", body::media_type(headers)).into_bytes();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// `{"messages": [...]}`: what `POST /v1/messages/batch` takes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Up to `http.max_batch` (default 1,000) messages, each in any JSON form.
+    #[schema(value_type = Vec<crate::openapi::MessageRequest>)]
+    pub messages: Vec<Value>,
+}
+
+/// Submits up to `http.max_batch` messages in one durable write; each item is accepted
+/// or rejected on its own.
+#[utoipa::path(
+    post,
+    path = "/v1/messages/batch",
+    tag = "messages",
+    request_body = BatchRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key get the first answer and queue nothing new")),
+    responses(
+        (status = 200, description = "Per-item results; accepted items are durable", body = BatchResult),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Unsupported content type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a batch, or too many messages", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Overloaded or queue unavailable; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn batch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: Body,
+) -> Response {
+    let bytes = match body::read(&state, &headers, request).await {
+        Ok(bytes) => bytes,
+        Err(problem) => return axum::response::IntoResponse::into_response(problem),
+    };
+    let fingerprint = fingerprint("batch", &headers, &bytes);
+    let handle = async {
+        let value = body::json(&headers, &bytes)?;
+        let request: BatchRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+            let at = crate::problem::pointer_of(e.path());
+            Problem::fields(vec![FieldError::new(
+                at,
+                "invalid-type",
+                e.inner().to_string(),
+            )])
+        })?;
+        let max = state.config.max_batch;
+        if request.messages.len() > max {
+            let error = FieldError::new(
+                "/messages",
+                "too-many",
+                format!("at most {max} messages per batch (http.max_batch)"),
+            );
+            return Err(Problem::fields(vec![error]));
+        }
+        let ctx = state.context(&caller, peer.ip().to_canonical());
+        let mut results = Vec::with_capacity(request.messages.len());
+        let mut ready: Vec<Prepared> = Vec::new();
+        for (index, item) in request.messages.iter().enumerate() {
+            let base = pointer("/messages", &index.to_string());
+            match submit::prepare(item, &base, &ctx, &state.templates).await {
+                Ok(prepared) => {
+                    results.push(ItemResult {
+                        index,
+                        status: "accepted".into(),
+                        id: Some(prepared.envelope.id),
+                        errors: Vec::new(),
+                    });
+                    ready.push(prepared);
+                }
+                Err(Refusal::Fields(errors)) => results.push(ItemResult {
+                    index,
+                    status: "rejected".into(),
+                    id: None,
+                    errors,
+                }),
+                Err(Refusal::Problem(problem)) => return Err(problem),
+            }
+        }
+        let accepted = ready.len();
+        if !ready.is_empty() {
+            state.enqueue(ready).await?;
+        }
+        let result = BatchResult {
+            accepted,
+            rejected: results.len() - accepted,
+            results,
+        };
+        Ok(answer(StatusCode::OK, &result))
+    };
+    idempotency::once(&state, &caller, &headers, &fingerprint, handle).await
+}
+
+/// Answers requests to unknown paths.
+pub async fn not_found() -> Problem {
+    Problem::new(Kind::NotFound)
+}
+
+/// Answers a known path with a method it does not take.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(Kind::MethodNotAllowed)
+}

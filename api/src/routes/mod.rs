@@ -1,0 +1,4 @@
+//! The routes, by resource.
+
+pub mod messages;
+pub mod templates;

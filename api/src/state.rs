@@ -1,0 +1,92 @@
+//! What every request handler shares.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use postroad_queue::{Queue, QueueError};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::ApiConfig;
+use crate::auth::{Caller, KeyRing};
+use crate::problem::{Kind, Problem};
+use crate::render::Templates;
+use crate::store::AppStore;
+use crate::submit::{Context, Prepared};
+
+/// Limits of the SMTP side that HTTP submissions obey too.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+}
+
+/// Everything the API needs from the process that runs it.
+#[derive(Clone)]
+pub struct Deps {
+    pub hostname: String,
+    pub limits: MessageLimits,
+    pub queue: Arc<dyn Queue>,
+    pub store: AppStore,
+    /// Woken after each enqueue, so a relay in this process starts delivering at once.
+    pub relay_waker: Option<Arc<Notify>>,
+}
+
+pub(crate) struct Inner {
+    pub config: ApiConfig,
+    pub deps: Deps,
+    pub keys: KeyRing,
+    pub templates: Templates,
+    /// Requests handled now (`http.max_concurrent_requests`).
+    pub requests: Arc<Semaphore>,
+    /// (API key id, Idempotency-Key) of requests in progress.
+    pub idempotent_in_flight: Mutex<HashSet<(String, String)>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState(pub(crate) Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub(crate) fn context<'a>(&'a self, caller: &'a Caller, client_ip: IpAddr) -> Context<'a> {
+        Context {
+            hostname: &self.deps.hostname,
+            default_from: &self.config.default_from,
+            max_message_size: self.deps.limits.max_message_size,
+            max_recipients: self.deps.limits.max_recipients,
+            client_ip,
+            caller,
+        }
+    }
+
+    /// Makes `messages` durable in one write; the answer to give when that fails.
+    pub(crate) async fn enqueue(&self, messages: Vec<Prepared>) -> Result<(), Problem> {
+        let batch = messages.into_iter().map(|p| (p.envelope, p.body)).collect();
+        let result = self.deps.queue.enqueue_many(batch).await;
+        match result {
+            Ok(()) => {
+                if let Some(waker) = &self.deps.relay_waker {
+                    waker.notify_one();
+                }
+                Ok(())
+            }
+            Err(QueueError::TooLarge { size, max }) => Err(Problem::new(Kind::PayloadTooLarge)
+                .detail(format!(
+                    "a message of {size} bytes is over the queue's limit of {max}"
+                ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "http api: enqueue failed");
+                Err(Problem::new(Kind::QueueUnavailable)
+                    .detail(e.to_string())
+                    .retry_after(5))
+            }
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! The HTTP API over real HTTP (ureq, and raw sockets for slow clients), in front of a
+//! real spool: what a client sees, and what the queue then holds.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use mail_parser::{MessageParser, MimeHeaders};
+use postroad_api::{Api, ApiConfig, AppStore, Deps, MessageLimits};
+use postroad_queue::{MessageId, Priority, Queue, Spool, SpoolConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct TestApi {
+    addr: SocketAddr,
+    key: String,
+    store: AppStore,
+    spool: Spool,
+    runtime: tokio::runtime::Runtime,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApi {
+    fn start(tune: impl FnOnce(&mut ApiConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config = ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..ApiConfig::default()
+        };
+        tune(&mut config);
+        let spool = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
+        let (api, store, key) = runtime.block_on(async {
+            let store = AppStore::open_in(dir.path()).await.unwrap();
+            let (key, _) = store.create_key("test", None).await.unwrap();
+            let deps = Deps {
+                hostname: "mx.postroad.test".into(),
+                limits: MessageLimits {
+                    max_message_size: 64 * 1024,
+                    max_recipients: 5,
+                },
+                queue: Arc::new(spool.clone()),
+                store: store.clone(),
+                relay_waker: None,
+            };
+            (Api::bind(config, deps).await.unwrap(), store, key)
+        });
+        let addr = api.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        runtime.spawn(api.run(stop.clone()));
+        Self {
+            addr,
+            key,
+            store,
+            spool,
+            runtime,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request with the test key; `(status, content type, body)`.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.call_as(Some(&self.key), method, path, body, headers)
+    }
+
+    fn call_as(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .build()
+            .into();
+        let mut request = ureq::http::Request::builder()
+            .method(method)
+            .uri(self.url(path));
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Bearer {key}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (content_type, bytes) = body.unwrap_or(("application/json", Vec::new()));
+        let request = request
+            .header("Content-Type", content_type)
+            .body(bytes)
+            .unwrap();
+        let mut response = agent.run(request).unwrap();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let retry_after = header("retry-after");
+        let replayed = header("idempotent-replayed").is_some();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            content_type,
+            retry_after,
+            replayed,
+            json,
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Reply {
+        self.call(
+            "POST",
+            path,
+            Some(("application/json", body.to_string().into_bytes())),
+            &[],
+        )
+    }
+
+    fn queued(&self, id: &str) -> (postroad_queue::Envelope, Vec<u8>) {
+        let id: MessageId = id.parse().unwrap();
+        let (envelope, body) = self
+            .runtime
+            .block_on(self.spool.get(id))
+            .unwrap()
+            .expect("queued");
+        (envelope, body.to_vec())
+    }
+
+    fn queue_len(&self) -> u64 {
+        self.runtime.block_on(self.spool.stats()).unwrap().queued
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    content_type: String,
+    retry_after: Option<String>,
+    replayed: bool,
+    json: Value,
+}
+
+impl Reply {
+    /// `(pointer, code)` of every field error.
+    fn errors(&self) -> Vec<(String, String)> {
+        self.json["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["pointer"].as_str().unwrap().to_string(),
+                            e["code"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn is_problem(&self, status: u16, kind: &str) -> bool {
+        self.status == status
+            && self.content_type == "application/problem+json"
+            && self.json["type"] == format!("urn:postroad:problem:{kind}")
+            && self.json["status"] == status
+    }
+}
+
+fn explicit() -> Value {
+    json!({
+        "from": "Shop <shop@example.com>",
+        "to": ["ann@example.net", "bob@example.org"],
+        "cc": "carol@example.net",
+        "bcc": ["dave@example.com"],
+        "replyTo": "help@example.com",
+        "subject": "Your order — №42",
+        "text": "Thanks for your order.\n",
+        "html": "<p>Thanks for your <b>order</b>.</p>",
+        "headers": {"X-Order": "42", "Message-ID": "<order-42@shop.example>"},
+        "attachments": [{"filename": "invoice.pdf", "contentType": "application/pdf",
+                         "content": STANDARD.encode(b"%PDF-1.4 fake")}],
+        "userId": 12345, "emailType": "order-confirmation", "priority": "high",
+        "tags": {"shop": "eu"}
+    })
+}
+
+#[test]
+fn requests_without_a_valid_key_get_401() {
+    let api = TestApi::start(|_| {});
+    let body = Some(("application/json", explicit().to_string().into_bytes()));
+    for key in [None, Some("pr_not-a-key"), Some("")] {
+        let reply = api.call_as(key, "POST", "/v1/messages", body.clone(), &[]);
+        assert!(reply.is_problem(401, "unauthorized"), "{key:?}: {reply:?}");
+    }
+    assert_eq!(api.queue_len(), 0);
+
+    // A key created while the server runs works (within the reload gap after the
+    // unknown keys above); revoked, it stops working (within the reload period).
+    let (fresh, _) = api
+        .runtime
+        .block_on(api.store.create_key("late", None))
+        .unwrap();
+    let until_status = |want: u16, other: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = api.call_as(Some(&fresh), "POST", "/v1/messages", body.clone(), &[]);
+            if reply.status == want {
+                return;
+            }
+            assert_eq!(reply.status, other, "{reply:?}");
+            assert!(Instant::now() < deadline, "still {other}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until_status(202, 401);
+    api.runtime
+        .block_on(api.store.revoke_key("late"))
+        .unwrap()
+        .unwrap();
+    until_status(401, 202);
+}
+
+#[test]
+fn an_explicit_message_is_queued_as_proper_mime() {
+    let api = TestApi::start(|_| {});
+    let reply = api.post("/v1/messages", &explicit());
+    assert_eq!(reply.status, 202, "{reply:?}");
+    assert_eq!(reply.json["recipients"], 4);
+    let (envelope, body) = api.queued(reply.json["id"].as_str().unwrap());
+
+    assert_eq!(envelope.sender, "shop@example.com");
+    let rcpts: Vec<_> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(
+        rcpts,
+        [
+            "ann@example.net",
+            "bob@example.org",
+            "carol@example.net",
+            "dave@example.com"
+        ]
+    );
+    assert_eq!(envelope.meta.user_id, Some(12345));
+    assert_eq!(
+        envelope.meta.email_type.as_deref(),
+        Some("order-confirmation")
+    );
+    assert_eq!(envelope.meta.priority, Priority::High);
+    assert_eq!(envelope.meta.tags, [("shop".to_string(), "eu".to_string())]);
+
+    let message = MessageParser::new().parse(&body).unwrap();
+    assert_eq!(message.subject(), Some("Your order — №42"));
+    assert_eq!(
+        message.from().unwrap().first().unwrap().name(),
+        Some("Shop")
+    );
+    let to: Vec<_> = message
+        .to()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.address())
+        .collect();
+    assert_eq!(to, ["ann@example.net", "bob@example.org"]);
+    assert!(message.bcc().is_none(), "Bcc is envelope only");
+    assert_eq!(
+        message.reply_to().unwrap().first().unwrap().address(),
+        Some("help@example.com")
+    );
+    assert_eq!(
+        message.body_text(0).as_deref(),
+        Some("Thanks for your order.\r\n"),
+        "CRLF in MIME"
+    );
+    assert_eq!(
+        message.body_html(0).as_deref(),
+        Some("<p>Thanks for your <b>order</b>.</p>")
+    );
+    let attachment = message.attachment(0).unwrap();
+    assert_eq!(attachment.attachment_name(), Some("invoice.pdf"));
+    assert_eq!(attachment.contents(), b"%PDF-1.4 fake");
+    assert_eq!(message.header_raw("X-Order").map(str::trim), Some("42"));
+    assert_eq!(
+        message.message_id(),
+        Some("order-42@shop.example"),
+        "the request's own"
+    );
+    assert!(message.date().is_some());
+    assert!(body.is_ascii(), "7-bit MIME: non-ASCII is encoded");
+}
+
+#[test]
+fn templates_render_with_template_data_and_report_what_is_missing() {
+    let api = TestApi::start(|_| {});
+    let template = json!({
+        "subject": "Welcome, {{ name }}!",
+        "text": "Hi {{ name }}, your plan is {{ plan }}.",
+        "html": "<p>Hi {{ name }}</p>",
+        "from": "Team <team@example.com>",
+        "locales": {"fr": {"subject": "Bienvenue, {{ name }} !", "text": "Salut {{ name }}."}}
+    });
+    let put = api.call(
+        "PUT",
+        "/v1/templates/welcome",
+        Some(("application/json", template.to_string().into_bytes())),
+        &[],
+    );
+    assert_eq!(put.status, 201, "{put:?}");
+    assert_eq!(put.json["version"], 1);
+    assert_eq!(
+        api.call("GET", "/v1/templates/welcome", None, &[]).json["subject"],
+        "Welcome, {{ name }}!"
+    );
+    assert_eq!(
+        api.call("GET", "/v1/templates", None, &[]).json["templates"][0]["emailType"],
+        "welcome"
+    );
+
+    let message = json!({"userId": 12345, "emailType": "welcome", "recipient": "user@example.com",
+        "templateData": {"name": "<Ann>", "plan": "pro"}, "priority": "high"});
+    let reply = api.post("/v1/messages", &message);
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let (envelope, body) = api.queued(reply.json["id"].as_str().unwrap());
+    assert_eq!(envelope.sender, "team@example.com");
+    let parsed_id = MessageParser::new()
+        .parse(&body)
+        .unwrap()
+        .message_id()
+        .map(str::to_string);
+    assert_eq!(
+        parsed_id,
+        Some(format!(
+            "{}@mx.postroad.test",
+            reply.json["id"].as_str().unwrap()
+        )),
+        "ours by default"
+    );
+    assert_eq!(envelope.meta.email_type.as_deref(), Some("welcome"));
+    let parsed = MessageParser::new().parse(&body).unwrap();
+    assert_eq!(parsed.subject(), Some("Welcome, <Ann>!"));
+    assert_eq!(
+        parsed.body_text(0).as_deref(),
+        Some("Hi <Ann>, your plan is pro.")
+    );
+    assert_eq!(
+        parsed.body_html(0).as_deref(),
+        Some("<p>Hi &lt;Ann&gt;</p>")
+    );
+
+    let mut french = message.clone();
+    french["locale"] = json!("fr-FR");
+    let reply = api.post("/v1/messages", &french);
+    let (_, body) = api.queued(reply.json["id"].as_str().unwrap());
+    assert_eq!(
+        MessageParser::new().parse(&body).unwrap().subject(),
+        Some("Bienvenue, <Ann> !")
+    );
+
+    let mut missing = message.clone();
+    missing["templateData"] = json!({"name": "Ann"});
+    let reply = api.post("/v1/messages", &missing);
+    assert!(reply.is_problem(422, "invalid-request"), "{reply:?}");
+    assert_eq!(
+        reply.errors(),
+        [(
+            "/templateData/plan".to_string(),
+            "missing-variable".to_string()
+        )]
+    );
+
+    let mut unknown = message.clone();
+    unknown["emailType"] = json!("farewell");
+    let reply = api.post("/v1/messages", &unknown);
+    assert_eq!(
+        reply.errors(),
+        [("/emailType".to_string(), "unknown-template".to_string())]
+    );
+
+    // A new version is used at once by this process; deleting it removes every version.
+    let v2 = json!({"subject": "Hello {{ name }}", "text": "v2"});
+    let put = api.call(
+        "PUT",
+        "/v1/templates/welcome",
+        Some(("application/json", v2.to_string().into_bytes())),
+        &[],
+    );
+    assert_eq!(put.json["version"], 2);
+    let mut v2_message = message.clone();
+    v2_message["from"] = json!("team@example.com");
+    let reply = api.post("/v1/messages", &v2_message);
+    let (_, body) = api.queued(reply.json["id"].as_str().unwrap());
+    assert_eq!(
+        MessageParser::new().parse(&body).unwrap().subject(),
+        Some("Hello <Ann>")
+    );
+    assert_eq!(
+        api.call("DELETE", "/v1/templates/welcome", None, &[])
+            .status,
+        204
+    );
+    assert!(
+        api.call("GET", "/v1/templates/welcome", None, &[])
+            .is_problem(404, "not-found")
+    );
+
+    let bad = json!({"subject": "{{ broken", "text": "x"});
+    let put = api.call(
+        "PUT",
+        "/v1/templates/broken",
+        Some(("application/json", bad.to_string().into_bytes())),
+        &[],
+    );
+    assert_eq!(
+        put.errors(),
+        [("/subject".to_string(), "template-error".to_string())]
+    );
+}
+
+#[test]
+fn raw_mime_in_json_or_as_message_rfc822() {
+    let api = TestApi::start(|_| {});
+    let mime = b"From: App <app@example.com>\r\nTo: ann@example.net\r\nBcc: hidden@example.org\r\nSubject: raw\r\n\r\nbody\r\n";
+    let reply = api.post(
+        "/v1/messages",
+        &json!({"raw": STANDARD.encode(mime), "from": "bounce@example.com",
+        "to": ["ann@example.net"], "emailType": "raw-test"}),
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let (envelope, body) = api.queued(reply.json["id"].as_str().unwrap());
+    assert_eq!(envelope.sender, "bounce@example.com");
+    assert_eq!(body, mime, "the raw form is queued as given");
+
+    let reply = api.call(
+        "POST",
+        "/v1/messages?userId=7&priority=bulk",
+        Some(("message/rfc822", mime.to_vec())),
+        &[],
+    );
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let (envelope, body) = api.queued(reply.json["id"].as_str().unwrap());
+    assert_eq!(envelope.sender, "app@example.com");
+    let rcpts: Vec<_> = envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["ann@example.net", "hidden@example.org"]);
+    assert_eq!(
+        (envelope.meta.user_id, envelope.meta.priority),
+        (Some(7), Priority::Bulk)
+    );
+    assert!(
+        !String::from_utf8_lossy(&body).contains("Bcc:"),
+        "Bcc removed"
+    );
+
+    let reply = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("message/rfc822", b"just words".to_vec())),
+        &[],
+    );
+    assert!(reply.is_problem(422, "invalid-request"), "{reply:?}");
+    let reply = api.post(
+        "/v1/messages",
+        &json!({"raw": "***", "from": "a@example.com", "to": "b@example.com"}),
+    );
+    assert_eq!(
+        reply.errors(),
+        [("/raw".to_string(), "invalid-base64".to_string())]
+    );
+}
+
+#[test]
+fn bad_input_gets_a_problem_naming_every_bad_field() {
+    let api = TestApi::start(|_| {});
+    let mut bad = explicit();
+    bad["to"] = json!(["ok@example.net", "not an address", "x@-bad-.test"]);
+    bad["subject"] = json!("hi\r\nBcc: victim@example.com");
+    bad["headers"] = json!({"X-Evil": "a\nb", "Content-Type": "text/plain"});
+    bad["priority"] = json!("urgent");
+    bad["colour"] = json!("blue");
+    let reply = api.post("/v1/messages", &bad);
+    assert!(reply.is_problem(422, "invalid-request"), "{reply:?}");
+    let mut errors = reply.errors();
+    errors.sort();
+    let expected: Vec<(String, String)> = [
+        ("/colour", "unknown-field"),
+        ("/headers/Content-Type", "invalid-header"),
+        ("/headers/X-Evil", "header-injection"),
+        ("/priority", "invalid-priority"),
+        ("/subject", "header-injection"),
+        ("/to/1", "invalid-address"),
+        ("/to/2", "invalid-address"),
+    ]
+    .into_iter()
+    .map(|(p, c)| (p.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(errors, expected);
+
+    let malformed = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("application/json", b"{\"to\": [".to_vec())),
+        &[],
+    );
+    assert!(malformed.is_problem(400, "malformed-json"), "{malformed:?}");
+    let text = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("text/plain", b"hello".to_vec())),
+        &[],
+    );
+    assert!(text.is_problem(415, "unsupported-media-type"), "{text:?}");
+    let mut many = explicit();
+    many["to"] = json!([
+        "a@x.test", "b@x.test", "c@x.test", "d@x.test", "e@x.test", "f@x.test"
+    ]);
+    assert!(
+        api.post("/v1/messages", &many)
+            .errors()
+            .contains(&("/to".to_string(), "too-many".to_string()))
+    );
+    let mut big = explicit();
+    big["text"] = json!("x".repeat(70 * 1024));
+    assert_eq!(
+        api.post("/v1/messages", &big).errors(),
+        [(String::new(), "too-large".to_string())]
+    );
+    assert!(
+        api.call("GET", "/v1/nothing", None, &[])
+            .is_problem(404, "not-found")
+    );
+    assert!(
+        api.call("DELETE", "/v1/messages", None, &[])
+            .is_problem(405, "method-not-allowed")
+    );
+    assert_eq!(api.queue_len(), 0, "nothing bad was queued");
+}
+
+#[test]
+fn a_batch_is_one_durable_write_with_a_result_per_item() {
+    let api = TestApi::start(|c| c.max_batch = 3);
+    let mut bad = explicit();
+    bad["from"] = json!("nobody");
+    let batch = json!({"messages": [explicit(), bad, explicit()]});
+    let commits = api.spool.metrics().commits;
+    let reply = api.post("/v1/messages/batch", &batch);
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        (
+            reply.json["accepted"].as_u64(),
+            reply.json["rejected"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    let results = reply.json["results"].as_array().unwrap();
+    assert_eq!(results[1]["status"], "rejected");
+    assert_eq!(results[1]["errors"][0]["pointer"], "/messages/1/from");
+    for i in [0, 2] {
+        assert_eq!(results[i]["status"], "accepted");
+        api.queued(results[i]["id"].as_str().unwrap());
+    }
+    assert_eq!(
+        api.spool.metrics().commits - commits,
+        1,
+        "one group commit for the batch"
+    );
+
+    let too_many = json!({"messages": [explicit(), explicit(), explicit(), explicit()]});
+    let reply = api.post("/v1/messages/batch", &too_many);
+    assert_eq!(
+        reply.errors(),
+        [("/messages".to_string(), "too-many".to_string())]
+    );
+    assert_eq!(api.queue_len(), 2);
+}
+
+#[test]
+fn a_retried_request_with_an_idempotency_key_queues_nothing_new() {
+    let api = TestApi::start(|_| {});
+    let body = explicit().to_string().into_bytes();
+    let key = [("Idempotency-Key", "order-42-confirmation")];
+    let first = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("application/json", body.clone())),
+        &key,
+    );
+    assert_eq!(first.status, 202);
+    assert!(!first.replayed);
+    let again = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("application/json", body.clone())),
+        &key,
+    );
+    assert_eq!((again.status, again.replayed), (202, true));
+    assert_eq!(again.json, first.json, "the first answer, with the same id");
+    assert_eq!(api.queue_len(), 1);
+
+    let mut other = explicit();
+    other["subject"] = json!("another");
+    let reuse = api.call(
+        "POST",
+        "/v1/messages",
+        Some(("application/json", other.to_string().into_bytes())),
+        &key,
+    );
+    assert!(reuse.is_problem(422, "idempotency-key-reused"), "{reuse:?}");
+    let other_key = [("Idempotency-Key", "order-43-confirmation")];
+    assert_eq!(
+        api.call(
+            "POST",
+            "/v1/messages",
+            Some(("application/json", body)),
+            &other_key
+        )
+        .status,
+        202
+    );
+    assert_eq!(api.queue_len(), 2);
+}
+
+/// Sends the headers of a POST announcing a body that never fully arrives.
+fn stalled_request(api: &TestApi) -> TcpStream {
+    let mut stream = TcpStream::connect(api.addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"to\":",
+        api.key
+    )
+    .unwrap();
+    stream
+}
+
+#[test]
+fn excess_requests_are_refused_at_once_with_retry_after() {
+    let api = TestApi::start(|c| c.max_concurrent_requests = 1);
+    let stalled = stalled_request(&api);
+    // While the stalled request holds the only slot, the next is refused with 503.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let reply = api.post("/v1/messages", &explicit());
+        if reply.status == 503 {
+            break reply;
+        }
+        assert_eq!(reply.status, 202, "{reply:?}");
+        assert!(Instant::now() < deadline, "never refused");
+    };
+    assert!(refused.is_problem(503, "overloaded"), "{refused:?}");
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    // The client gives up: its slot is free again.
+    drop(stalled);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.post("/v1/messages", &explicit()).status != 202 {
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let api = TestApi::start(|c| c.request_timeout = Duration::from_secs(1));
+    let mut stalled = stalled_request(&api);
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("request-timeout") {
+        match stalled.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("urn:postroad:problem:request-timeout"),
+        "{answer}"
+    );
+    assert_eq!(api.queue_len(), 0);
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let api = TestApi::start(|c| c.max_body_bytes = 1024);
+    let mut big = explicit();
+    big["text"] = json!("y".repeat(2000));
+    assert!(
+        api.post("/v1/messages", &big)
+            .is_problem(413, "payload-too-large")
+    );
+}
+
+#[test]
+fn the_openapi_document_describes_every_route() {
+    let api = TestApi::start(|_| {});
+    let doc = api.call_as(None, "GET", "/v1/openapi.json", None, &[]).json;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/v1/messages", "post"),
+        ("/v1/messages/batch", "post"),
+        ("/v1/templates", "get"),
+        ("/v1/templates/{emailType}", "get"),
+        ("/v1/templates/{emailType}", "put"),
+        ("/v1/templates/{emailType}", "delete"),
+    ] {
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+        // And it is served: without a key every documented route answers 401, not 404.
+        let concrete = path.replace("{emailType}", "welcome");
+        let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
+        assert_eq!(reply.status, 401, "{method} {concrete}");
+    }
+    assert_eq!(paths.len(), 4);
+    for schema in [
+        "MessageRequest",
+        "Problem",
+        "TemplateForm",
+        "ExplicitForm",
+        "RawForm",
+        "MetaFields",
+    ] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}

@@ -1,0 +1,690 @@
+//! `loadtest http`: push messages at Postroad's HTTP API (`POST /v1/messages`, or
+//! `/v1/messages/batch` with `--batch K`) over many kept-alive connections, closed loop
+//! or open loop at `--rate`, in any of the three forms, and report accepted/s and
+//! latency as `loadtest smtp` does.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
+use crate::http_client::HttpClient;
+use crate::mix::DomainMix;
+use crate::pacer::Pacer;
+use crate::schedule::{Claim, Schedule};
+use crate::smtp_cmd::{Hooks, RunResult};
+use crate::stats::{Counters, Latency, Report};
+use crate::timeline::Timeline;
+
+/// The template `--form template` renders (created or replaced at the start).
+pub const TEMPLATE: &str = "loadtest";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Form {
+    /// from, to, subject, text: Postroad builds the MIME message.
+    Explicit,
+    /// emailType + recipient + templateData: Postroad renders the `loadtest` template.
+    Template,
+    /// The generator's MIME message, base64 in `raw`.
+    Raw,
+}
+
+/// How messages go over HTTP (shared with `loadtest e2e --via http`).
+#[derive(Debug, Clone, Args)]
+pub struct HttpOptions {
+    /// Message form.
+    #[arg(long, value_enum, default_value = "explicit")]
+    pub form: Form,
+
+    /// Messages per request; above 1, POST /v1/messages/batch.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: u32,
+
+    /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
+    #[arg(long)]
+    pub http2: bool,
+
+    /// API key (`postroad api-key create`).
+    #[arg(long, env = "POSTROAD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// The API, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub http: HttpOptions,
+
+    /// Messages to send in total [default: 1000 unless --duration is given].
+    #[arg(short = 'n', long)]
+    pub messages: Option<u64>,
+
+    /// Stop after this many seconds (alone or with --messages, whichever comes first).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Concurrent connections (each sends one request at a time).
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Body size in bytes (the text part; in the raw form, after the header block).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub size: usize,
+
+    /// Recipients per message (the template form has one).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub recipients: u32,
+
+    /// Sender.
+    #[arg(long, default_value = "loadtest@loadtest.invalid")]
+    pub from: String,
+
+    /// Recipient domain; recipients are userN@DOMAIN.
+    #[arg(long, value_name = "DOMAIN", default_value = "example.test")]
+    pub to_domain: String,
+
+    /// Open loop: messages per second whatever the answers (up to -c requests at
+    /// once); latency counts from each request's first message's scheduled time.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Also write the summary (with per-second buckets) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write a self-contained HTML report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Stop the whole run at the first rejection or error.
+    #[arg(long)]
+    pub stop_on_error: bool,
+
+    /// Give up after this many consecutive failures to connect.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_connect_failures: u64,
+
+    /// Seconds to wait for each answer.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+
+    /// Seconds to wait for a TCP connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Add `X-Loadtest-Sent-At` to each message (always on in e2e).
+    #[arg(long)]
+    pub stamp: bool,
+
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+struct Shared {
+    addr: SocketAddr,
+    options: HttpOptions,
+    key: String,
+    path: &'static str,
+    recipients: u64,
+    mix: Arc<DomainMix>,
+    from: String,
+    /// The text part, JSON-escaped (with its quotes).
+    text_json: String,
+    raw: Arc<BodyTemplate>,
+    date: String,
+    run_id: u64,
+    stamp: bool,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_connect_failures: u64,
+    stop_on_error: bool,
+    schedule: Schedule,
+    timeline: Arc<Timeline>,
+    tracker: Option<Arc<crate::tracker::Tracker>>,
+    connect_failures: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    latency: Mutex<Latency>,
+    send_lag: Mutex<Latency>,
+}
+
+/// One item of a batch answer.
+#[derive(Deserialize)]
+struct ItemResult {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<ItemResult>,
+}
+
+impl Shared {
+    /// The recipients of message `seq`: userN@domain, N = (seq - 1) * K + 1 ...
+    fn recipients_of(&self, seq: u64) -> impl Iterator<Item = String> + '_ {
+        let first = (seq - 1) * self.recipients + 1;
+        (first..first + self.recipients).map(|n| format!("user{n}@{}", self.mix.pick(n)))
+    }
+
+    fn extra_headers(&self, seq: u64, stamp_at: Option<u64>) -> String {
+        let mut headers = format!(
+            "\"Message-ID\":\"<{:016x}.{seq}@loadtest.invalid>\"",
+            self.run_id
+        );
+        if self.stamp {
+            let at = stamp_at.unwrap_or_else(unix_micros);
+            let _ = write!(headers, ",\"X-Loadtest-Sent-At\":\"{at}\"");
+        }
+        headers
+    }
+
+    /// One message as JSON.
+    fn message(&self, generator: &mut MessageGen, seq: u64, stamp_at: Option<u64>) -> String {
+        let to: Vec<String> = self.recipients_of(seq).collect();
+        let to_json = serde_json::to_string(&to).unwrap_or_default();
+        match self.options.form {
+            Form::Explicit => format!(
+                "{{\"from\":{},\"to\":{to_json},\"subject\":\"loadtest {seq}\",\"text\":{},\"headers\":{{{}}}}}",
+                json_str(&self.from),
+                self.text_json,
+                self.extra_headers(seq, stamp_at),
+            ),
+            Form::Template => format!(
+                "{{\"emailType\":\"{TEMPLATE}\",\"recipient\":{},\"from\":{},\"templateData\":{{\"seq\":{seq},\"body\":{}}},\"headers\":{{{}}}}}",
+                json_str(&to[0]),
+                json_str(&self.from),
+                self.text_json,
+                self.extra_headers(seq, stamp_at),
+            ),
+            Form::Raw => {
+                generator.prepare(seq, &to[0]);
+                match stamp_at {
+                    Some(us) => generator.stamp(us),
+                    None => generator.stamp_now(),
+                }
+                let mut mime = Vec::with_capacity(generator.len());
+                for part in generator.parts_raw() {
+                    mime.extend_from_slice(part);
+                }
+                format!(
+                    "{{\"raw\":\"{}\",\"from\":{},\"to\":{to_json}}}",
+                    STANDARD.encode(&mime),
+                    json_str(&self.from)
+                )
+            }
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// Entry point of `loadtest http`.
+pub async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
+    let result = execute_with(&args, Hooks::default()).await?;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(result.report.text().as_bytes());
+    let _ = out.flush();
+    drop(out);
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&result.report)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        let html = crate::smtp_cmd::html_report(&result.report, &crate::smtp_cmd::command_line());
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if result.report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Creates (a new version of) the template the template form renders.
+async fn put_template(sh: &Shared) -> anyhow::Result<()> {
+    let mut client = HttpClient::connect(
+        sh.addr,
+        sh.options.http2,
+        &sh.key,
+        sh.connect_timeout,
+        sh.timeout,
+    )
+    .await
+    .with_context(|| format!("connecting to {}", sh.addr))?;
+    let template = r#"{"subject": "loadtest {{ seq }}", "text": "{{ body }}"}"#;
+    let answer = client
+        .request(
+            "PUT",
+            &format!("/v1/templates/{TEMPLATE}"),
+            "application/json",
+            Bytes::from_static(template.as_bytes()),
+        )
+        .await?;
+    if !answer.status.is_success() {
+        bail!(
+            "PUT /v1/templates/{TEMPLATE}: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+    }
+    Ok(())
+}
+
+/// The run, with what `hooks` plugs in (`loadtest e2e`).
+pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunResult> {
+    let addr = tokio::net::lookup_host(args.addr.as_str())
+        .await
+        .with_context(|| format!("resolving {}", args.addr))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", args.addr))?;
+    let key = args
+        .http
+        .api_key
+        .clone()
+        .context("no API key: give --api-key or POSTROAD_API_KEY (postroad api-key create)")?;
+    if args.http.form == Form::Template && args.recipients != 1 {
+        bail!("the template form has one recipient per message: --recipients 1");
+    }
+    if args.timeout <= 0.0 || args.connect_timeout <= 0.0 {
+        bail!("timeouts must be positive");
+    }
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        bail!("bad --rate {r}: want messages per second > 0");
+    }
+    let limit = match (args.messages, args.duration) {
+        (None, None) => Some(1000),
+        (n, _) => n,
+    };
+    let duration = match args.duration {
+        Some(d) if !(d.is_finite() && d >= 0.0) => bail!("bad --duration {d}"),
+        Some(d) => Some(Duration::from_secs_f64(d)),
+        None => None,
+    };
+    let mix = match hooks.mix {
+        Some(m) => m,
+        None => Arc::new(
+            DomainMix::parse(&args.to_domain).map_err(|e| anyhow::anyhow!("--to-domain: {e}"))?,
+        ),
+    };
+    let run_id: u64 = hooks.run_id.unwrap_or_else(rand::random);
+    let unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let text = text_body(args.size);
+    let start = Instant::now();
+    let start_us = unix_micros();
+    let timeline = match hooks.timeline {
+        Some(t) => {
+            t.set_start(start_us);
+            t
+        }
+        None => Arc::new(Timeline::new(start_us)),
+    };
+    let pacer = match args.rate {
+        Some(rate) => Some(
+            Pacer::new(
+                rate,
+                tokio::time::Instant::from_std(start),
+                start_us,
+                limit,
+                duration,
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        addr,
+        options: args.http.clone(),
+        key,
+        path: if args.http.batch > 1 {
+            "/v1/messages/batch"
+        } else {
+            "/v1/messages"
+        },
+        recipients: u64::from(args.recipients),
+        mix: mix.clone(),
+        from: args.from.clone(),
+        text_json: json_str(&text),
+        raw: Arc::new(BodyTemplate::new(args.size, run_id)),
+        date: rfc5322_date(unix),
+        run_id,
+        stamp: args.stamp || hooks.stamp,
+        timeout: Duration::from_secs_f64(args.timeout),
+        connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+        max_connect_failures: args.max_connect_failures.max(1),
+        stop_on_error: args.stop_on_error,
+        schedule: Schedule::new(limit, duration.map(|d| start + d), pacer),
+        timeline: timeline.clone(),
+        tracker: hooks.tracker.clone(),
+        connect_failures: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latency: Mutex::new(Latency::default()),
+        send_lag: Mutex::new(Latency::default()),
+    });
+    if args.http.form == Form::Template {
+        put_template(&shared).await?;
+    }
+
+    let on_ctrl_c = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                shared.schedule.stop_with("interrupted");
+                eprintln!("\ninterrupted: finishing in-flight requests (Ctrl-C again to abort)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        })
+    };
+    let bar = progress_bar(args.no_progress, limit);
+    let ticker = {
+        let (shared, bar) = (shared.clone(), bar.clone());
+        let extra = hooks.progress.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let done = shared.done.load(Relaxed);
+                let now = Instant::now();
+                let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
+                last = (now, done);
+                bar.set_position(done);
+                let extra = extra
+                    .as_ref()
+                    .map(|f| format!(", {}", f()))
+                    .unwrap_or_default();
+                let failed = shared.failed.load(Relaxed);
+                bar.set_message(format!("{rate:.0} msg/s, {failed} failed{extra}"));
+            }
+        })
+    };
+
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.connections {
+        workers.spawn(worker(shared.clone()));
+    }
+    let mut counters = Counters::default();
+    while let Some(res) = workers.join_next().await {
+        match res {
+            Ok(c) => counters.merge(&c),
+            Err(e) => counters.error("panic", format!("worker failed: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    on_ctrl_c.abort();
+    bar.finish_and_clear();
+
+    let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
+    let form = format!("{:?}", args.http.form).to_lowercase();
+    let mut mode = format!(
+        "HTTP{}, {form} form, {} bytes/body, {} rcpt/msg, {} msg/request",
+        if args.http.http2 { "/2 (h2c)" } else { "/1.1" },
+        args.size,
+        args.recipients,
+        args.http.batch
+    );
+    if let Some(r) = args.rate {
+        let _ = write!(mode, ", open loop at {r} msg/s");
+    }
+    let mut report = Report::new(
+        format!("http://{}{}", args.addr, shared.path),
+        mode,
+        args.connections as usize,
+        &counters,
+        &latency,
+        elapsed,
+        shared.schedule.stop_reason(),
+    );
+    report.rate_per_sec = args.rate;
+    report.ack_latency_from = if args.rate.is_some() {
+        "scheduled send time"
+    } else {
+        "request sent"
+    }
+    .into();
+    if args.rate.is_some() {
+        report.send_lag_ms = Some(
+            shared
+                .send_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .summary(),
+        );
+    }
+    report.recipient_domains = mix.to_string();
+    report.timeline = timeline.seconds_until(Some(unix_micros()));
+    Ok(RunResult {
+        report,
+        ack_error: None,
+        start_us,
+        run_id,
+    })
+}
+
+/// `size` bytes of text in lines of at most 76 characters.
+fn text_body(size: usize) -> String {
+    const LINE: &str =
+        "The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs.";
+    let mut text = String::with_capacity(size + 80);
+    while text.len() < size {
+        let room = size - text.len();
+        if room <= 1 {
+            text.push('\n');
+            break;
+        }
+        let take = (room - 1).min(74);
+        text.push_str(&LINE[..take]);
+        text.push('\n');
+    }
+    text
+}
+
+/// Claims up to `batch` messages (one request); the first claim's ticket dates it.
+async fn claim_request(sh: &Shared) -> Option<(Vec<u64>, Option<crate::pacer::Ticket>)> {
+    let mut seqs = Vec::with_capacity(sh.options.batch as usize);
+    let mut first_ticket = None;
+    while seqs.len() < sh.options.batch as usize {
+        let Some(Claim { seq, ticket }) = sh.schedule.claim().await else {
+            break;
+        };
+        if first_ticket.is_none() {
+            first_ticket = ticket;
+        }
+        seqs.push(seq);
+    }
+    (!seqs.is_empty()).then_some((seqs, first_ticket))
+}
+
+async fn worker(sh: Arc<Shared>) -> Counters {
+    let mut st = Counters::default();
+    let mut generator = MessageGen::new(sh.raw.clone(), sh.run_id, &sh.from, &sh.date);
+    if sh.stamp {
+        generator = generator.with_stamp();
+    }
+    let mut client: Option<HttpClient> = None;
+    let mut backoff_n = 0u32;
+    'requests: while let Some((seqs, ticket)) = claim_request(&sh).await {
+        while client.is_none() {
+            if sh.schedule.stopped() {
+                break 'requests;
+            }
+            match HttpClient::connect(
+                sh.addr,
+                sh.options.http2,
+                &sh.key,
+                sh.connect_timeout,
+                sh.timeout,
+            )
+            .await
+            {
+                Ok(c) => {
+                    sh.connect_failures.store(0, Relaxed);
+                    backoff_n = 0;
+                    st.connections += 1;
+                    client = Some(c);
+                }
+                Err(e) => {
+                    st.error(e.kind(), e.to_string());
+                    let n = sh.connect_failures.fetch_add(1, Relaxed) + 1;
+                    if n >= sh.max_connect_failures {
+                        sh.schedule.stop_with(format!(
+                            "gave up after {n} consecutive connect failures (last: {e})"
+                        ));
+                    }
+                    sh.schedule.backoff(&mut backoff_n).await;
+                }
+            }
+        }
+        let c = client.as_mut().expect("connected above");
+        let stamp_at = ticket.as_ref().map(|t| t.due_unix_us);
+        if let Some(t) = &ticket {
+            let lag = tokio::time::Instant::now().saturating_duration_since(t.due);
+            sh.send_lag
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(lag);
+        }
+        let mut body = String::new();
+        if sh.options.batch > 1 {
+            body.push_str("{\"messages\":[");
+            for (i, seq) in seqs.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&sh.message(&mut generator, *seq, stamp_at));
+            }
+            body.push_str("]}");
+        } else {
+            body = sh.message(&mut generator, seqs[0], stamp_at);
+        }
+        let bytes = body.len() as u64;
+        st.sent += seqs.len() as u64;
+        let sent_at = Instant::now();
+        let answer = c
+            .request("POST", sh.path, "application/json", Bytes::from(body))
+            .await;
+        let now = Instant::now();
+        let from = ticket.map_or(sent_at, |t| t.due.into_std());
+        let latency = now.saturating_duration_since(from);
+        match answer {
+            Ok(answer) => {
+                let accepted: Vec<bool> = if answer.status.as_u16() == 202 {
+                    vec![true]
+                } else if answer.status.as_u16() == 200 && sh.options.batch > 1 {
+                    match serde_json::from_slice::<BatchAnswer>(&answer.body) {
+                        Ok(b) => b.results.iter().map(|r| r.status == "accepted").collect(),
+                        Err(_) => vec![false; seqs.len()],
+                    }
+                } else {
+                    vec![false; seqs.len()]
+                };
+                for (seq, ok) in seqs
+                    .iter()
+                    .zip(accepted.iter().chain(std::iter::repeat(&false)))
+                {
+                    if *ok {
+                        st.accepted += 1;
+                        st.accepted_bytes += bytes / seqs.len() as u64;
+                        sh.latency
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(latency);
+                        sh.timeline.accepted(unix_micros(), latency);
+                        if let Some(t) = &sh.tracker {
+                            t.accepted(*seq, &[]);
+                        }
+                    } else {
+                        st.reject(answer.status.as_u16());
+                        st.last_error = Some(format!(
+                            "{}: {}",
+                            answer.status,
+                            String::from_utf8_lossy(&answer.body)
+                                .chars()
+                                .take(300)
+                                .collect::<String>()
+                        ));
+                        sh.timeline.failed(unix_micros());
+                        sh.failed.fetch_add(1, Relaxed);
+                        if sh.stop_on_error {
+                            sh.schedule.stop_with(format!(
+                                "--stop-on-error: message {seq} refused: {}",
+                                answer.status
+                            ));
+                        }
+                    }
+                    sh.done.fetch_add(1, Relaxed);
+                }
+            }
+            Err(e) => {
+                st.error(e.kind(), e.to_string());
+                st.failed_in_flight += seqs.len() as u64;
+                for _ in &seqs {
+                    sh.timeline.failed(unix_micros());
+                }
+                sh.done.fetch_add(seqs.len() as u64, Relaxed);
+                sh.failed.fetch_add(seqs.len() as u64, Relaxed);
+                client = None;
+                if sh.stop_on_error {
+                    sh.schedule.stop_with(format!("--stop-on-error: {e}"));
+                }
+                sh.schedule.backoff(&mut backoff_n).await;
+            }
+        }
+    }
+    st
+}
+
+fn progress_bar(hidden: bool, limit: Option<u64>) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(limit.unwrap_or(0));
+    let template = if limit.is_some() {
+        "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}"
+    } else {
+        "{elapsed_precise} {pos} {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_bodies_have_the_size_asked_for_in_short_lines() {
+        for size in [0, 1, 2, 75, 76, 4096] {
+            let text = text_body(size);
+            assert_eq!(text.len(), size, "{size}");
+            assert!(text.lines().all(|l| l.len() <= 76));
+        }
+    }
+}
