@@ -177,6 +177,18 @@ struct BatchAnswer {
 }
 
 impl Shared {
+    /// A new connection to the API, as the arguments ask.
+    async fn connect(&self) -> Result<HttpClient, crate::http_client::HttpError> {
+        HttpClient::connect(
+            self.addr,
+            self.options.http2,
+            &self.key,
+            self.connect_timeout,
+            self.timeout,
+        )
+        .await
+    }
+
     /// The recipients of message `seq`: userN@domain, N = (seq - 1) * K + 1 ...
     fn recipients_of(&self, seq: u64) -> impl Iterator<Item = String> + '_ {
         let first = (seq - 1) * self.recipients + 1;
@@ -261,15 +273,10 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
 
 /// Creates (a new version of) the template the template form renders.
 async fn put_template(sh: &Shared) -> anyhow::Result<()> {
-    let mut client = HttpClient::connect(
-        sh.addr,
-        sh.options.http2,
-        &sh.key,
-        sh.connect_timeout,
-        sh.timeout,
-    )
-    .await
-    .with_context(|| format!("connecting to {}", sh.addr))?;
+    let mut client = sh
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {}", sh.addr))?;
     let template = r#"{"subject": "loadtest {{ seq }}", "text": "{{ body }}"}"#;
     let answer = client
         .request(
@@ -533,15 +540,7 @@ async fn worker(sh: Arc<Shared>) -> Counters {
             if sh.schedule.stopped() {
                 break 'requests;
             }
-            match HttpClient::connect(
-                sh.addr,
-                sh.options.http2,
-                &sh.key,
-                sh.connect_timeout,
-                sh.timeout,
-            )
-            .await
-            {
+            match sh.connect().await {
                 Ok(c) => {
                     sh.connect_failures.store(0, Relaxed);
                     backoff_n = 0;
