@@ -1,6 +1,7 @@
 //! `[http]`: the HTTP API listener and its limits.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,62 @@ pub struct ApiConfig {
     /// Sender used when neither the request nor its template names one; empty: the
     /// request must name one.
     pub default_from: String,
+    /// Serve HTTPS with the certificate of `[tls]` (HTTP/1.1 and HTTP/2 by ALPN)
+    /// instead of plain HTTP and h2c.
+    pub tls: bool,
+    /// `[[http.ses_keys]]`: access keys that may sign requests to the Amazon SES v2
+    /// compatible route; none: that route answers every request 403.
+    pub ses_keys: Vec<SesKey>,
+}
+
+/// An access key for `POST /v2/email/outbound-emails` (SigV4, signing name `ses`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesKey {
+    /// What clients put in their credentials as `aws_access_key_id`.
+    pub access_key_id: String,
+    /// The secret itself; or give `secret_access_key_file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret_access_key: String,
+    /// A file holding the secret (a mounted Kubernetes Secret); read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// The one region the key may sign for (`us-east-1`); none: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Tenant of the mail sent with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+impl std::fmt::Debug for SesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SesKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<hidden>")
+            .field("secret_access_key_file", &self.secret_access_key_file)
+            .field("region", &self.region)
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+impl SesKey {
+    /// The secret, from the config or its file.
+    pub fn secret(&self) -> Result<String, String> {
+        match &self.secret_access_key_file {
+            None => Ok(self.secret_access_key.clone()),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    format!(
+                        "http.ses_keys {}: cannot read secret_access_key_file {}: {e}",
+                        self.access_key_id,
+                        path.display()
+                    )
+                }),
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -44,6 +101,8 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             default_from: String::new(),
+            tls: false,
+            ses_keys: Vec::new(),
         }
     }
 }
@@ -69,6 +128,27 @@ impl ApiConfig {
         if !self.default_from.is_empty() {
             smtp_wire::parse_mailbox(&self.default_from)
                 .map_err(|e| format!("http.default_from {e}"))?;
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.ses_keys {
+            let id = &key.access_key_id;
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(format!(
+                    "http.ses_keys: access_key_id {id:?} must be letters and digits"
+                ));
+            }
+            if !ids.insert(id) {
+                return Err(format!("http.ses_keys: access_key_id {id} is given twice"));
+            }
+            if key.secret_access_key.is_empty() == key.secret_access_key_file.is_none() {
+                return Err(format!(
+                    "http.ses_keys {id}: give exactly one of secret_access_key and secret_access_key_file"
+                ));
+            }
+            if let Some(tenant) = &key.tenant {
+                postroad_queue::metadata::token("tenant", tenant)
+                    .map_err(|e| format!("http.ses_keys {id}: {e}"))?;
+            }
         }
         Ok(())
     }

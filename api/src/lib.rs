@@ -14,18 +14,24 @@
 
 mod auth;
 mod body;
+pub mod compat;
 mod config;
 mod idempotency;
 pub mod openapi;
+pub mod prefs;
 pub mod problem;
+mod redis_link;
 pub mod render;
 mod routes;
 mod server;
 mod state;
 pub mod store;
 pub mod submit;
+mod template_cache;
+mod tls_listener;
 
-pub use config::ApiConfig;
+pub use config::{ApiConfig, SesKey};
+pub use redis_link::{RedisError, RedisLink};
 pub use server::Api;
 pub use state::{Deps, MessageLimits};
 pub use store::{AppStore, StoreError};

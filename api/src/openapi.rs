@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::problem::{FieldError, Problem};
-use crate::routes::{messages, templates};
+use crate::routes::{messages, templates, users};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -80,6 +80,9 @@ impl Modify for BearerKeys {
         templates::get,
         templates::put,
         templates::delete,
+        users::put,
+        users::get,
+        users::delete,
     ),
     components(schemas(
         MessageRequest,
@@ -91,6 +94,7 @@ impl Modify for BearerKeys {
         Parts,
         Template,
         templates::TemplateList,
+        users::PreferencesSchema,
         Problem,
         FieldError,
     )),
@@ -98,6 +102,7 @@ impl Modify for BearerKeys {
     tags(
         (name = "messages", description = "Submission: a 202 means the message is durable in the queue"),
         (name = "templates", description = "Versioned templates per email type"),
+        (name = "users", description = "User preferences that template-form messages render with"),
     )
 )]
 pub struct ApiDoc;

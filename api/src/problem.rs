@@ -23,6 +23,7 @@ pub enum Kind {
     Overloaded,
     RequestTimeout,
     QueueUnavailable,
+    StoreUnavailable,
     Internal,
 }
 
@@ -41,6 +42,7 @@ impl Kind {
             Kind::Overloaded => "overloaded",
             Kind::RequestTimeout => "request-timeout",
             Kind::QueueUnavailable => "queue-unavailable",
+            Kind::StoreUnavailable => "store-unavailable",
             Kind::Internal => "internal",
         }
     }
@@ -55,7 +57,9 @@ impl Kind {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::IdempotencyInProgress => StatusCode::CONFLICT,
-            Kind::Overloaded | Kind::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Overloaded | Kind::QueueUnavailable | Kind::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +79,7 @@ impl Kind {
             Kind::Overloaded => "Too many requests at once",
             Kind::RequestTimeout => "The request body did not arrive in time",
             Kind::QueueUnavailable => "The queue cannot take messages right now",
+            Kind::StoreUnavailable => "A store the request needs cannot be reached right now",
             Kind::Internal => "Internal error",
         }
     }
@@ -158,6 +163,13 @@ impl Problem {
     pub fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!("http api: {what}");
         Problem::new(Kind::Internal)
+    }
+
+    /// The kind's name: `type` without `urn:postroad:problem:`.
+    pub fn slug(&self) -> &str {
+        self.kind
+            .strip_prefix("urn:postroad:problem:")
+            .unwrap_or(&self.kind)
     }
 
     pub fn status(&self) -> StatusCode {

@@ -3,8 +3,9 @@
 //! error (semi-strict undefined: `{% if x %}` on a missing `x` is still allowed).
 //!
 //! The newest version of each template is cached in process for [`LATEST_TTL`] (and
-//! dropped at once when this process changes the template); a pinned version is cached
-//! until the template is changed.
+//! dropped at once when this process changes the template, or, with Redis, when any
+//! node announces a change); a pinned version is cached until the template is changed.
+//! With Redis, a miss asks the shared cache before the database.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::problem::{FieldError, pointer};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::store::{AppStore, StoreError};
+use crate::template_cache::{Lookup, SharedTemplates};
 
 /// How long the newest version of a template is used before it is looked up again.
 pub const LATEST_TTL: Duration = Duration::from_secs(10);
@@ -195,14 +197,16 @@ struct Latest {
 #[derive(Clone)]
 pub struct Templates {
     store: AppStore,
+    shared: Option<SharedTemplates>,
     latest: Arc<Mutex<HashMap<Key, Latest>>>,
     pinned: Arc<Mutex<Pinned>>,
 }
 
 impl Templates {
-    pub fn new(store: AppStore) -> Self {
+    pub fn new(store: AppStore, shared: Option<SharedTemplates>) -> Self {
         Self {
             store,
+            shared,
             latest: Arc::default(),
             pinned: Arc::default(),
         }
@@ -230,7 +234,19 @@ impl Templates {
         if cached.is_some() {
             return Ok(cached);
         }
-        let Some(template) = self.store.template(tenant, email_type, version).await? else {
+        let found = match (&self.shared, version) {
+            (Some(shared), None) => match shared.get(tenant, email_type).await {
+                Lookup::Hit(found) => found,
+                Lookup::Miss => {
+                    let found = self.store.template(tenant, email_type, None).await?;
+                    shared.fill(tenant, email_type, found.as_ref()).await;
+                    found
+                }
+                Lookup::Failed => self.store.template(tenant, email_type, None).await?,
+            },
+            _ => self.store.template(tenant, email_type, version).await?,
+        };
+        let Some(template) = found else {
             return Ok(None);
         };
         let compiled = Arc::new(compile_stored(template)?);
@@ -249,11 +265,53 @@ impl Templates {
         Ok(Some(compiled))
     }
 
-    /// Drops what is cached of (tenant, email type), after a change.
-    pub fn invalidate(&self, tenant: &str, email_type: &str) {
+    /// After this process changed (tenant, email type) in the store: drops its cached
+    /// copies here and, with Redis, in the shared cache and on every node.
+    pub async fn changed(&self, tenant: &str, email_type: &str) {
+        self.drop_local(tenant, email_type);
+        if let Some(shared) = &self.shared {
+            match self.store.template(tenant, email_type, None).await {
+                Ok(now) => shared.changed(tenant, email_type, now.as_ref()).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a changed template back; will retry");
+                    shared.changed_later(tenant, email_type);
+                }
+            }
+        }
+    }
+
+    /// Drops what this process has cached of (tenant, email type).
+    pub fn drop_local(&self, tenant: &str, email_type: &str) {
         let key = (tenant.to_string(), email_type.to_string());
         lock(&self.latest).remove(&key);
         lock(&self.pinned).retain(|(k, _), _| *k != key);
+    }
+
+    fn drop_all_local(&self) {
+        lock(&self.latest).clear();
+        lock(&self.pinned).clear();
+    }
+
+    /// Announces the changes Redis could not take before.
+    pub async fn retry_announcements(&self) {
+        let Some(shared) = &self.shared else { return };
+        for (tenant, email_type) in shared.pending() {
+            if let Ok(now) = self.store.template(&tenant, &email_type, None).await {
+                shared.retry(&tenant, &email_type, now.as_ref()).await;
+            }
+        }
+    }
+
+    /// With Redis, drops this process's copies of what other nodes change, until `stop`.
+    pub async fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        let Some(shared) = &self.shared else { return };
+        shared
+            .watch(
+                |tenant, email_type| self.drop_local(tenant, email_type),
+                || self.drop_all_local(),
+                stop,
+            )
+            .await;
     }
 }
 

@@ -11,15 +11,21 @@ use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{KeyRing, RELOAD_EVERY};
+use crate::compat::ses::SesKeys;
+use crate::compat::{self, sendgrid, ses};
+use crate::prefs::PrefStore;
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{messages, templates};
+use crate::routes::{messages, templates, users};
 use crate::state::{AppState, Deps, Inner};
+use crate::template_cache::SharedTemplates;
+use crate::tls_listener::TlsListener;
 use crate::{ApiConfig, ApiError};
 
 /// How often expired idempotency records are deleted.
@@ -28,6 +34,7 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 /// A bound, ready API listener.
 pub struct Api {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: AppState,
 }
 
@@ -35,7 +42,22 @@ impl Api {
     /// Binds `config.listen` and loads the API keys.
     pub async fn bind(config: ApiConfig, deps: Deps) -> Result<Self, ApiError> {
         config.validate().map_err(ApiError::Config)?;
+        let tls = match (config.tls, &deps.tls) {
+            (true, None) => {
+                return Err(ApiError::Config(
+                    "http.tls is on but no certificate was given".into(),
+                ));
+            }
+            (true, Some(tls)) => Some(tls.clone()),
+            (false, _) => None,
+        };
         let keys = KeyRing::load(deps.store.clone()).await?;
+        let ses_keys = SesKeys::load(&config)?;
+        let shared = deps.redis.clone().map(SharedTemplates::new);
+        let prefs = match &deps.redis {
+            Some(link) => PrefStore::Redis(link.clone()),
+            None => PrefStore::Embedded(deps.store.clone()),
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| ApiError::Bind {
@@ -44,13 +66,19 @@ impl Api {
             })?;
         let state = AppState(Arc::new(Inner {
             requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
-            templates: Templates::new(deps.store.clone()),
+            templates: Templates::new(deps.store.clone(), shared),
+            prefs,
             keys,
+            ses_keys,
             deps,
             config,
             idempotent_in_flight: Default::default(),
         }));
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            tls,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -61,15 +89,34 @@ impl Api {
     pub async fn run(self, stop: CancellationToken) {
         let state = self.state;
         let upkeep = tokio::spawn(upkeep(state.clone(), stop.clone()));
+        let watch = {
+            let (state, stop) = (state.clone(), stop.clone());
+            tokio::spawn(async move { state.templates.watch(stop).await })
+        };
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await
-        {
+        let stopped = stop.clone().cancelled_owned();
+        let served = match self.tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }
+            Some(tls) => match TlsListener::new(self.listener, &tls) {
+                // tap_io: axum gives ConnectInfo to any listener wrapped so.
+                Ok(listener) => {
+                    axum::serve(listener.tap_io(|_| {}), app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "http api listener failed");
         }
         stop.cancel();
         let _ = upkeep.await;
+        let _ = watch.await;
     }
 }
 
@@ -84,9 +131,16 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(templates::put)
                 .delete(templates::delete),
         )
+        .route(
+            "/v1/users/{user_id}/preferences",
+            get(users::get).put(users::put).delete(users::delete),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    // The compatible routes check their callers themselves, answering in their dialect.
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v2/email/outbound-emails", post(ses::send_email))
+        .route("/v3/mail/send", post(sendgrid::mail_send))
         .merge(authenticated)
         .fallback(messages::not_found)
         .method_not_allowed_fallback(messages::method_not_allowed)
@@ -132,17 +186,20 @@ async fn limit_concurrency(
             drop(permit);
             response
         }
-        Err(_) => Problem::new(Kind::Overloaded)
-            .detail(format!(
-                "{} requests are in progress (http.max_concurrent_requests)",
-                state.config.max_concurrent_requests
-            ))
-            .retry_after(1)
-            .into_response(),
+        Err(_) => {
+            let problem = Problem::new(Kind::Overloaded)
+                .detail(format!(
+                    "{} requests are in progress (http.max_concurrent_requests)",
+                    state.config.max_concurrent_requests
+                ))
+                .retry_after(1);
+            compat::refused(request.uri().path(), problem)
+        }
     }
 }
 
-/// Reloads the keys and expires idempotency records until `stop`.
+/// Reloads the keys, retries template change announcements and expires idempotency
+/// records until `stop`.
 async fn upkeep(state: AppState, stop: CancellationToken) {
     let mut reload = tokio::time::interval(RELOAD_EVERY);
     let mut expire = tokio::time::interval(EXPIRE_EVERY);
@@ -154,6 +211,7 @@ async fn upkeep(state: AppState, stop: CancellationToken) {
                 if let Err(e) = state.keys.reload().await {
                     tracing::warn!(error = %e, "cannot reload the API keys");
                 }
+                state.templates.retry_announcements().await;
             }
             _ = expire.tick() => match state.deps.store.expire_answers(ttl_ms).await {
                 Ok(0) => {}

@@ -9,7 +9,10 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::ApiConfig;
 use crate::auth::{Caller, KeyRing};
+use crate::compat::ses::SesKeys;
+use crate::prefs::PrefStore;
 use crate::problem::{Kind, Problem};
+use crate::redis_link::RedisLink;
 use crate::render::Templates;
 use crate::store::AppStore;
 use crate::submit::{Context, Prepared};
@@ -30,6 +33,11 @@ pub struct Deps {
     pub store: AppStore,
     /// Woken after each enqueue, so a relay in this process starts delivering at once.
     pub relay_waker: Option<Arc<Notify>>,
+    /// `[redis]`: the shared template cache and the user preferences; `None`: templates
+    /// cached in process only, preferences in the embedded store.
+    pub redis: Option<RedisLink>,
+    /// The certificate for `http.tls` (required when it is on).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub(crate) struct Inner {
@@ -37,6 +45,9 @@ pub(crate) struct Inner {
     pub deps: Deps,
     pub keys: KeyRing,
     pub templates: Templates,
+    pub prefs: PrefStore,
+    /// Access keys of the SES compatible route.
+    pub ses_keys: SesKeys,
     /// Requests handled now (`http.max_concurrent_requests`).
     pub requests: Arc<Semaphore>,
     /// (API key id, Idempotency-Key) of requests in progress.

@@ -1,201 +1,18 @@
 //! The HTTP API over real HTTP (ureq, and raw sockets for slow clients), in front of a
 //! real spool: what a client sees, and what the queue then holds.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::TestApi;
 use mail_parser::{MessageParser, MimeHeaders};
-use postroad_api::{Api, ApiConfig, AppStore, Deps, MessageLimits};
-use postroad_queue::{MessageId, Priority, Queue, Spool, SpoolConfig};
+use postroad_queue::Priority;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-
-struct TestApi {
-    addr: SocketAddr,
-    key: String,
-    store: AppStore,
-    spool: Spool,
-    runtime: tokio::runtime::Runtime,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl TestApi {
-    fn start(tune: impl FnOnce(&mut ApiConfig)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut config = ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            ..ApiConfig::default()
-        };
-        tune(&mut config);
-        let spool = Spool::open(SpoolConfig::new(dir.path().join("spool"))).unwrap();
-        let (api, store, key) = runtime.block_on(async {
-            let store = AppStore::open_in(dir.path()).await.unwrap();
-            let (key, _) = store.create_key("test", None).await.unwrap();
-            let deps = Deps {
-                hostname: "mx.postroad.test".into(),
-                limits: MessageLimits {
-                    max_message_size: 64 * 1024,
-                    max_recipients: 5,
-                },
-                queue: Arc::new(spool.clone()),
-                store: store.clone(),
-                relay_waker: None,
-            };
-            (Api::bind(config, deps).await.unwrap(), store, key)
-        });
-        let addr = api.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        runtime.spawn(api.run(stop.clone()));
-        Self {
-            addr,
-            key,
-            store,
-            spool,
-            runtime,
-            stop,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// A request with the test key; `(status, content type, body)`.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        self.call_as(Some(&self.key), method, path, body, headers)
-    }
-
-    fn call_as(
-        &self,
-        key: Option<&str>,
-        method: &str,
-        path: &str,
-        body: Option<(&str, Vec<u8>)>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .build()
-            .into();
-        let mut request = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(path));
-        if let Some(key) = key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let (content_type, bytes) = body.unwrap_or(("application/json", Vec::new()));
-        let request = request
-            .header("Content-Type", content_type)
-            .body(bytes)
-            .unwrap();
-        let mut response = agent.run(request).unwrap();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_string())
-        };
-        let content_type = header("content-type").unwrap_or_default();
-        let retry_after = header("retry-after");
-        let replayed = header("idempotent-replayed").is_some();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            content_type,
-            retry_after,
-            replayed,
-            json,
-        }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Reply {
-        self.call(
-            "POST",
-            path,
-            Some(("application/json", body.to_string().into_bytes())),
-            &[],
-        )
-    }
-
-    fn queued(&self, id: &str) -> (postroad_queue::Envelope, Vec<u8>) {
-        let id: MessageId = id.parse().unwrap();
-        let (envelope, body) = self
-            .runtime
-            .block_on(self.spool.get(id))
-            .unwrap()
-            .expect("queued");
-        (envelope, body.to_vec())
-    }
-
-    fn queue_len(&self) -> u64 {
-        self.runtime.block_on(self.spool.stats()).unwrap().queued
-    }
-}
-
-impl Drop for TestApi {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    content_type: String,
-    retry_after: Option<String>,
-    replayed: bool,
-    json: Value,
-}
-
-impl Reply {
-    /// `(pointer, code)` of every field error.
-    fn errors(&self) -> Vec<(String, String)> {
-        self.json["errors"]
-            .as_array()
-            .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| {
-                        (
-                            e["pointer"].as_str().unwrap().to_string(),
-                            e["code"].as_str().unwrap().to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn is_problem(&self, status: u16, kind: &str) -> bool {
-        self.status == status
-            && self.content_type == "application/problem+json"
-            && self.json["type"] == format!("urn:postroad:problem:{kind}")
-            && self.json["status"] == status
-    }
-}
 
 fn explicit() -> Value {
     json!({
@@ -340,6 +157,21 @@ fn templates_render_with_template_data_and_report_what_is_missing() {
     );
     assert_eq!(put.status, 201, "{put:?}");
     assert_eq!(put.json["version"], 1);
+    let misspelt = json!({"subject": "s", "text": "t", "colour": 1,
+        "locales": {"fr": {"subject": "s", "txt": "t"}}});
+    let reply = api.call(
+        "PUT",
+        "/v1/templates/welcome",
+        Some(("application/json", misspelt.to_string().into_bytes())),
+        &[],
+    );
+    assert_eq!(
+        reply.errors(),
+        [
+            ("/colour".to_string(), "unknown-field".to_string()),
+            ("/locales/fr/txt".to_string(), "unknown-field".to_string())
+        ]
+    );
     assert_eq!(
         api.call("GET", "/v1/templates/welcome", None, &[]).json["subject"],
         "Welcome, {{ name }}!"
@@ -740,17 +572,22 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/templates/{emailType}", "get"),
         ("/v1/templates/{emailType}", "put"),
         ("/v1/templates/{emailType}", "delete"),
+        ("/v1/users/{userId}/preferences", "put"),
+        ("/v1/users/{userId}/preferences", "get"),
+        ("/v1/users/{userId}/preferences", "delete"),
     ] {
         assert!(
             paths[path][method].is_object(),
             "{method} {path} is not documented"
         );
         // And it is served: without a key every documented route answers 401, not 404.
-        let concrete = path.replace("{emailType}", "welcome");
+        let concrete = path
+            .replace("{emailType}", "welcome")
+            .replace("{userId}", "42");
         let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
         assert_eq!(reply.status, 401, "{method} {concrete}");
     }
-    assert_eq!(paths.len(), 4);
+    assert_eq!(paths.len(), 5);
     for schema in [
         "MessageRequest",
         "Problem",

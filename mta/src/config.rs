@@ -46,10 +46,32 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// `[http]`: the HTTP submission API.
     pub http: postroad_api::ApiConfig,
+    pub redis: RedisConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+}
+
+/// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
+/// changes announced on its pub/sub), and user preferences are its hashes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db`; empty: no Redis.
+    pub url: String,
+}
+
+impl RedisConfig {
+    /// The link, when a URL is set (it connects on first use).
+    pub fn link(&self) -> Result<Option<postroad_api::RedisLink>, String> {
+        if self.url.is_empty() {
+            return Ok(None);
+        }
+        postroad_api::RedisLink::new(&self.url)
+            .map(Some)
+            .map_err(|e| format!("redis.url: {e}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,6 +266,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             admin: crate::admin::AdminConfig::default(),
             http: postroad_api::ApiConfig::default(),
+            redis: RedisConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             listeners: default_listeners(),
@@ -326,6 +349,7 @@ impl Config {
         }
         self.admin.validate().map_err(ConfigError::Semantic)?;
         self.http.validate().map_err(ConfigError::Semantic)?;
+        self.redis.link().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;
@@ -463,6 +487,13 @@ mod tests {
         full.relay.smarthost = Some("smtp.example.net:587".into());
         full.admin.token = "t".repeat(32);
         full.http.default_from = "noreply@example.com".into();
+        full.http.ses_keys.push(postroad_api::SesKey {
+            access_key_id: "AKIA".into(),
+            secret_access_key: String::new(),
+            secret_access_key_file: Some("/s".into()),
+            region: Some("us-east-1".into()),
+            tenant: Some("t".into()),
+        });
         full.kafka.instance_id = "relay-1".into();
         full.kafka
             .client

@@ -90,9 +90,10 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         config.smtp.max_message_size = max;
     }
 
-    let needs_tls = config.listeners.iter().any(|l| l.tls != TlsMode::None);
+    let api_tls = roles.ingress && config.http.enabled && config.http.tls;
+    let needs_tls = api_tls || config.listeners.iter().any(|l| l.tls != TlsMode::None);
     let tls = if needs_tls {
-        Some(crate::tls::acceptor(
+        Some(crate::tls::server_config(
             &config.tls,
             &config.server.data_dir,
             &config.server.hostname,
@@ -132,7 +133,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
 
     let admin_queue = queue.clone();
     let api = if roles.ingress && config.http.enabled {
-        Some(bind_api(&config, queue.clone(), relay.as_ref().map(|r| r.waker())).await?)
+        let waker = relay.as_ref().map(|r| r.waker());
+        let tls = tls.clone().filter(|_| api_tls);
+        Some(bind_api(&config, queue.clone(), waker, tls).await?)
     } else {
         None
     };
@@ -141,7 +144,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
         queue,
-        tls,
+        tls: tls.map(tokio_rustls::TlsAcceptor::from),
         credentials,
         auth_throttle: AuthThrottle::new(config.auth.throttle.clone()),
         budget: MemoryBudget::new(config.smtp.inflight_budget()),
@@ -197,6 +200,7 @@ async fn bind_api(
     config: &Config,
     queue: Arc<dyn Queue>,
     relay_waker: Option<Arc<tokio::sync::Notify>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<(Api, AppStore)> {
     let store = AppStore::open_in(&config.server.data_dir)
         .await
@@ -215,10 +219,13 @@ async fn bind_api(
         queue,
         store: store.clone(),
         relay_waker,
+        redis: config.redis.link().map_err(anyhow::Error::msg)?,
+        tls,
     };
     let api = Api::bind(config.http.clone(), deps).await?;
     let address = api.local_addr().unwrap_or(config.http.listen);
-    tracing::info!(%address, "http api listening");
+    let scheme = if config.http.tls { "https" } else { "http" };
+    tracing::info!(%address, scheme, "http api listening");
     Ok((api, store))
 }
 

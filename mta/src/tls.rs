@@ -1,5 +1,5 @@
-//! TLS for the SMTP listeners: load the configured certificate, or generate and keep a
-//! self-signed one at first start.
+//! TLS for the SMTP listeners and the HTTP API: load the configured certificate, or
+//! generate and keep a self-signed one at first start.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,7 +7,6 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
 
@@ -36,15 +35,15 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the TLS acceptor shared by all listeners.
+/// Builds the TLS configuration shared by all listeners.
 ///
 /// Without a configured pair, uses `<data_dir>/tls/{cert,key}.pem`, generating them
 /// (self-signed for `hostname`) when they do not exist yet.
-pub fn acceptor(
+pub fn server_config(
     config: &TlsConfig,
     data_dir: &Path,
     hostname: &str,
-) -> Result<TlsAcceptor, TlsError> {
+) -> Result<Arc<ServerConfig>, TlsError> {
     let (cert_path, key_path) = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
@@ -78,7 +77,7 @@ pub fn acceptor(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    Ok(TlsAcceptor::from(Arc::new(server)))
+    Ok(Arc::new(server))
 }
 
 fn generate_self_signed(
@@ -116,9 +115,9 @@ mod tests {
     #[test]
     fn generates_once_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
-        acceptor(&TlsConfig::default(), dir.path(), "mx.test").unwrap();
+        server_config(&TlsConfig::default(), dir.path(), "mx.test").unwrap();
         let first = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
-        acceptor(&TlsConfig::default(), dir.path(), "mx.test").unwrap();
+        server_config(&TlsConfig::default(), dir.path(), "mx.test").unwrap();
         let second = std::fs::read(dir.path().join("tls/cert.pem")).unwrap();
         assert_eq!(
             first, second,
@@ -133,9 +132,7 @@ mod tests {
             cert_file: Some(dir.path().join("nope.pem")),
             key_file: Some(dir.path().join("nope.key")),
         };
-        let err = acceptor(&config, dir.path(), "mx.test")
-            .err()
-            .expect("must fail");
+        let err = server_config(&config, dir.path(), "mx.test").expect_err("must fail");
         assert!(err.to_string().contains("nope.pem"), "{err}");
     }
 }

@@ -4,64 +4,23 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::http::{api_key, curl};
 use common::relay_env::RelayEnv;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// `postroad api-key ARGS` for this server; its standard output.
-fn api_key(env: &RelayEnv, args: &[&str]) -> String {
-    let data = env.server.data_dir();
-    let mut all = vec!["api-key"];
-    all.extend_from_slice(args);
-    all.extend(["--data-dir", data.to_str().unwrap()]);
-    let out = Command::new(common::binary()).args(&all).output().unwrap();
-    assert!(
-        out.status.success(),
-        "postroad {all:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// curl with `args` on `path`; `(HTTP status, body as JSON)`.
-fn curl(port: u16, key: &str, args: &[&str], path: &str) -> (u16, Value) {
-    let auth = format!("Authorization: Bearer {key}");
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "\n%{http_code} %{http_version}",
-            "-H",
-            &auth,
-        ])
-        .args(args)
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, status) = text.rsplit_once('\n').unwrap();
-    let code: u16 = status.split(' ').next().unwrap().parse().unwrap();
-    if args.contains(&"--http2-prior-knowledge") {
-        assert!(status.ends_with(" 2"), "not HTTP/2: {status}");
-    }
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 #[test]
 fn a_templated_message_over_h2c_is_delivered_and_in_the_history() {
     let env = RelayEnv::start("", "");
     let port = env.server.http;
-    let key = api_key(&env, &["create", "--name", "shop"])
+    let key = api_key(&env.server, &["create", "--name", "shop"])
         .trim()
         .to_string();
     assert!(key.starts_with("pr_"), "{key}");
-    let listed = api_key(&env, &["list", "--json"]);
+    let listed = api_key(&env.server, &["list", "--json"]);
     assert!(
         listed.contains("\"shop\"") && !listed.contains(&key),
         "{listed}"
@@ -136,7 +95,7 @@ fn a_templated_message_over_h2c_is_delivered_and_in_the_history() {
     assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 2);
 
     // Revoked, the key stops working (the server rereads keys every 2 s).
-    assert!(api_key(&env, &["revoke", "shop"]).starts_with("revoked"));
+    assert!(api_key(&env.server, &["revoke", "shop"]).starts_with("revoked"));
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let (status, _) = curl(
@@ -153,5 +112,63 @@ fn a_templated_message_over_h2c_is_delivered_and_in_the_history() {
             "the revoked key still works"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn with_http_tls_the_api_speaks_https_with_http2_and_http1() {
+    let port = common::free_port();
+    let env = RelayEnv::start(
+        "",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\ntls = true\n"),
+    );
+    let key = api_key(&env.server, &["create", "--name", "tls"])
+        .trim()
+        .to_string();
+    let message = json!({"from": "a@src.test", "to": "tls@fast.test", "subject": "s",
+        "text": "over https"})
+    .to_string();
+    let auth = format!("Authorization: Bearer {key}");
+    let url = format!("https://127.0.0.1:{port}/v1/messages");
+    let mut ids = Vec::new();
+    for version in ["--http2", "--http1.1"] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-k",
+                version,
+                "--max-time",
+                "20",
+                "-w",
+                "\n%{http_code} %{http_version}",
+            ])
+            .args(["-H", &auth, "-H", "Content-Type: application/json"])
+            .args(["--data-binary", &message, &url])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let expected = if version == "--http2" {
+            "202 2"
+        } else {
+            "202 1.1"
+        };
+        assert!(
+            text.ends_with(expected),
+            "{version}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let accepted: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        ids.push(accepted["id"].as_str().unwrap().to_string());
+    }
+    // Plain HTTP on the TLS port gets no answer of the API.
+    let (status, _) = curl(
+        port,
+        &key,
+        &["-H", "Content-Type: application/json"],
+        "/v1/messages",
+    );
+    assert_ne!(status, 202);
+    for id in &ids {
+        env.wait_for_event(id, "tls@fast.test", "delivered", WAIT);
     }
 }

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::auth::Caller;
 use crate::body;
 use crate::idempotency::{self, Answer};
+use crate::prefs;
 use crate::problem::{FieldError, Kind, Problem, pointer};
 use crate::state::AppState;
 use crate::submit::{self, Prepared, Refusal, rfc822};
@@ -103,10 +104,12 @@ pub async fn send(
                 serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
                     Problem::fields(vec![FieldError::new("?", "invalid-value", e.to_string())])
                 })?;
-            rfc822::prepare(bytes.to_vec(), query, &ctx)
+            let given = query.given().map_err(Problem::fields)?;
+            rfc822::prepare(bytes.to_vec(), given, &ctx)
         } else {
             let value = body::json(&headers, &bytes)?;
-            submit::prepare(&value, "", &ctx, &state.templates).await
+            let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), [&value]).await;
+            submit::prepare(&value, "", &ctx, &state.templates, &prefs).await
         }
         .map_err(Refusal::into_problem)?;
         let accepted = Accepted {
@@ -187,11 +190,12 @@ pub async fn batch(
             return Err(Problem::fields(vec![error]));
         }
         let ctx = state.context(&caller, peer.ip().to_canonical());
+        let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), &request.messages).await;
         let mut results = Vec::with_capacity(request.messages.len());
         let mut ready: Vec<Prepared> = Vec::new();
         for (index, item) in request.messages.iter().enumerate() {
             let base = pointer("/messages", &index.to_string());
-            match submit::prepare(item, &base, &ctx, &state.templates).await {
+            match submit::prepare(item, &base, &ctx, &state.templates, &prefs).await {
                 Ok(prepared) => {
                     results.push(ItemResult {
                         index,

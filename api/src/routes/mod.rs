@@ -2,3 +2,4 @@
 
 pub mod messages;
 pub mod templates;
+pub mod users;

@@ -10,10 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::body;
-use crate::problem::{FieldError, Kind, Problem};
+use crate::problem::{FieldError, Kind, Problem, pointer};
 use crate::render::Compiled;
 use crate::state::AppState;
-use crate::store::templates::{Definition, Template};
+use crate::store::templates::{DEFINITION_FIELDS, Definition, PARTS_FIELDS, Template};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TemplateList {
@@ -40,6 +40,36 @@ fn check_type(email_type: &str) -> Result<(), Problem> {
             e.to_string(),
         )])
     })
+}
+
+/// Every field a template definition does not have, with its pointer.
+fn unknown_fields(value: &serde_json::Value) -> Result<(), Problem> {
+    let mut errors = Vec::new();
+    let mut check =
+        |object: &serde_json::Map<String, serde_json::Value>, known: &[&str], at: &str| {
+            for key in object.keys().filter(|k| !known.contains(&k.as_str())) {
+                errors.push(FieldError::new(
+                    pointer(at, key),
+                    "unknown-field",
+                    format!("{key} is not a field of a template"),
+                ));
+            }
+        };
+    if let Some(object) = value.as_object() {
+        check(object, &DEFINITION_FIELDS, "");
+        if let Some(locales) = object.get("locales").and_then(|l| l.as_object()) {
+            for (name, parts) in locales {
+                if let Some(parts) = parts.as_object() {
+                    check(parts, &PARTS_FIELDS, &pointer("/locales", name));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Problem::fields(errors))
+    }
 }
 
 fn store_error(e: crate::store::StoreError) -> Problem {
@@ -75,6 +105,7 @@ pub async fn put(
     check_type(&email_type)?;
     let bytes = body::read(&state, &headers, request).await?;
     let value = body::json(&headers, &bytes)?;
+    unknown_fields(&value)?;
     let definition: Definition = serde_path_to_error::deserialize(value).map_err(|e| {
         let at = crate::problem::pointer_of(e.path());
         Problem::fields(vec![FieldError::new(
@@ -100,7 +131,7 @@ pub async fn put(
         .put_template(tenant, &email_type, &definition)
         .await
         .map_err(store_error)?;
-    state.templates.invalidate(tenant, &email_type);
+    state.templates.changed(tenant, &email_type).await;
     Ok(json(StatusCode::CREATED, &stored))
 }
 
@@ -198,7 +229,7 @@ pub async fn delete(
         .delete_template(tenant, &email_type)
         .await
         .map_err(store_error)?;
-    state.templates.invalidate(tenant, &email_type);
+    state.templates.changed(tenant, &email_type).await;
     if deleted == 0 {
         return Err(Problem::new(Kind::NotFound).detail(format!("no template {email_type}")));
     }

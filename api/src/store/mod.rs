@@ -4,6 +4,7 @@
 
 pub mod idempotency;
 pub mod keys;
+pub mod prefs;
 pub mod templates;
 
 use std::path::Path;

@@ -10,8 +10,10 @@ use utoipa::ToSchema;
 use super::{AppStore, Result, StoreError, now_ms};
 
 /// The parts of a template in one language.
+// Unknown fields are refused by `PUT` (every one named), not by serde: a
+// `deny_unknown_fields` here would close the schema of `Template`, which extends it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Parts {
     /// Subject line template.
     pub subject: String,
@@ -25,7 +27,7 @@ pub struct Parts {
 
 /// What `PUT /v1/templates/{emailType}` takes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct Definition {
     /// Subject line template.
     pub subject: String,
@@ -43,6 +45,10 @@ pub struct Definition {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub locales: BTreeMap<String, Parts>,
 }
+
+/// The fields of a [`Definition`] and of its [`Parts`].
+pub const DEFINITION_FIELDS: [&str; 5] = ["subject", "text", "html", "from", "locales"];
+pub const PARTS_FIELDS: [&str; 3] = ["subject", "text", "html"];
 
 impl Definition {
     /// The parts for `locale` (`pt-BR` falls back to `pt`, then to the default parts).

@@ -21,13 +21,37 @@ pub type Built = (String, Vec<u8>);
 /// Longest subject, in characters.
 const MAX_SUBJECT: usize = 998;
 
+/// Checked addresses (`Name <address>` or an address) as a header's address list.
 fn address_list(addresses: &Addresses) -> Address<'static> {
     let list = addresses
         .list()
         .into_iter()
-        .map(|a| Address::new_address(None::<&str>, a.to_string()))
+        .map(|a| {
+            let (name, address) = check::split_named(a);
+            Address::new_address(name.map(str::to_string), address.to_string())
+        })
         .collect();
     Address::new_list(list)
+}
+
+/// Checks reply addresses; `None` also when there are none.
+fn reply_to(
+    given: Option<&Addresses>,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Addresses> {
+    let given = given?;
+    let single = matches!(given, Addresses::One(_));
+    let before = errors.len();
+    for (i, address) in given.list().into_iter().enumerate() {
+        let at = if single {
+            at.to_string()
+        } else {
+            pointer(at, &i.to_string())
+        };
+        check::named(address, &at, errors);
+    }
+    (errors.len() == before).then(|| given.clone())
 }
 
 fn named_address((name, address): (Option<String>, String)) -> Address<'static> {
@@ -133,10 +157,7 @@ pub fn explicit(
         ctx,
         errors,
     );
-    let reply_to = form
-        .reply_to
-        .as_deref()
-        .and_then(|r| check::named(r, &pointer(base, "replyTo"), errors));
+    let reply_to = reply_to(form.reply_to.as_ref(), &pointer(base, "replyTo"), errors);
     subject_ok(&form.subject, &pointer(base, "subject"), errors);
     if form.text.is_none() && form.html.is_none() {
         errors.push(FieldError::new(
@@ -183,8 +204,8 @@ pub fn explicit(
     if let Some(cc) = &form.cc {
         builder = builder.cc(address_list(cc));
     }
-    if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(named_address(reply_to));
+    if let Some(reply_to) = &reply_to {
+        builder = builder.reply_to(address_list(reply_to));
     }
     if let Some(text) = &form.text {
         builder = builder.text_body(text.clone());
@@ -220,10 +241,7 @@ pub fn templated(
         ctx,
         errors,
     );
-    let reply_to = form
-        .reply_to
-        .as_deref()
-        .and_then(|r| check::named(r, &pointer(base, "replyTo"), errors));
+    let reply_to = reply_to(form.reply_to.as_ref(), &pointer(base, "replyTo"), errors);
     let headers = check::headers(&form.headers, base, errors);
     let from = from?;
     if !errors.is_empty() {
@@ -231,10 +249,10 @@ pub fn templated(
     }
     let address = from.1.clone();
     let mut builder = start(id, ctx, from, headers)
-        .to(Address::new_address(None::<&str>, form.recipient.clone()))
+        .to(address_list(&Addresses::One(form.recipient.clone())))
         .subject(Text::new(rendered.subject.clone()));
-    if let Some(reply_to) = reply_to {
-        builder = builder.reply_to(named_address(reply_to));
+    if let Some(reply_to) = &reply_to {
+        builder = builder.reply_to(address_list(reply_to));
     }
     if let Some(text) = &rendered.text {
         builder = builder.text_body(text.clone());

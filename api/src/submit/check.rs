@@ -60,15 +60,21 @@ pub fn named(
         ));
         return None;
     }
+    let (name, address) = split_named(text);
+    mailbox(address, at, errors).map(|address| (name.map(str::to_string), address))
+}
+
+/// `Display Name <user@example.com>` as its name and address; a bare address has no
+/// name. Nothing is checked.
+pub fn split_named(text: &str) -> (Option<&str>, &str) {
     let trimmed = text.trim();
-    let (name, address) = match trimmed.strip_suffix('>').and_then(|t| t.rsplit_once('<')) {
+    match trimmed.strip_suffix('>').and_then(|t| t.rsplit_once('<')) {
         Some((name, address)) => {
             let name = name.trim().trim_matches('"').trim();
-            ((!name.is_empty()).then(|| name.to_string()), address.trim())
+            ((!name.is_empty()).then_some(name), address.trim())
         }
         None => (None, trimmed),
-    };
-    mailbox(address, at, errors).map(|address| (name, address))
+    }
 }
 
 /// Custom header fields: names of printable ASCII without `:`, no CR or LF anywhere,

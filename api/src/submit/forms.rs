@@ -55,7 +55,8 @@ pub struct TemplateForm {
     pub locale: Option<String>,
     /// Sender (`Name <address>` or an address); default: the template's.
     pub from: Option<String>,
-    pub reply_to: Option<String>,
+    /// One or more reply addresses (`Name <address>` or an address).
+    pub reply_to: Option<Addresses>,
     /// Extra header fields (no CR/LF; not From/To/Subject/Content-*/X-Postroad-*).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -72,7 +73,7 @@ const TEMPLATE_FIELDS: [&str; 7] = [
 ];
 
 /// One or many addresses.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Addresses {
     One(String),
@@ -88,7 +89,7 @@ impl Addresses {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
     pub filename: String,
@@ -105,11 +106,14 @@ const ATTACHMENT_FIELDS: [&str; 4] = ["filename", "contentType", "content", "con
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExplicitForm {
+    /// Sender (`Name <address>` or an address); default: `http.default_from`.
     pub from: Option<String>,
+    /// Recipients, each `Name <address>` or an address; to, cc and bcc together are
+    /// the envelope recipients (bcc is not shown in the message).
     pub to: Option<Addresses>,
     pub cc: Option<Addresses>,
     pub bcc: Option<Addresses>,
-    pub reply_to: Option<String>,
+    pub reply_to: Option<Addresses>,
     pub subject: String,
     pub text: Option<String>,
     pub html: Option<String>,

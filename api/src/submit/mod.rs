@@ -15,7 +15,8 @@ use postroad_queue::{Envelope, MessageId, Metadata, Recipient};
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::problem::{FieldError, Problem, pointer};
+use crate::prefs;
+use crate::problem::{FieldError, Kind, Problem, pointer};
 use crate::render::Templates;
 use forms::{Addresses, Form, Parsed};
 
@@ -60,12 +61,14 @@ impl Refusal {
     }
 }
 
-/// Prepares one JSON message found at `base` in the request.
+/// Prepares one JSON message found at `base` in the request; a template-form message
+/// renders with its user's preferences among `prefs`.
 pub async fn prepare(
     value: &Value,
     base: &str,
     ctx: &Context<'_>,
     templates: &Templates,
+    prefs: &prefs::Loaded,
 ) -> Result<Prepared, Refusal> {
     let mut errors = Vec::new();
     let Some(Parsed { form, meta }) = forms::parse(value, base, &mut errors) else {
@@ -81,7 +84,7 @@ pub async fn prepare(
                 ctx,
                 &mut errors,
             );
-            let rendered = render(&form, &meta, base, ctx, templates, &mut errors).await?;
+            let rendered = render(&form, &meta, base, ctx, templates, prefs, &mut errors).await?;
             let message =
                 rendered.and_then(|r| build::templated(&form, &r, id, base, ctx, &mut errors));
             let sender = message.as_ref().map(|(sender, _)| sender.clone());
@@ -149,13 +152,15 @@ pub(crate) fn untemplated(
     }
 }
 
-/// Renders the template of a template-form message.
+/// Renders the template of a template-form message: `templateData` over the user's
+/// preferences, in the requested locale or else the user's `language`.
 async fn render(
     form: &forms::TemplateForm,
     meta: &Metadata,
     base: &str,
     ctx: &Context<'_>,
     templates: &Templates,
+    prefs: &prefs::Loaded,
     errors: &mut Vec<FieldError>,
 ) -> Result<Option<crate::render::Rendered>, Refusal> {
     let Some(email_type) = &meta.email_type else {
@@ -184,12 +189,30 @@ async fn render(
         errors.push(FieldError::new(at, "unknown-template", detail));
         return Ok(None);
     };
-    match compiled.render(
-        form.locale.as_deref(),
-        &form.template_data,
-        &pointer(base, "templateData"),
-    ) {
+    let user = prefs.of(meta.user_id);
+    let mut data: serde_json::Map<String, Value> = user
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    data.extend(
+        form.template_data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    let locale = form
+        .locale
+        .as_deref()
+        .or_else(|| user.and_then(|u| u.get("language")).map(String::as_str));
+    match compiled.render(locale, &data, &pointer(base, "templateData")) {
         Ok(rendered) => Ok(Some(rendered)),
+        Err(e) if prefs.unavailable && e.iter().any(|e| e.code == "missing-variable") => {
+            Err(Refusal::Problem(
+                Problem::new(Kind::StoreUnavailable)
+                    .detail("the template needs a value that may be among the user's preferences, which cannot be read right now")
+                    .retry_after(5),
+            ))
+        }
         Err(mut e) => {
             errors.append(&mut e);
             Ok(None)
@@ -216,7 +239,7 @@ fn recipients(
             } else {
                 pointer(&at, &i.to_string())
             };
-            if let Some(address) = check::mailbox(address, &at, errors)
+            if let Some((_, address)) = check::named(address, &at, errors)
                 && seen.insert(address.to_ascii_lowercase())
             {
                 out.push(Recipient::new(address));

@@ -70,8 +70,56 @@ fn without_bcc(body: Vec<u8>, ranges: &[(usize, usize)]) -> Vec<u8> {
     out
 }
 
-/// Prepares a `message/rfc822` request body.
-pub fn prepare(body: Vec<u8>, query: MimeQuery, ctx: &Context<'_>) -> Result<Prepared, Refusal> {
+impl MimeQuery {
+    /// The envelope and metadata the query gives.
+    pub fn given(self) -> Result<Given, Vec<FieldError>> {
+        let tags = match self
+            .tags
+            .as_deref()
+            .map(postroad_queue::metadata::parse_tags)
+        {
+            Some(Ok(tags)) => Some(tags.into_iter().collect()),
+            Some(Err(e)) => {
+                return Err(vec![FieldError::new(
+                    "?tags",
+                    "invalid-value",
+                    e.to_string(),
+                )]);
+            }
+            None => None,
+        };
+        let to = self.to.map(|to| {
+            to.split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| !a.is_empty())
+                .collect()
+        });
+        Ok(Given {
+            from: self.from,
+            to,
+            fields: MetaFields {
+                user_id: self.user_id,
+                email_type: self.email_type,
+                priority: self.priority,
+                tags,
+                campaign: self.campaign,
+                variant: self.variant,
+            },
+        })
+    }
+}
+
+/// What a raw message's request says beside the message: the envelope (else read from
+/// the message's fields) and the metadata.
+#[derive(Debug, Default)]
+pub struct Given {
+    pub from: Option<String>,
+    pub to: Option<Vec<String>>,
+    pub fields: MetaFields,
+}
+
+/// Prepares a raw MIME message (a `message/rfc822` body, SES `Content.Raw`).
+pub fn prepare(body: Vec<u8>, given: Given, ctx: &Context<'_>) -> Result<Prepared, Refusal> {
     let mut errors = Vec::new();
     check(&body, "", &mut errors);
     if !errors.is_empty() {
@@ -92,29 +140,14 @@ pub fn prepare(body: Vec<u8>, query: MimeQuery, ctx: &Context<'_>) -> Result<Pre
             }
         }
     }
-    let tags = match query
-        .tags
-        .as_deref()
-        .map(postroad_queue::metadata::parse_tags)
-    {
-        Some(Ok(tags)) => Some(tags.into_iter().collect()),
-        Some(Err(e)) => {
-            errors.push(FieldError::new("?tags", "invalid-value", e.to_string()));
-            None
-        }
-        None => None,
-    };
-    let fields = MetaFields {
-        user_id: query.user_id,
-        email_type: query.email_type,
-        priority: query.priority,
-        tags,
-        campaign: query.campaign,
-        variant: query.variant,
-    };
-    let meta = check::meta(&fields, ctx.caller.tenant.as_deref(), "?", &mut errors);
-    let sender = match query.from.or(from) {
-        Some(from) => check::mailbox(&from, "?from", &mut errors),
+    let meta = check::meta(
+        &given.fields,
+        ctx.caller.tenant.as_deref(),
+        "?",
+        &mut errors,
+    );
+    let sender = match given.from.or(from) {
+        Some(from) => check::named(&from, "?from", &mut errors).map(|(_, address)| address),
         None => {
             errors.push(FieldError::new(
                 "?from",
@@ -124,17 +157,10 @@ pub fn prepare(body: Vec<u8>, query: MimeQuery, ctx: &Context<'_>) -> Result<Pre
             None
         }
     };
-    let listed = match &query.to {
-        Some(to) => to
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect(),
-        None => to,
-    };
+    let listed = given.to.unwrap_or(to);
     let mut recipients: Vec<Recipient> = Vec::new();
     for address in &listed {
-        if let Some(address) = check::mailbox(address, "?to", &mut errors)
+        if let Some((_, address)) = check::named(address, "?to", &mut errors)
             && !recipients
                 .iter()
                 .any(|r| r.address.eq_ignore_ascii_case(&address))

@@ -2,6 +2,7 @@
 //! as a plain SMTP client.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod kafka_env;
 pub mod relay_env;
 
