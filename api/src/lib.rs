@@ -76,6 +76,36 @@ pub mod fuzzing {
             }),
         )
     }
+
+    /// Checks the SigV4 signature of a `POST /v2/email/outbound-emails` whose
+    /// `Authorization`, `X-Amz-Date` and body are the three parts of `input` (split at
+    /// the first two LFs), for the access key `AKIDFUZZ` with a fixed secret, at a fixed
+    /// time (2015-08-30 12:36:00 UTC). `None`: the parts are not header values.
+    pub fn sigv4(input: &[u8]) -> Option<Result<String, crate::compat::sigv4::SigError>> {
+        use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+        let mut parts = input.splitn(3, |&b| b == b'\n');
+        let (authorization, date) = (parts.next()?, parts.next()?);
+        let body = parts.next().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_bytes(authorization).ok()?,
+        );
+        headers.insert("x-amz-date", HeaderValue::from_bytes(date).ok()?);
+        headers.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
+        let uri = Uri::from_static("/v2/email/outbound-emails");
+        let request = crate::compat::sigv4::Request {
+            method: &Method::POST,
+            uri: &uri,
+            headers: &headers,
+            body,
+        };
+        let secret = |id: &str| (id == "AKIDFUZZ").then_some("fuzz-secret");
+        Some(
+            crate::compat::sigv4::verify(&request, "ses", secret, 1_440_938_160)
+                .map(|s| s.access_key_id),
+        )
+    }
 }
 
 /// Why the API cannot start.

@@ -2,9 +2,13 @@
 //! `user:prefs:{userId}` the design names; without, the embedded store. A template-form
 //! message with a `userId` renders with its user's preferences under `templateData`
 //! (`templateData` wins), and the `language` preference picks the locale variant.
-//! The preferences of every message of a request are read in one round trip.
+//! The preferences of every message of a request are read in one round trip; in the
+//! embedded store, only for users known to have some (their ids are kept in memory,
+//! since only this process writes them), so a message to a user without preferences
+//! costs no database read at all.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
@@ -33,7 +37,48 @@ pub enum PrefsError {
 #[derive(Clone)]
 pub enum PrefStore {
     Redis(RedisLink),
-    Embedded(AppStore),
+    Embedded(Embedded),
+}
+
+/// The embedded store, and the users in it that have preferences, by tenant.
+#[derive(Clone)]
+pub struct Embedded {
+    store: AppStore,
+    known: Arc<RwLock<HashMap<String, HashSet<u64>>>>,
+}
+
+impl Embedded {
+    pub async fn load(store: AppStore) -> Result<Self, StoreError> {
+        let mut known: HashMap<String, HashSet<u64>> = HashMap::new();
+        for (tenant, user_id) in store.users_with_prefs().await? {
+            known.entry(tenant).or_default().insert(user_id);
+        }
+        Ok(Self {
+            store,
+            known: Arc::new(RwLock::new(known)),
+        })
+    }
+
+    fn known(&self, tenant: &str, user_ids: &[u64]) -> Vec<u64> {
+        let known = self.known.read().unwrap_or_else(|e| e.into_inner());
+        match known.get(tenant) {
+            Some(users) => user_ids
+                .iter()
+                .copied()
+                .filter(|id| users.contains(id))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn set_known(&self, tenant: &str, user_id: u64, has: bool) {
+        let mut known = self.known.write().unwrap_or_else(|e| e.into_inner());
+        if has {
+            known.entry(tenant.to_string()).or_default().insert(user_id);
+        } else if let Some(users) = known.get_mut(tenant) {
+            users.remove(&user_id);
+        }
+    }
 }
 
 impl PrefStore {
@@ -54,7 +99,13 @@ impl PrefStore {
             return Ok(HashMap::new());
         }
         match self {
-            PrefStore::Embedded(store) => Ok(store.prefs_of(tenant, user_ids).await?),
+            PrefStore::Embedded(embedded) => {
+                let known = embedded.known(tenant, user_ids);
+                if known.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                Ok(embedded.store.prefs_of(tenant, &known).await?)
+            }
             PrefStore::Redis(link) => {
                 let mut pipe = redis::pipe();
                 for id in user_ids {
@@ -74,7 +125,11 @@ impl PrefStore {
     /// Replaces a user's preferences (atomically).
     pub async fn put(&self, tenant: &str, user_id: u64, prefs: &Prefs) -> Result<(), PrefsError> {
         match self {
-            PrefStore::Embedded(store) => Ok(store.put_prefs(tenant, user_id, prefs).await?),
+            PrefStore::Embedded(embedded) => {
+                embedded.store.put_prefs(tenant, user_id, prefs).await?;
+                embedded.set_known(tenant, user_id, true);
+                Ok(())
+            }
             PrefStore::Redis(link) => {
                 let key = prefs_key(tenant, user_id);
                 let mut pipe = redis::pipe();
@@ -92,7 +147,11 @@ impl PrefStore {
     /// Whether the user had preferences.
     pub async fn delete(&self, tenant: &str, user_id: u64) -> Result<bool, PrefsError> {
         match self {
-            PrefStore::Embedded(store) => Ok(store.delete_prefs(tenant, user_id).await?),
+            PrefStore::Embedded(embedded) => {
+                let deleted = embedded.store.delete_prefs(tenant, user_id).await?;
+                embedded.set_known(tenant, user_id, false);
+                Ok(deleted)
+            }
             PrefStore::Redis(link) => {
                 let (deleted,): (u64,) = link
                     .query(redis::pipe().del(prefs_key(tenant, user_id)))

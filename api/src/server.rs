@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{KeyRing, RELOAD_EVERY};
 use crate::compat::ses::SesKeys;
 use crate::compat::{self, sendgrid, ses};
-use crate::prefs::PrefStore;
+use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
 use crate::routes::{messages, templates, users};
@@ -56,7 +56,7 @@ impl Api {
         let shared = deps.redis.clone().map(SharedTemplates::new);
         let prefs = match &deps.redis {
             Some(link) => PrefStore::Redis(link.clone()),
-            None => PrefStore::Embedded(deps.store.clone()),
+            None => PrefStore::Embedded(Embedded::load(deps.store.clone()).await?),
         };
         let listener = TcpListener::bind(config.listen)
             .await

@@ -118,6 +118,35 @@ fn preferences_in_the_embedded_store() {
     preferences_render_under_template_data(&api);
 }
 
+#[test]
+fn embedded_preferences_are_found_after_a_restart() {
+    let first = TestApi::start(|_| {});
+    assert_eq!(
+        put(
+            &first,
+            "/v1/templates/welcome",
+            &welcome("Hello {{ name }}")
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        put(&first, "/v1/users/31/preferences", &json!({"name": "Ann"})).status,
+        200
+    );
+    // A new process on the same data directory knows who has preferences.
+    let second = TestApi::start_with(
+        Setup {
+            beside: Some(first.share()),
+            ..Setup::default()
+        },
+        |_| {},
+    );
+    drop(first);
+    let reply = second.post("/v1/messages", &message(31, json!({})));
+    assert_eq!(subject_of(&second, &reply), "Hello Ann");
+}
+
 /// A tenant no other run uses, so that runs sharing the Redis never meet.
 fn fresh_tenant() -> String {
     let nanos = std::time::SystemTime::now()

@@ -494,7 +494,7 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.load.html {
-        let html = report.html(&smtp_cmd::command_line());
+        let html = report.html(&crate::load_page::command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if report.ok {

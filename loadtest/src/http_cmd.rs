@@ -4,12 +4,12 @@
 //! latency as `loadtest smtp` does.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -17,20 +17,26 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
 use crate::http_client::HttpClient;
+use crate::load_page::{command_line, html_report};
 use crate::mix::DomainMix;
-use crate::pacer::Pacer;
+use crate::run::{self, Clock, Limits, Running, Tally, Watch};
 use crate::schedule::{Claim, Schedule};
 use crate::smtp_cmd::{Hooks, RunResult};
-use crate::stats::{Counters, Latency, Report};
+use crate::stats::{Counters, Report};
 use crate::timeline::Timeline;
 
 /// The template `--form template` renders (created or replaced at the start).
 pub const TEMPLATE: &str = "loadtest";
+
+/// Messages sent when neither `--messages` nor `--duration` is given.
+const DEFAULT_MESSAGES: u64 = 1000;
+/// Template-form messages go to this many users (`userId` = sequence number modulo it),
+/// so that Postroad looks their preferences up, as for real traffic.
+const USERS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Form {
@@ -159,10 +165,17 @@ struct Shared {
     timeline: Arc<Timeline>,
     tracker: Option<Arc<crate::tracker::Tracker>>,
     connect_failures: AtomicU64,
-    done: AtomicU64,
-    failed: AtomicU64,
-    latency: Mutex<Latency>,
-    send_lag: Mutex<Latency>,
+    tally: Tally,
+}
+
+impl Running for Shared {
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn tally(&self) -> &Tally {
+        &self.tally
+    }
 }
 
 /// One item of a batch answer.
@@ -219,7 +232,8 @@ impl Shared {
                 self.extra_headers(seq, stamp_at),
             ),
             Form::Template => format!(
-                "{{\"emailType\":\"{TEMPLATE}\",\"recipient\":{},\"from\":{},\"templateData\":{{\"seq\":{seq},\"body\":{}}},\"headers\":{{{}}}}}",
+                "{{\"userId\":{},\"emailType\":\"{TEMPLATE}\",\"recipient\":{},\"from\":{},\"templateData\":{{\"seq\":{seq},\"body\":{}}},\"headers\":{{{}}}}}",
+                seq % USERS,
                 json_str(&to[0]),
                 json_str(&self.from),
                 self.text_json,
@@ -261,7 +275,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.html {
-        let html = crate::smtp_cmd::html_report(&result.report, &crate::smtp_cmd::command_line());
+        let html = html_report(&result.report, &command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if result.report.success() {
@@ -314,20 +328,7 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     if args.timeout <= 0.0 || args.connect_timeout <= 0.0 {
         bail!("timeouts must be positive");
     }
-    if let Some(r) = args.rate
-        && !(r.is_finite() && r > 0.0)
-    {
-        bail!("bad --rate {r}: want messages per second > 0");
-    }
-    let limit = match (args.messages, args.duration) {
-        (None, None) => Some(1000),
-        (n, _) => n,
-    };
-    let duration = match args.duration {
-        Some(d) if !(d.is_finite() && d >= 0.0) => bail!("bad --duration {d}"),
-        Some(d) => Some(Duration::from_secs_f64(d)),
-        None => None,
-    };
+    let limits = Limits::from_flags(args.messages, args.duration, args.rate, DEFAULT_MESSAGES)?;
     let mix = match hooks.mix {
         Some(m) => m,
         None => Arc::new(
@@ -339,28 +340,8 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let text = text_body(args.size);
-    let start = Instant::now();
-    let start_us = unix_micros();
-    let timeline = match hooks.timeline {
-        Some(t) => {
-            t.set_start(start_us);
-            t
-        }
-        None => Arc::new(Timeline::new(start_us)),
-    };
-    let pacer = match args.rate {
-        Some(rate) => Some(
-            Pacer::new(
-                rate,
-                tokio::time::Instant::from_std(start),
-                start_us,
-                limit,
-                duration,
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
-        None => None,
-    };
+    let clock = Clock::start(hooks.timeline);
+    let schedule = limits.schedule(args.rate, &clock)?;
     let shared = Arc::new(Shared {
         addr,
         options: args.http.clone(),
@@ -382,71 +363,32 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         max_connect_failures: args.max_connect_failures.max(1),
         stop_on_error: args.stop_on_error,
-        schedule: Schedule::new(limit, duration.map(|d| start + d), pacer),
-        timeline: timeline.clone(),
+        schedule,
+        timeline: clock.timeline.clone(),
         tracker: hooks.tracker.clone(),
         connect_failures: AtomicU64::new(0),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        latency: Mutex::new(Latency::default()),
-        send_lag: Mutex::new(Latency::default()),
+        tally: Tally::default(),
     });
     if args.http.form == Form::Template {
         put_template(&shared).await?;
     }
 
-    let on_ctrl_c = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                shared.schedule.stop_with("interrupted");
-                eprintln!("\ninterrupted: finishing in-flight requests (Ctrl-C again to abort)");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        })
-    };
-    let bar = progress_bar(args.no_progress, limit);
-    let ticker = {
-        let (shared, bar) = (shared.clone(), bar.clone());
-        let extra = hooks.progress.clone();
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let done = shared.done.load(Relaxed);
-                let now = Instant::now();
-                let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
-                last = (now, done);
-                bar.set_position(done);
-                let extra = extra
-                    .as_ref()
-                    .map(|f| format!(", {}", f()))
-                    .unwrap_or_default();
-                let failed = shared.failed.load(Relaxed);
-                bar.set_message(format!("{rate:.0} msg/s, {failed} failed{extra}"));
-            }
-        })
-    };
-
+    let watch = Watch::start(
+        shared.clone(),
+        args.no_progress,
+        limits,
+        clock.start,
+        hooks.progress.clone(),
+        "requests",
+    );
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
         workers.spawn(worker(shared.clone()));
     }
-    let mut counters = Counters::default();
-    while let Some(res) = workers.join_next().await {
-        match res {
-            Ok(c) => counters.merge(&c),
-            Err(e) => counters.error("panic", format!("worker failed: {e}")),
-        }
-    }
-    let elapsed = start.elapsed();
-    ticker.abort();
-    on_ctrl_c.abort();
-    bar.finish_and_clear();
+    let counters = run::join(workers).await;
+    let elapsed = clock.start.elapsed();
+    watch.finish();
 
-    let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
     let form = format!("{:?}", args.http.form).to_lowercase();
     let mut mode = format!(
         "HTTP{}, {form} form, {} bytes/body, {} rcpt/msg, {} msg/request",
@@ -463,32 +405,22 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         mode,
         args.connections as usize,
         &counters,
-        &latency,
+        &shared.tally.latency(),
         elapsed,
         shared.schedule.stop_reason(),
     );
-    report.rate_per_sec = args.rate;
-    report.ack_latency_from = if args.rate.is_some() {
-        "scheduled send time"
-    } else {
-        "request sent"
-    }
-    .into();
-    if args.rate.is_some() {
-        report.send_lag_ms = Some(
-            shared
-                .send_lag
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .summary(),
-        );
-    }
-    report.recipient_domains = mix.to_string();
-    report.timeline = timeline.seconds_until(Some(unix_micros()));
+    run::close_report(
+        &mut report,
+        args.rate,
+        "request sent",
+        &shared.tally,
+        &mix,
+        &clock.timeline,
+    );
     Ok(RunResult {
         report,
         ack_error: None,
-        start_us,
+        start_us: clock.start_us,
         run_id,
     })
 }
@@ -563,10 +495,7 @@ async fn worker(sh: Arc<Shared>) -> Counters {
         let stamp_at = ticket.as_ref().map(|t| t.due_unix_us);
         if let Some(t) = &ticket {
             let lag = tokio::time::Instant::now().saturating_duration_since(t.due);
-            sh.send_lag
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(lag);
+            sh.tally.send_lag().record(lag);
         }
         let mut body = String::new();
         if sh.options.batch > 1 {
@@ -609,10 +538,7 @@ async fn worker(sh: Arc<Shared>) -> Counters {
                     if *ok {
                         st.accepted += 1;
                         st.accepted_bytes += bytes / seqs.len() as u64;
-                        sh.latency
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .record(latency);
+                        sh.tally.latency().record(latency);
                         sh.timeline.accepted(unix_micros(), latency);
                         if let Some(t) = &sh.tracker {
                             t.accepted(*seq, &[]);
@@ -628,7 +554,7 @@ async fn worker(sh: Arc<Shared>) -> Counters {
                                 .collect::<String>()
                         ));
                         sh.timeline.failed(unix_micros());
-                        sh.failed.fetch_add(1, Relaxed);
+                        sh.tally.failed.fetch_add(1, Relaxed);
                         if sh.stop_on_error {
                             sh.schedule.stop_with(format!(
                                 "--stop-on-error: message {seq} refused: {}",
@@ -636,7 +562,7 @@ async fn worker(sh: Arc<Shared>) -> Counters {
                             ));
                         }
                     }
-                    sh.done.fetch_add(1, Relaxed);
+                    sh.tally.done.fetch_add(1, Relaxed);
                 }
             }
             Err(e) => {
@@ -645,8 +571,8 @@ async fn worker(sh: Arc<Shared>) -> Counters {
                 for _ in &seqs {
                     sh.timeline.failed(unix_micros());
                 }
-                sh.done.fetch_add(seqs.len() as u64, Relaxed);
-                sh.failed.fetch_add(seqs.len() as u64, Relaxed);
+                sh.tally.done.fetch_add(seqs.len() as u64, Relaxed);
+                sh.tally.failed.fetch_add(seqs.len() as u64, Relaxed);
                 client = None;
                 if sh.stop_on_error {
                     sh.schedule.stop_with(format!("--stop-on-error: {e}"));
@@ -656,22 +582,6 @@ async fn worker(sh: Arc<Shared>) -> Counters {
         }
     }
     st
-}
-
-fn progress_bar(hidden: bool, limit: Option<u64>) -> ProgressBar {
-    if hidden || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(limit.unwrap_or(0));
-    let template = if limit.is_some() {
-        "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}"
-    } else {
-        "{elapsed_precise} {pos} {msg}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 #[cfg(test)]

@@ -2,26 +2,26 @@
 //! report throughput, failures and ack latency.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use rustls::pki_types::ServerName;
 use tokio_rustls::TlsConnector;
 
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
+use crate::load_page::{command_line, html_report};
 use crate::mix::{DomainMix, SizeMix};
-use crate::pacer::Pacer;
+use crate::run::{self, Clock, Limits, ProgressText, Running, Tally, Watch};
 use crate::schedule::{Claim, Schedule};
 use crate::smtp_client::{ClientError, SmtpClient};
-use crate::stats::{Counters, Latency, Report};
+use crate::stats::{Counters, Report};
 use crate::timeline::Timeline;
 use crate::tracker::Tracker;
 
@@ -182,7 +182,7 @@ pub struct Hooks {
     /// Always add `X-Loadtest-Sent-At`, as with --stamp.
     pub stamp: bool,
     /// Appended to the progress bar's message.
-    pub progress: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    pub progress: Option<ProgressText>,
 }
 
 /// The recipient domains the arguments ask for (`default` when they name none).
@@ -230,12 +230,17 @@ struct Shared {
     mode: OnceLock<String>,
     warned_no_chunking: AtomicBool,
 
-    /// For the progress bar.
-    done: AtomicU64,
-    failed: AtomicU64,
-    latency: Mutex<Latency>,
-    /// Open loop: how late transactions started after their scheduled time.
-    send_lag: Mutex<Latency>,
+    tally: Tally,
+}
+
+impl Running for Shared {
+    fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn tally(&self) -> &Tally {
+        &self.tally
+    }
 }
 
 /// Entry point of `loadtest smtp`: run, print the summary, write the JSON and HTML.
@@ -315,25 +320,12 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     } else {
         None
     };
-    let limit = match (args.messages, args.duration) {
-        (None, None) => Some(DEFAULT_MESSAGES),
-        (n, _) => n,
-    };
-    let duration = match args.duration {
-        Some(d) if !(d.is_finite() && d >= 0.0) => bail!("bad --duration {d}"),
-        Some(d) => Some(Duration::from_secs_f64(d)),
-        None => None,
-    };
+    let limits = Limits::from_flags(args.messages, args.duration, args.rate, DEFAULT_MESSAGES)?;
 
     let mix = match hooks.mix {
         Some(m) => m,
         None => Arc::new(domain_mix(args, "example.test")?),
     };
-    if let Some(r) = args.rate
-        && !(r.is_finite() && r > 0.0)
-    {
-        bail!("bad --rate {r}: want messages per second > 0");
-    }
     let run_id: u64 = hooks.run_id.unwrap_or_else(rand::random);
     let unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -357,28 +349,8 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         None => (None, None),
     };
 
-    let start = Instant::now();
-    let start_us = unix_micros();
-    let timeline = match hooks.timeline {
-        Some(t) => {
-            t.set_start(start_us);
-            t
-        }
-        None => Arc::new(Timeline::new(start_us)),
-    };
-    let pacer = match args.rate {
-        Some(rate) => Some(
-            Pacer::new(
-                rate,
-                tokio::time::Instant::from_std(start),
-                start_us,
-                limit,
-                duration,
-            )
-            .map_err(anyhow::Error::msg)?,
-        ),
-        None => None,
-    };
+    let clock = Clock::start(hooks.timeline);
+    let schedule = limits.schedule(args.rate, &clock)?;
     let stamp = args.stamp || hooks.stamp;
     let shared = Arc::new(Shared {
         templates,
@@ -403,81 +375,31 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         from: args.from.clone(),
         date: rfc5322_date(unix),
         stamp,
-        schedule: Schedule::new(limit, duration.map(|d| start + d), pacer),
-        timeline: timeline.clone(),
+        schedule,
+        timeline: clock.timeline.clone(),
         tracker: hooks.tracker.clone(),
         connect_failures: AtomicU64::new(0),
         mode: OnceLock::new(),
         warned_no_chunking: AtomicBool::new(false),
-        done: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        latency: Mutex::new(Latency::default()),
-        send_lag: Mutex::new(Latency::default()),
+        tally: Tally::default(),
     });
 
-    // Ctrl-C: first stops gracefully (in-flight messages finish), second exits.
-    let on_ctrl_c = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                shared.schedule.stop_with("interrupted");
-                eprintln!("\ninterrupted: finishing in-flight messages (Ctrl-C again to abort)");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        })
-    };
-
-    let bar = progress_bar(args, limit, duration);
-    let ticker = {
-        let (shared, bar) = (shared.clone(), bar.clone());
-        let extra = hooks.progress.clone();
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let done = shared.done.load(Relaxed);
-                let now = Instant::now();
-                let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
-                last = (now, done);
-                if limit.is_some() {
-                    bar.set_position(done);
-                } else {
-                    bar.set_position((now - start).as_millis() as u64);
-                }
-                let failed = shared.failed.load(Relaxed);
-                let extra = extra
-                    .as_ref()
-                    .map(|f| format!(", {}", f()))
-                    .unwrap_or_default();
-                if limit.is_some() {
-                    bar.set_message(format!("{rate:.0} msg/s, {failed} failed{extra}"));
-                } else {
-                    bar.set_message(format!(
-                        "{done} msgs, {rate:.0} msg/s, {failed} failed{extra}"
-                    ));
-                }
-            }
-        })
-    };
-
+    let watch = Watch::start(
+        shared.clone(),
+        args.no_progress,
+        limits,
+        clock.start,
+        hooks.progress.clone(),
+        "messages",
+    );
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
-        workers.spawn(worker(shared.clone(), ack_tx.clone()));
+        workers.spawn(connection::run(shared.clone(), ack_tx.clone()));
     }
     drop(ack_tx);
-    let mut counters = Counters::default();
-    while let Some(res) = workers.join_next().await {
-        match res {
-            Ok(c) => counters.merge(&c),
-            Err(e) => counters.error("panic", format!("worker failed: {e}")),
-        }
-    }
-    let elapsed = start.elapsed();
-    ticker.abort();
-    on_ctrl_c.abort();
-    bar.finish_and_clear();
+    let counters = run::join(workers).await;
+    let elapsed = clock.start.elapsed();
+    watch.finish();
 
     let mut ack_error = None;
     if let Some(thread) = ack_thread {
@@ -489,7 +411,6 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     }
 
     let stop_reason = shared.schedule.stop_reason();
-    let latency = shared.latency.lock().unwrap_or_else(|e| e.into_inner());
     let mut mode = match &args.size_mix {
         Some(mix) => format!(
             "body sizes {mix} (mean {:.0} bytes), {} rcpt/msg",
@@ -509,141 +430,24 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         mode,
         args.connections as usize,
         &counters,
-        &latency,
+        &shared.tally.latency(),
         elapsed,
         stop_reason,
     );
-    report.rate_per_sec = args.rate;
-    report.ack_latency_from = if args.rate.is_some() {
-        "scheduled send time".into()
-    } else {
-        "end of data".into()
-    };
-    if args.rate.is_some() {
-        report.send_lag_ms = Some(
-            shared
-                .send_lag
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .summary(),
-        );
-    }
-    report.recipient_domains = mix.to_string();
-    report.timeline = timeline.seconds_until(Some(unix_micros()));
+    run::close_report(
+        &mut report,
+        args.rate,
+        "end of data",
+        &shared.tally,
+        &mix,
+        &clock.timeline,
+    );
     Ok(RunResult {
         report,
         ack_error,
-        start_us,
+        start_us: clock.start_us,
         run_id,
     })
-}
-
-/// The command line, for the reports.
-pub fn command_line() -> String {
-    let args: Vec<String> = std::env::args()
-        .map(|a| {
-            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            } else {
-                a
-            }
-        })
-        .collect();
-    args.join(" ")
-}
-
-/// The `--html` page of `loadtest smtp`.
-pub fn html_report(r: &Report, command: &str) -> String {
-    use crate::html::{self, Chart, Page, item, section, series};
-    let l = &r.ack_latency_ms;
-    let ms = |v: f64| format!("{v:.3} ms");
-    let mut rows = vec![
-        section("Load"),
-        item("target", &r.target),
-        item("mode", &r.mode),
-        item("recipient domains", &r.recipient_domains),
-        item(
-            "connections",
-            format!(
-                "{} concurrent, {} opened",
-                r.connections, r.connections_opened
-            ),
-        ),
-        section("Result"),
-        item("sent", r.sent),
-        item("accepted", r.accepted),
-        item("rejected", r.rejected),
-        item("errors", r.errors),
-        item("elapsed", format!("{:.3} s", r.elapsed_secs)),
-        item("accepted/s", format!("{:.1}", r.messages_per_sec)),
-        item("MB/s", format!("{:.2}", r.mb_per_sec)),
-        item("stopped", &r.stop_reason),
-        section(&format!("Ack latency (from {})", r.ack_latency_from)),
-        item("p50", ms(l.p50)),
-        item("p90", ms(l.p90)),
-        item("p95", ms(l.p95)),
-        item("p99", ms(l.p99)),
-        item("max", ms(l.max)),
-        item("mean", ms(l.mean)),
-    ];
-    if let Some(lag) = &r.send_lag_ms {
-        rows.push(item(
-            "send lag p50 / p99 / max",
-            format!("{:.3} / {:.3} / {:.3} ms", lag.p50, lag.p99, lag.max),
-        ));
-    }
-    if let Some(e) = &r.last_error {
-        rows.push(item("last error", e));
-    }
-    let tl = &r.timeline;
-    let page = Page {
-        title: format!("loadtest smtp: {}", r.target),
-        subtitle: vec![command.to_owned()],
-        rows,
-        charts: vec![
-            Chart {
-                title: "Rate per second".into(),
-                unit: "messages/s".into(),
-                series: vec![
-                    series(tl, "accepted", html::BLUE, false, |s| {
-                        html::rate(s, s.accepted)
-                    }),
-                    series(tl, "failed", html::RED, true, |s| html::rate(s, s.failed)),
-                ],
-            },
-            Chart {
-                title: format!("Ack latency per second (from {})", r.ack_latency_from),
-                unit: "ms".into(),
-                series: vec![
-                    series(tl, "p50", html::BLUE, false, |s| s.ack_p50_ms),
-                    series(tl, "p99", html::ORANGE, false, |s| s.ack_p99_ms),
-                ],
-            },
-        ],
-        notes: vec![
-            "Each point is one second of the run (the rate of a last, partial second is over \
-             the part the run covered, and not drawn when that is under 0.2 s). Latency \
-             percentiles per second are over the messages acknowledged in that second."
-                .into(),
-        ],
-    };
-    html::render(&page)
-}
-
-fn progress_bar(args: &SmtpArgs, limit: Option<u64>, duration: Option<Duration>) -> ProgressBar {
-    if args.no_progress || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let (len, template) = match (limit, duration) {
-        (Some(n), _) => (n, "{elapsed_precise} [{bar:40}] {pos}/{len} {msg}"),
-        (None, Some(d)) => (d.as_millis() as u64, "{elapsed_precise} [{bar:40}] {msg}"),
-        (None, None) => (0, "{elapsed_precise} {msg}"),
-    };
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 /// Starts the ack-log writer thread: it writes what arrives and flushes whenever the
@@ -682,392 +486,7 @@ fn spawn_ack_writer(
     Ok((tx, thread))
 }
 
-enum Outcome {
-    /// 2xx after the end of data; the reply (with the queue id) is the client's last.
-    /// The recipients refused at RCPT are in `Bufs::refused`.
-    Accepted {
-        /// When the end of data was written.
-        data_done: Instant,
-    },
-    /// A negative reply; `reset` when a transaction may still be open.
-    Rejected { code: u16, reset: bool },
-}
-
-/// Per-worker reusable buffers.
-struct Bufs {
-    msg: MessageGen,
-    cmds: Vec<u8>,
-    to: String,
-    /// Positions (0-based) of the recipients refused at RCPT, this message.
-    refused: Vec<u64>,
-    /// Open loop: the scheduled time for `X-Loadtest-Sent-At` (Unix µs).
-    stamp_at: Option<u64>,
-}
-
-impl Bufs {
-    /// Sets `X-Loadtest-Sent-At` (when stamping): the scheduled time in open loop,
-    /// now otherwise.
-    fn stamp(&mut self) {
-        match self.stamp_at {
-            Some(us) => self.msg.stamp(us),
-            None => self.msg.stamp_now(),
-        }
-    }
-}
-
-async fn open_session(sh: &Shared) -> Result<SmtpClient, ClientError> {
-    let turn = sh
-        .next_addr
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let addr = sh.addrs[turn % sh.addrs.len()];
-    let mut c = SmtpClient::connect(addr, sh.connect_timeout, sh.timeout).await?;
-    c.greeting().await?;
-    c.ehlo(&sh.helo).await?;
-    if let Some((connector, name)) = &sh.tls {
-        if !c.capabilities().starttls {
-            return Err(ClientError::Protocol(
-                "server does not offer STARTTLS".into(),
-            ));
-        }
-        c = c.starttls(connector, name.clone()).await?;
-        c.ehlo(&sh.helo).await?;
-    }
-    if let Some((user, pass)) = &sh.auth {
-        c.auth_plain(user, pass).await?;
-    }
-    Ok(c)
-}
-
-async fn worker(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -> Counters {
-    let mut st = Counters::default();
-    let mut msg = MessageGen::new(sh.template.clone(), sh.run_id, &sh.from, &sh.date);
-    if sh.stamp {
-        msg = msg.with_stamp();
-    }
-    let mut bufs = Bufs {
-        msg,
-        cmds: Vec::with_capacity(256),
-        to: String::with_capacity(64),
-        refused: Vec::new(),
-        stamp_at: None,
-    };
-    let mut client: Option<SmtpClient> = None;
-    let mut on_conn = 0u64;
-    let mut pipelining = false;
-    let mut bdat = false;
-    let mut backoff_n = 0u32;
-
-    'messages: while let Some(Claim { seq, ticket }) = sh.schedule.claim().await {
-        // a session to send on
-        loop {
-            if let (Some(limit), Some(_)) = (sh.per_connection, &client)
-                && on_conn >= limit
-            {
-                client.take().expect("checked").quit().await;
-            }
-            if client.is_some() {
-                break;
-            }
-            if sh.schedule.stopped() {
-                break 'messages;
-            }
-            match open_session(&sh).await {
-                Ok(c) => {
-                    sh.connect_failures.store(0, Relaxed);
-                    backoff_n = 0;
-                    st.connections += 1;
-                    on_conn = 0;
-                    let caps = c.capabilities();
-                    pipelining = match sh.pipelining {
-                        Pipelining::Auto => caps.pipelining,
-                        Pipelining::On => true,
-                        Pipelining::Off => false,
-                    };
-                    bdat = sh.bdat && caps.chunking;
-                    if sh.bdat && !caps.chunking && !sh.warned_no_chunking.swap(true, Relaxed) {
-                        eprintln!("warning: server does not offer CHUNKING; using DATA");
-                    }
-                    let _ = sh.mode.set(format!(
-                        "{}{}{}",
-                        if bdat { "BDAT" } else { "DATA" },
-                        if pipelining { ", pipelining" } else { "" },
-                        if sh.tls.is_some() { ", STARTTLS" } else { "" },
-                    ));
-                    client = Some(c);
-                }
-                Err(e) => {
-                    st.error(e.kind(), e.to_string());
-                    let n = sh.connect_failures.fetch_add(1, Relaxed) + 1;
-                    if n >= sh.max_connect_failures {
-                        sh.schedule.stop_with(format!(
-                            "gave up after {n} consecutive connect failures (last: {e})"
-                        ));
-                    } else if sh.stop_on_error {
-                        sh.schedule.stop_with(format!("--stop-on-error: {e}"));
-                    }
-                    sh.schedule.backoff(&mut backoff_n).await;
-                }
-            }
-        }
-        let c = client.as_mut().expect("connected above");
-        st.sent += 1;
-        on_conn += 1;
-        // open loop: stamp and measure from the scheduled time, however late we are
-        bufs.stamp_at = ticket.map(|t| t.due_unix_us);
-        if let Some(t) = &ticket {
-            let lag = tokio::time::Instant::now().saturating_duration_since(t.due);
-            sh.send_lag
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(lag);
-        }
-        match transact(c, &mut bufs, &sh, seq, pipelining, bdat).await {
-            Ok(Outcome::Accepted { data_done }) => {
-                let now = Instant::now();
-                let from = ticket.map_or(data_done, |t| t.due.into_std());
-                let latency = now.saturating_duration_since(from);
-                st.accepted += 1;
-                st.rcpt_rejected += bufs.refused.len() as u64;
-                st.accepted_bytes += bufs.msg.len() as u64;
-                sh.latency
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .record(latency);
-                sh.timeline.accepted(unix_micros(), latency);
-                if let Some(t) = &sh.tracker {
-                    t.accepted(seq, &bufs.refused);
-                }
-                if let Some(tx) = &ack {
-                    let _ = tx.send(AckRecord {
-                        queue_id: c.queue_id().to_vec(),
-                        seq,
-                        checksum: bufs.msg.checksum(),
-                    });
-                }
-                sh.done.fetch_add(1, Relaxed);
-            }
-            Ok(Outcome::Rejected { code, reset }) => {
-                st.reject(code);
-                sh.timeline.failed(unix_micros());
-                sh.done.fetch_add(1, Relaxed);
-                sh.failed.fetch_add(1, Relaxed);
-                if sh.stop_on_error {
-                    sh.schedule.stop_with(format!(
-                        "--stop-on-error: message {seq} rejected: {}",
-                        c.reply()
-                    ));
-                }
-                if code == 421 {
-                    client = None; // the server is closing the connection
-                    sh.schedule.backoff(&mut backoff_n).await;
-                } else if reset && !matches!(c.rset().await, Ok(true)) {
-                    client = None;
-                }
-            }
-            Err(e) => {
-                st.error(e.kind(), e.to_string());
-                st.failed_in_flight += 1;
-                sh.timeline.failed(unix_micros());
-                sh.done.fetch_add(1, Relaxed);
-                sh.failed.fetch_add(1, Relaxed);
-                client = None;
-                if sh.stop_on_error {
-                    sh.schedule
-                        .stop_with(format!("--stop-on-error: message {seq}: {e}"));
-                }
-                sh.schedule.backoff(&mut backoff_n).await;
-            }
-        }
-    }
-    if let Some(c) = client {
-        c.quit().await;
-    }
-    st
-}
-
-/// Sleeps 10 ms, 20 ms, ... up to 1 s, waking early when the run stops.
-fn rcpt_cmd(buf: &mut Vec<u8>, n: u64, mix: &DomainMix) {
-    let domain = mix.pick(n);
-    use std::io::Write as _;
-    write!(buf, "RCPT TO:<user{n}@{domain}>\r\n").expect("write to Vec");
-}
-
-/// One message transaction: MAIL, RCPT..., DATA or BDAT.
-async fn transact(
-    c: &mut SmtpClient,
-    b: &mut Bufs,
-    sh: &Shared,
-    seq: u64,
-    pipelining: bool,
-    bdat: bool,
-) -> Result<Outcome, ClientError> {
-    let k = sh.recipients;
-    let first_user = (seq - 1) * k + 1;
-    b.to.clear();
-    b.refused.clear();
-    let _ = write!(b.to, "user{first_user}@{}", sh.mix.pick(first_user));
-    if let Some(mix) = &sh.size_mix {
-        b.msg.set_template(sh.templates[mix.pick(seq)].clone());
-    }
-    b.msg.prepare(seq, &b.to);
-    let positive = |code: u16| (200..300).contains(&code);
-
-    if pipelining {
-        b.cmds.clear();
-        b.cmds.extend_from_slice(&sh.mail_cmd);
-        for i in 0..k {
-            rcpt_cmd(&mut b.cmds, first_user + i, &sh.mix);
-        }
-        if bdat {
-            use std::io::Write as _;
-            write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
-            c.write(&b.cmds).await?;
-            b.stamp();
-            for part in b.msg.parts_raw() {
-                c.write(part).await?;
-            }
-        } else {
-            b.cmds.extend_from_slice(b"DATA\r\n");
-            c.write(&b.cmds).await?;
-        }
-        c.flush().await?;
-        let t0 = Instant::now();
-
-        let mail = c.read_reply().await?;
-        if mail == 421 {
-            return Ok(Outcome::Rejected {
-                code: 421,
-                reset: false,
-            });
-        }
-        let mut ok = 0;
-        let mut first_bad = None;
-        for i in 0..k {
-            let code = c.read_reply().await?;
-            if code == 421 {
-                return Ok(Outcome::Rejected { code, reset: false });
-            }
-            if positive(code) {
-                ok += 1;
-            } else {
-                first_bad.get_or_insert(code);
-                b.refused.push(i);
-            }
-        }
-        let last = c.read_reply().await?;
-        let culprit = |last: u16| {
-            if !positive(mail) {
-                mail
-            } else if ok == 0 {
-                first_bad.unwrap_or(last)
-            } else {
-                last
-            }
-        };
-        if bdat {
-            if positive(mail) && ok > 0 && positive(last) {
-                return Ok(Outcome::Accepted { data_done: t0 });
-            }
-            return Ok(Outcome::Rejected {
-                code: culprit(last),
-                reset: last != 421,
-            });
-        }
-        if last != 354 {
-            return Ok(Outcome::Rejected {
-                code: culprit(last),
-                reset: last != 421,
-            });
-        }
-        if !positive(mail) || ok == 0 {
-            // DATA was accepted although nothing can be delivered: end it empty
-            c.write(b".\r\n").await?;
-            c.flush().await?;
-            c.read_reply().await?;
-            return Ok(Outcome::Rejected {
-                code: culprit(last),
-                reset: true,
-            });
-        }
-        return send_data(c, b).await;
-    }
-
-    // one command at a time
-    let mail = c.command(&sh.mail_cmd).await?;
-    if !positive(mail) {
-        return Ok(Outcome::Rejected {
-            code: mail,
-            reset: false,
-        });
-    }
-    let mut ok = 0;
-    let mut first_bad = None;
-    for i in 0..k {
-        b.cmds.clear();
-        rcpt_cmd(&mut b.cmds, first_user + i, &sh.mix);
-        let code = c.command(&b.cmds).await?;
-        if code == 421 {
-            return Ok(Outcome::Rejected { code, reset: false });
-        }
-        if positive(code) {
-            ok += 1;
-        } else {
-            first_bad.get_or_insert(code);
-            b.refused.push(i);
-        }
-    }
-    if ok == 0 {
-        return Ok(Outcome::Rejected {
-            code: first_bad.unwrap_or(554),
-            reset: true,
-        });
-    }
-    if bdat {
-        use std::io::Write as _;
-        b.cmds.clear();
-        write!(b.cmds, "BDAT {} LAST\r\n", b.msg.len()).expect("write to Vec");
-        c.write(&b.cmds).await?;
-        b.stamp();
-        for part in b.msg.parts_raw() {
-            c.write(part).await?;
-        }
-        c.flush().await?;
-        let t0 = Instant::now();
-        let code = c.read_reply().await?;
-        if positive(code) {
-            return Ok(Outcome::Accepted { data_done: t0 });
-        }
-        return Ok(Outcome::Rejected {
-            code,
-            reset: code != 421,
-        });
-    }
-    let data = c.command(b"DATA\r\n").await?;
-    if data != 354 {
-        return Ok(Outcome::Rejected {
-            code: data,
-            reset: data != 421,
-        });
-    }
-    send_data(c, b).await
-}
-
-/// After a 354: the dot-stuffed message, ".", and the final reply.
-async fn send_data(c: &mut SmtpClient, b: &mut Bufs) -> Result<Outcome, ClientError> {
-    b.stamp();
-    for part in b.msg.parts_stuffed() {
-        c.write(part).await?;
-    }
-    c.write(b".\r\n").await?;
-    c.flush().await?;
-    let t0 = Instant::now();
-    let code = c.read_reply().await?;
-    if (200..300).contains(&code) {
-        Ok(Outcome::Accepted { data_done: t0 })
-    } else {
-        Ok(Outcome::Rejected { code, reset: false })
-    }
-}
+mod connection;
 
 #[cfg(test)]
 mod tests;

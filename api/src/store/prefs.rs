@@ -33,6 +33,19 @@ impl AppStore {
         Ok(())
     }
 
+    /// Every (tenant, user) with preferences.
+    pub async fn users_with_prefs(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT tenant, user_id FROM user_prefs")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get("user_id")?;
+                Ok((row.try_get("tenant")?, id as u64))
+            })
+            .collect()
+    }
+
     /// Whether there were preferences to delete.
     pub async fn delete_prefs(&self, tenant: &str, user_id: u64) -> Result<bool> {
         let done = sqlx::query("DELETE FROM user_prefs WHERE tenant = ? AND user_id = ?")
@@ -105,6 +118,9 @@ mod tests {
             store.prefs_of("acme", &[1]).await.unwrap()[&1]["name"],
             "Other"
         );
+        let mut users = store.users_with_prefs().await.unwrap();
+        users.sort();
+        assert_eq!(users, [("".to_string(), 1), ("acme".to_string(), 1)]);
         assert!(store.delete_prefs("", 1).await.unwrap());
         assert!(!store.delete_prefs("", 1).await.unwrap());
         assert!(store.prefs_of("", &[1]).await.unwrap().is_empty());

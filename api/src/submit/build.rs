@@ -143,6 +143,43 @@ fn finish(
     }
 }
 
+/// What every built message is headed with: the sender, the reply addresses and the
+/// request's own header fields, checked.
+struct Heading {
+    from: Option<(Option<String>, String)>,
+    reply_to: Option<Addresses>,
+    headers: Vec<(String, String)>,
+}
+
+impl Heading {
+    fn read(
+        from: (Option<&str>, Option<&str>),
+        reply: Option<&Addresses>,
+        headers: &std::collections::BTreeMap<String, String>,
+        base: &str,
+        ctx: &Context<'_>,
+        errors: &mut Vec<FieldError>,
+    ) -> Self {
+        Self {
+            from: sender(from.0, from.1, &pointer(base, "from"), ctx, errors),
+            reply_to: reply_to(reply, &pointer(base, "replyTo"), errors),
+            headers: check::headers(headers, base, errors),
+        }
+    }
+
+    /// The builder with these fields, `Message-ID` and `Date`, and the sender's
+    /// address; `None` without a sender.
+    fn start(self, id: MessageId, ctx: &Context<'_>) -> Option<(MessageBuilder<'static>, String)> {
+        let from = self.from?;
+        let address = from.1.clone();
+        let mut builder = start(id, ctx, from, self.headers);
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(address_list(reply_to));
+        }
+        Some((builder, address))
+    }
+}
+
 pub fn explicit(
     form: &ExplicitForm,
     id: MessageId,
@@ -150,14 +187,14 @@ pub fn explicit(
     ctx: &Context<'_>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Built> {
-    let from = sender(
-        form.from.as_deref(),
-        None,
-        &pointer(base, "from"),
+    let heading = Heading::read(
+        (form.from.as_deref(), None),
+        form.reply_to.as_ref(),
+        &form.headers,
+        base,
         ctx,
         errors,
     );
-    let reply_to = reply_to(form.reply_to.as_ref(), &pointer(base, "replyTo"), errors);
     subject_ok(&form.subject, &pointer(base, "subject"), errors);
     if form.text.is_none() && form.html.is_none() {
         errors.push(FieldError::new(
@@ -166,7 +203,6 @@ pub fn explicit(
             "give text, html or both",
         ));
     }
-    let headers = check::headers(&form.headers, base, errors);
     let mut attachments = Vec::with_capacity(form.attachments.len());
     for (i, a) in form.attachments.iter().enumerate() {
         let at = pointer(&pointer(base, "attachments"), &i.to_string());
@@ -192,20 +228,16 @@ pub fn explicit(
             }
         }
     }
-    let from = from?;
     if !errors.is_empty() {
         return None;
     }
-    let address = from.1.clone();
-    let mut builder = start(id, ctx, from, headers).subject(Text::new(form.subject.clone()));
+    let (builder, address) = heading.start(id, ctx)?;
+    let mut builder = builder.subject(Text::new(form.subject.clone()));
     if let Some(to) = &form.to {
         builder = builder.to(address_list(to));
     }
     if let Some(cc) = &form.cc {
         builder = builder.cc(address_list(cc));
-    }
-    if let Some(reply_to) = &reply_to {
-        builder = builder.reply_to(address_list(reply_to));
     }
     if let Some(text) = &form.text {
         builder = builder.text_body(text.clone());
@@ -234,26 +266,21 @@ pub fn templated(
     ctx: &Context<'_>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Built> {
-    let from = sender(
-        form.from.as_deref(),
-        rendered.from.as_deref(),
-        &pointer(base, "from"),
+    let heading = Heading::read(
+        (form.from.as_deref(), rendered.from.as_deref()),
+        form.reply_to.as_ref(),
+        &form.headers,
+        base,
         ctx,
         errors,
     );
-    let reply_to = reply_to(form.reply_to.as_ref(), &pointer(base, "replyTo"), errors);
-    let headers = check::headers(&form.headers, base, errors);
-    let from = from?;
     if !errors.is_empty() {
         return None;
     }
-    let address = from.1.clone();
-    let mut builder = start(id, ctx, from, headers)
+    let (builder, address) = heading.start(id, ctx)?;
+    let mut builder = builder
         .to(address_list(&Addresses::One(form.recipient.clone())))
         .subject(Text::new(rendered.subject.clone()));
-    if let Some(reply_to) = &reply_to {
-        builder = builder.reply_to(address_list(reply_to));
-    }
     if let Some(text) = &rendered.text {
         builder = builder.text_body(text.clone());
     }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::generator::{dot_unstuff, verify};
 use clap::Parser;
+use std::sync::Mutex;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
