@@ -45,6 +45,9 @@ pub enum PrefStore {
 pub struct Embedded {
     store: AppStore,
     known: Arc<RwLock<HashMap<String, HashSet<u64>>>>,
+    /// Held across a write and the update of `known`, so that a PUT and a DELETE of one
+    /// user racing cannot leave `known` saying the opposite of the store.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Embedded {
@@ -56,6 +59,7 @@ impl Embedded {
         Ok(Self {
             store,
             known: Arc::new(RwLock::new(known)),
+            writing: Arc::default(),
         })
     }
 
@@ -126,6 +130,7 @@ impl PrefStore {
     pub async fn put(&self, tenant: &str, user_id: u64, prefs: &Prefs) -> Result<(), PrefsError> {
         match self {
             PrefStore::Embedded(embedded) => {
+                let _writing = embedded.writing.lock().await;
                 embedded.store.put_prefs(tenant, user_id, prefs).await?;
                 embedded.set_known(tenant, user_id, true);
                 Ok(())
@@ -148,6 +153,7 @@ impl PrefStore {
     pub async fn delete(&self, tenant: &str, user_id: u64) -> Result<bool, PrefsError> {
         match self {
             PrefStore::Embedded(embedded) => {
+                let _writing = embedded.writing.lock().await;
                 let deleted = embedded.store.delete_prefs(tenant, user_id).await?;
                 embedded.set_known(tenant, user_id, false);
                 Ok(deleted)

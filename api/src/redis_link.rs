@@ -56,12 +56,14 @@ impl RedisLink {
 
     /// The connection (made now if there is none).
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+        // Resting applies to a made connection too: a Redis that stopped answering
+        // (packets dropped, no reset) would otherwise cost every request the timeout.
+        if self.resting() {
+            return Err(RedisError::Resting);
+        }
         let mut conn = self.0.conn.lock().await;
         if let Some(conn) = conn.as_ref() {
             return Ok(conn.clone());
-        }
-        if self.resting() {
-            return Err(RedisError::Resting);
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
@@ -110,16 +112,19 @@ impl RedisLink {
     }
 }
 
-/// The shared cache key of the newest version of a template.
+/// The shared cache key of the newest version of a template. A tenant's keys put `#`
+/// between tenant and type: neither may contain it (email types may contain `:`, so
+/// `email:template:acme:welcome` is the tenantless type `acme:welcome`).
 pub fn template_key(tenant: &str, email_type: &str) -> String {
     if tenant.is_empty() {
         format!("email:template:{email_type}")
     } else {
-        format!("email:template:{tenant}:{email_type}")
+        format!("email:template:{tenant}#{email_type}")
     }
 }
 
-/// The hash of a user's preferences.
+/// The hash of a user's preferences (the id is the last segment, digits only, so a
+/// tenant's keys cannot meet another's).
 pub fn prefs_key(tenant: &str, user_id: u64) -> String {
     if tenant.is_empty() {
         format!("user:prefs:{user_id}")
@@ -137,7 +142,11 @@ mod tests {
         assert_eq!(template_key("", "welcome"), "email:template:welcome");
         assert_eq!(
             template_key("acme", "welcome"),
-            "email:template:acme:welcome"
+            "email:template:acme#welcome"
+        );
+        assert_ne!(
+            template_key("acme", "welcome"),
+            template_key("", "acme:welcome")
         );
         assert_eq!(prefs_key("", 12345), "user:prefs:12345");
         assert_eq!(prefs_key("acme", 7), "user:prefs:acme:7");

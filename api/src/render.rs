@@ -198,6 +198,11 @@ struct Latest {
 pub struct Templates {
     store: AppStore,
     shared: Option<SharedTemplates>,
+    /// Bumped by every drop of (tenant, email type): a lookup that read the store
+    /// before a drop does not cache what it read.
+    generations: Arc<Mutex<HashMap<Key, u64>>>,
+    /// Bumped when everything is dropped.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
     latest: Arc<Mutex<HashMap<Key, Latest>>>,
     pinned: Arc<Mutex<Pinned>>,
 }
@@ -207,6 +212,8 @@ impl Templates {
         Self {
             store,
             shared,
+            generations: Arc::default(),
+            epoch: Arc::default(),
             latest: Arc::default(),
             pinned: Arc::default(),
         }
@@ -234,6 +241,7 @@ impl Templates {
         if cached.is_some() {
             return Ok(cached);
         }
+        let generation = self.generation(&key);
         let found = match (&self.shared, version) {
             (Some(shared), None) => match shared.get(tenant, email_type).await {
                 Lookup::Hit(found) => found,
@@ -250,6 +258,10 @@ impl Templates {
             return Ok(None);
         };
         let compiled = Arc::new(compile_stored(template)?);
+        if self.generation(&key) != generation {
+            // Changed while we read: use what we read once, cache nothing.
+            return Ok(Some(compiled));
+        }
         match version {
             Some(v) => {
                 lock(&self.pinned).insert((key, v), compiled.clone());
@@ -269,13 +281,18 @@ impl Templates {
     /// copies here and, with Redis, in the shared cache and on every node.
     pub async fn changed(&self, tenant: &str, email_type: &str) {
         self.drop_local(tenant, email_type);
-        if let Some(shared) = &self.shared {
-            match self.store.template(tenant, email_type, None).await {
-                Ok(now) => shared.changed(tenant, email_type, now.as_ref()).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read a changed template back; will retry");
-                    shared.changed_later(tenant, email_type);
-                }
+        let Some(shared) = &self.shared else { return };
+        let announced = match self.store.template(tenant, email_type, None).await {
+            Ok(now) => shared
+                .announce(tenant, email_type, now.as_ref())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = announced {
+            tracing::warn!(error = %e, %email_type, "cannot announce a template change to redis; will retry");
+            if let Err(e) = self.store.add_announcement(tenant, email_type).await {
+                tracing::error!(error = %e, %email_type, "cannot keep a template change to announce; other nodes may use the old version for up to 24 h");
             }
         }
     }
@@ -283,21 +300,54 @@ impl Templates {
     /// Drops what this process has cached of (tenant, email type).
     pub fn drop_local(&self, tenant: &str, email_type: &str) {
         let key = (tenant.to_string(), email_type.to_string());
+        *lock(&self.generations).entry(key.clone()).or_default() += 1;
         lock(&self.latest).remove(&key);
         lock(&self.pinned).retain(|(k, _), _| *k != key);
     }
 
+    fn generation(&self, key: &Key) -> (u64, u64) {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::SeqCst);
+        (
+            epoch,
+            lock(&self.generations)
+                .get(key)
+                .copied()
+                .unwrap_or_default(),
+        )
+    }
+
     fn drop_all_local(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         lock(&self.latest).clear();
         lock(&self.pinned).clear();
     }
 
-    /// Announces the changes Redis could not take before.
+    /// Announces the changes Redis could not take before (with the templates' state
+    /// now).
     pub async fn retry_announcements(&self) {
         let Some(shared) = &self.shared else { return };
-        for (tenant, email_type) in shared.pending() {
-            if let Ok(now) = self.store.template(&tenant, &email_type, None).await {
-                shared.retry(&tenant, &email_type, now.as_ref()).await;
+        let pending = match self.store.announcements().await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the template changes to announce");
+                return;
+            }
+        };
+        for (tenant, email_type) in pending {
+            let Ok(now) = self.store.template(&tenant, &email_type, None).await else {
+                continue;
+            };
+            if shared
+                .announce(&tenant, &email_type, now.as_ref())
+                .await
+                .is_ok()
+                && self
+                    .store
+                    .remove_announcement(&tenant, &email_type)
+                    .await
+                    .is_ok()
+            {
+                tracing::info!(%email_type, "template change announced to redis");
             }
         }
     }

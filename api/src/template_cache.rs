@@ -3,13 +3,12 @@
 //! channel on which a change is announced so that every node drops its compiled copy
 //! at once.
 //!
-//! A change writes the new state through (the template, or a tombstone once deleted),
-//! while a node that missed fills the cache only where nothing is (`SET NX`), so a slow
-//! reader can never put back a version older than a change that passed it. A change
-//! Redis could not take is retried by the upkeep until it can.
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+//! Each value is `<stamp>|<template JSON>` or `<stamp>|-` (a tombstone): the stamp is
+//! the version's creation time, or the deletion's. A change writes the new state
+//! through only over an older stamp (a Lua script: two changes racing can never leave
+//! the older one), while a node that missed fills the cache only where nothing is
+//! (`SET NX`), so a slow reader can never put back what a change replaced. A change
+//! Redis could not take is kept in the database and retried by the upkeep.
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +20,22 @@ use crate::store::templates::Template;
 
 /// What the cache holds for a deleted (or never made) template.
 const TOMBSTONE: &str = "-";
+
+/// Sets KEYS[1] to ARGV[1] .. "|" .. ARGV[2] for ARGV[3] seconds unless it holds a
+/// newer stamp, and announces the change (ARGV[5] on channel ARGV[4]) either way.
+const WRITE_THROUGH: &str = r#"
+local current = redis.call('GET', KEYS[1])
+local newer = false
+if current then
+  local stamp = tonumber(string.match(current, '^(%d+)|'))
+  newer = stamp ~= nil and stamp > tonumber(ARGV[1])
+end
+if not newer then
+  redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"#;
 
 /// What the shared cache said.
 pub enum Lookup {
@@ -34,16 +49,11 @@ pub enum Lookup {
 #[derive(Clone)]
 pub struct SharedTemplates {
     link: RedisLink,
-    /// (tenant, email type) whose change Redis has not taken yet.
-    pending: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl SharedTemplates {
     pub fn new(link: RedisLink) -> Self {
-        Self {
-            link,
-            pending: Arc::default(),
-        }
+        Self { link }
     }
 
     pub async fn get(&self, tenant: &str, email_type: &str) -> Lookup {
@@ -54,11 +64,13 @@ impl SharedTemplates {
             .await
         {
             Ok((None,)) => Lookup::Miss,
-            Ok((Some(text),)) if text == TOMBSTONE => Lookup::Hit(None),
-            Ok((Some(text),)) => match serde_json::from_str(&text) {
-                Ok(template) => Lookup::Hit(Some(template)),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "unreadable template in the redis cache; using the database");
+            Ok((Some(text),)) => match decode(&text) {
+                Some(None) => Lookup::Hit(None),
+                Some(Some(template)) if template.email_type == email_type => {
+                    Lookup::Hit(Some(template))
+                }
+                _ => {
+                    tracing::warn!(%key, "unreadable template in the redis cache; using the database");
                     Lookup::Failed
                 }
             },
@@ -69,9 +81,11 @@ impl SharedTemplates {
         }
     }
 
-    /// Caches what the database said after a miss, unless a change got there first.
+    /// Caches what the database said after a miss, unless a change got there first
+    /// (a template that does not exist is cached with stamp 0: any change wins).
     pub async fn fill(&self, tenant: &str, email_type: &str, template: Option<&Template>) {
-        let value = encode(template);
+        let stamp = template.map_or(0, |t| t.created_at_ms);
+        let value = encode(stamp, template);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(template_key(tenant, email_type))
@@ -85,50 +99,34 @@ impl SharedTemplates {
         }
     }
 
-    /// Writes a template's new state through and tells every node; if Redis cannot
-    /// take it now, the change is kept for [`SharedTemplates::retry`].
-    pub async fn changed(&self, tenant: &str, email_type: &str, now: Option<&Template>) {
-        if let Err(e) = self.announce(tenant, email_type, now).await {
-            tracing::warn!(error = %e, %email_type, "cannot announce a template change to redis; will retry");
-            self.changed_later(tenant, email_type);
-        }
-    }
-
-    async fn announce(
+    /// Writes a template's new state through (`now`: the newest version, `None` once
+    /// deleted) unless Redis holds a newer one, and tells every node.
+    pub async fn announce(
         &self,
         tenant: &str,
         email_type: &str,
         now: Option<&Template>,
     ) -> Result<(), RedisError> {
+        let stamp = now.map_or_else(
+            || chrono::Utc::now().timestamp_millis(),
+            |t| t.created_at_ms,
+        );
+        let body = match now {
+            Some(template) => serde_json::to_string(template).unwrap_or_default(),
+            None => TOMBSTONE.to_string(),
+        };
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
+        pipe.cmd("EVAL")
+            .arg(WRITE_THROUGH)
+            .arg(1)
             .arg(template_key(tenant, email_type))
-            .arg(encode(now))
-            .arg("EX")
+            .arg(stamp)
+            .arg(body)
             .arg(TEMPLATE_TTL_SECS)
-            .ignore()
-            .publish(TEMPLATE_CHANNEL, format!("{tenant}\n{email_type}"))
+            .arg(TEMPLATE_CHANNEL)
+            .arg(format!("{tenant}\n{email_type}"))
             .ignore();
         self.link.query::<()>(&pipe).await
-    }
-
-    /// Keeps a change to announce later.
-    pub fn changed_later(&self, tenant: &str, email_type: &str) {
-        lock(&self.pending).insert((tenant.to_string(), email_type.to_string()));
-    }
-
-    /// The changes still to announce.
-    pub fn pending(&self) -> Vec<(String, String)> {
-        lock(&self.pending).iter().cloned().collect()
-    }
-
-    /// Announces a pending change with the template's state now (`now`).
-    pub async fn retry(&self, tenant: &str, email_type: &str, now: Option<&Template>) {
-        if self.announce(tenant, email_type, now).await.is_ok() {
-            lock(&self.pending).remove(&(tenant.to_string(), email_type.to_string()));
-            tracing::info!(%email_type, "template change announced to redis");
-        }
     }
 
     /// Until `stop`: calls `dropped(tenant, email_type)` for every change announced by
@@ -181,10 +179,21 @@ impl SharedTemplates {
     }
 }
 
-fn encode(template: Option<&Template>) -> String {
-    template
+fn encode(stamp: i64, template: Option<&Template>) -> String {
+    let body = template
         .and_then(|t| serde_json::to_string(t).ok())
-        .unwrap_or_else(|| TOMBSTONE.to_string())
+        .unwrap_or_else(|| TOMBSTONE.to_string());
+    format!("{stamp}|{body}")
+}
+
+/// `Some(None)`: a tombstone; `None`: not a value of ours.
+fn decode(text: &str) -> Option<Option<Template>> {
+    let (stamp, body) = text.split_once('|')?;
+    stamp.parse::<i64>().ok()?;
+    if body == TOMBSTONE {
+        return Some(None);
+    }
+    serde_json::from_str(body).ok().map(Some)
 }
 
 fn log_failure(e: &RedisError, what: &str) {
@@ -194,6 +203,63 @@ fn log_failure(e: &RedisError, what: &str) {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::templates::Definition;
+
+    fn version(n: u32, created_at_ms: i64) -> Template {
+        Template {
+            email_type: "race".into(),
+            version: n,
+            definition: Definition {
+                subject: format!("v{n}"),
+                text: Some("t".into()),
+                ..Definition::default()
+            },
+            created_at_ms,
+        }
+    }
+
+    /// Against the real Redis at 127.0.0.1:6379, under a tenant no other run uses.
+    #[tokio::test]
+    async fn a_late_write_through_never_replaces_a_newer_change() {
+        let link = RedisLink::new("redis://127.0.0.1:6379/").unwrap();
+        let shared = SharedTemplates::new(link);
+        let tenant = format!(
+            "race-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let subject = |lookup: Lookup| match lookup {
+            Lookup::Hit(Some(t)) => t.definition.subject,
+            Lookup::Hit(None) => "tombstone".into(),
+            Lookup::Miss => "miss".into(),
+            Lookup::Failed => "failed".into(),
+        };
+        shared.fill(&tenant, "race", None).await;
+        assert_eq!(subject(shared.get(&tenant, "race").await), "tombstone");
+        shared
+            .announce(&tenant, "race", Some(&version(3, 3_000)))
+            .await
+            .unwrap();
+        // The change that read v2 before v3 was made arrives last: v3 stays.
+        shared
+            .announce(&tenant, "race", Some(&version(2, 2_000)))
+            .await
+            .unwrap();
+        shared.fill(&tenant, "race", Some(&version(1, 1_000))).await;
+        assert_eq!(subject(shared.get(&tenant, "race").await), "v3");
+        // A deletion now is newer than every version.
+        shared.announce(&tenant, "race", None).await.unwrap();
+        assert_eq!(subject(shared.get(&tenant, "race").await), "tombstone");
+        // Another tenant's type with a colon is another key.
+        assert_eq!(
+            subject(shared.get("", &format!("{tenant}:race")).await),
+            "miss"
+        );
+        let mut pipe = redis::pipe();
+        pipe.del(template_key(&tenant, "race")).ignore();
+        shared.link.query::<()>(&pipe).await.unwrap();
+    }
 }

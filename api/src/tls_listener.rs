@@ -1,10 +1,11 @@
 //! HTTPS for the API (`http.tls`): TLS handshakes run in tasks of their own, bounded
-//! in number and time, so a slow or silent client never holds up the accept loop; the
+//! in number (in all and per client) and time, so a slow or silent client never holds up the accept loop; the
 //! server sees only connections that finished their handshake. ALPN offers HTTP/2 and
 //! HTTP/1.1.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -14,6 +15,9 @@ use tokio_rustls::server::TlsStream;
 
 /// Handshakes in progress at once; connections beyond are closed at once.
 const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once from one client address (IPv6: its /64), so that
+/// one client holding connections open without a ClientHello cannot take them all.
+const MAX_HANDSHAKES_PER_CLIENT: usize = 16;
 /// Time a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +57,7 @@ async fn accept_loop(
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let per_client = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(accepted) => accepted,
@@ -67,8 +72,13 @@ async fn accept_loop(
             tracing::debug!(%peer, "http api: too many TLS handshakes in progress; closed");
             continue;
         };
+        let Some(client) = ClientSlot::take(&per_client, peer.ip()) else {
+            tracing::debug!(%peer, "http api: too many TLS handshakes from this client; closed");
+            continue;
+        };
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
+            let _client = client;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let _ = ready.send((tls, peer)).await;
@@ -78,6 +88,43 @@ async fn accept_loop(
             }
             drop(permit);
         });
+    }
+}
+
+/// One handshake of a client address (IPv6 addresses count per /64).
+struct ClientSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let client = match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            v4 => v4,
+        };
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = map.entry(client).or_default();
+        if *count >= MAX_HANDSHAKES_PER_CLIENT {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: counts.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = map.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.client);
+            }
+        }
     }
 }
 

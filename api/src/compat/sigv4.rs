@@ -177,14 +177,15 @@ pub fn verify<'s>(
         return Err(SigError::WrongScope(format!("the service {service}")));
     }
     let secret = secret(auth.access_key_id).ok_or(SigError::UnknownKey)?;
-    let payload = hex(&Sha256::digest(request.body));
-    if let Some(declared) = header("x-amz-content-sha256")
-        && declared != "UNSIGNED-PAYLOAD"
-        && declared != payload
-    {
-        return Err(SigError::Mismatch);
-    }
-    let canonical = canonical_request(request, &auth.signed_headers, &payload);
+    // The client signs the hash it declares (or UNSIGNED-PAYLOAD); a declared hash
+    // must be the body's.
+    let computed = hex(&Sha256::digest(request.body));
+    let payload = match header("x-amz-content-sha256") {
+        Some("UNSIGNED-PAYLOAD") => "UNSIGNED-PAYLOAD",
+        Some(declared) if declared != computed => return Err(SigError::Mismatch),
+        _ => computed.as_str(),
+    };
+    let canonical = canonical_request(request, &auth.signed_headers, payload);
     let expected = signature(secret, &auth, amz_date, &canonical);
     if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
         Ok(Signed {
@@ -417,6 +418,51 @@ mod tests {
             verify(&request, "iam", |_| None, DOCUMENTED_TIME),
             Err(SigError::UnknownKey)
         );
+    }
+
+    #[test]
+    fn an_unsigned_payload_is_signed_as_such_and_a_declared_hash_must_match() {
+        let (method, uri, mut headers) = documented_request();
+        headers.insert(
+            "x-amz-content-sha256",
+            HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+        );
+        let signed = ["content-type", "host", "x-amz-content-sha256", "x-amz-date"];
+        let request = Request {
+            method: &method,
+            uri: &uri,
+            headers: &headers,
+            body: b"any body",
+        };
+        let auth = Authorization {
+            access_key_id: "AKIDEXAMPLE",
+            date: "20150830",
+            region: "us-east-1",
+            service: "iam",
+            signed_headers: signed.to_vec(),
+            signature: "",
+        };
+        let canonical = canonical_request(&request, &signed, "UNSIGNED-PAYLOAD");
+        let sig = signature(SECRET, &auth, "20150830T123600Z", &canonical);
+        let value = format!(
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, \
+             SignedHeaders={}, Signature={sig}",
+            signed.join(";")
+        );
+        headers.insert("authorization", HeaderValue::from_str(&value).unwrap());
+        let verify_with = |headers: &HeaderMap| {
+            let request = Request {
+                method: &method,
+                uri: &uri,
+                headers,
+                body: b"any body",
+            };
+            verify(&request, "iam", |_| Some(SECRET), DOCUMENTED_TIME)
+        };
+        assert!(verify_with(&headers).is_ok());
+        let mut wrong = headers.clone();
+        wrong.insert("x-amz-content-sha256", HeaderValue::from_static("00"));
+        assert_eq!(verify_with(&wrong), Err(SigError::Mismatch));
     }
 
     #[test]

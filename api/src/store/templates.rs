@@ -191,6 +191,38 @@ impl AppStore {
     }
 }
 
+/// Template changes still to announce to Redis.
+impl AppStore {
+    pub async fn add_announcement(&self, tenant: &str, email_type: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO template_announcements (tenant, email_type) VALUES (?, ?)",
+        )
+        .bind(tenant)
+        .bind(email_type)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn announcements(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT tenant, email_type FROM template_announcements")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("tenant")?, row.try_get("email_type")?)))
+            .collect()
+    }
+
+    pub async fn remove_announcement(&self, tenant: &str, email_type: &str) -> Result<()> {
+        sqlx::query("DELETE FROM template_announcements WHERE tenant = ? AND email_type = ?")
+            .bind(tenant)
+            .bind(email_type)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
