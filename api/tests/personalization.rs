@@ -279,3 +279,115 @@ fn a_redis_that_is_down_delays_nothing_but_what_only_it_holds() {
     let reply = api.post("/v1/messages", &message(9, json!({})));
     assert!(reply.is_problem(503, "store-unavailable"), "{reply:?}");
 }
+
+/// A private `redis-server` (no persistence) on a free port, stopped when dropped.
+struct PrivateRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("GET").arg(key).query(&mut conn).unwrap()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_going_away_mid_run_delays_only_what_it_holds_and_gets_the_change_it_missed() {
+    let redis = PrivateRedis::start();
+    let port = redis.port;
+    let api = TestApi::start_with(
+        Setup {
+            redis: Some(redis.url()),
+            ..Setup::default()
+        },
+        |_| {},
+    );
+    assert_eq!(
+        put(&api, "/v1/templates/welcome", &welcome("One {{ name }}")).status,
+        201
+    );
+    let reply = api.post("/v1/messages", &message(3, json!({"name": "Ann"})));
+    assert_eq!(subject_of(&api, &reply), "One Ann");
+    assert!(redis.get("email:template:welcome").unwrap().contains("One"));
+
+    drop(redis);
+    // Redis is gone: a change is still made (and kept to announce), mail still renders
+    // and queues, only preferences (Redis' alone) wait.
+    assert_eq!(
+        put(&api, "/v1/templates/welcome", &welcome("Two {{ name }}")).status,
+        201
+    );
+    let reply = api.post("/v1/messages", &message(3, json!({"name": "Ann"})));
+    assert_eq!(subject_of(&api, &reply), "Two Ann");
+    let reply = put(&api, "/v1/users/3/preferences", &json!({"name": "Ann"}));
+    assert!(reply.is_problem(503, "store-unavailable"), "{reply:?}");
+
+    // Back (empty): the missed change reaches it, and preferences work again.
+    let redis = PrivateRedis::start_on(port);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let cached = redis.get("email:template:welcome");
+        let pending = api.runtime.block_on(api.store.announcements()).unwrap();
+        if cached.as_deref().is_some_and(|c| c.contains("Two")) && pending.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the missed change never reached redis: {cached:?}, pending {pending:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        let reply = put(&api, "/v1/users/3/preferences", &json!({"name": "Ann"}));
+        if reply.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "preferences still refused: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reply = api.post("/v1/messages", &message(3, json!({})));
+    assert_eq!(subject_of(&api, &reply), "Two Ann");
+}
