@@ -27,6 +27,7 @@ use crate::generator::unix_micros;
 use crate::http_cmd::{self, HttpArgs, HttpOptions};
 use crate::mix::{DEFAULT_E2E_MIX, DomainMix};
 use crate::postroad_proc::{Delivery, PostroadOptions, PostroadProcess};
+use crate::run::RunArgs;
 use crate::sink::{Faults, Observer, Sink, SinkConfig};
 use crate::smtp_cmd::{self, Hooks, SmtpArgs};
 use crate::stats::{LatencySummary, Report};
@@ -125,30 +126,23 @@ pub struct E2eArgs {
     pub sink_delay_ms: u64,
 }
 
-/// The HTTP generator's arguments for the load `load` describes.
+/// The HTTP generator's arguments for the load `load` describes (always stamped; the
+/// reports are e2e's own).
 fn http_load(load: &SmtpArgs, http: HttpOptions) -> HttpArgs {
     HttpArgs {
         addr: load.addr.clone(),
         http,
-        messages: load.messages,
-        duration: load.duration,
-        connections: load.connections,
-        size: load.size,
+        run: RunArgs {
+            json: None,
+            html: None,
+            stamp: true,
+            ..load.run.clone()
+        },
         recipients: load.recipients,
-        from: load.from.clone(),
         to_domain: load
             .to_domain
             .clone()
             .unwrap_or_else(|| "example.test".into()),
-        rate: load.rate,
-        json: None,
-        html: None,
-        stop_on_error: load.stop_on_error,
-        max_connect_failures: load.max_connect_failures,
-        timeout: load.timeout,
-        connect_timeout: load.connect_timeout,
-        stamp: true,
-        no_progress: load.no_progress,
     }
 }
 
@@ -211,11 +205,11 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<ExitCode> {
     }
     let report = execute(&args).await?;
     print!("{}", report.text());
-    if let Some(path) = &args.load.json {
+    if let Some(path) = &args.load.run.json {
         let json = serde_json::to_vec_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.load.html {
+    if let Some(path) = &args.load.run.html {
         let html = report.html(&crate::load_page::command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -245,7 +239,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         ..Faults::default()
     };
     faults.validate().map_err(anyhow::Error::msg)?;
-    let quiet = args.load.no_progress || !std::io::stderr().is_terminal();
+    let quiet = args.load.run.no_progress || !std::io::stderr().is_terminal();
 
     let run_id: u64 = rand::random();
     let timeline = Arc::new(Timeline::new(unix_micros()));
@@ -290,7 +284,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
                         mx_port: sink_addr.port(),
                     }
                 },
-                connections: args.load.connections,
+                connections: args.load.run.connections,
                 fast_retries: faults.tempfail_share > 0.0,
                 log_filter: args.postroad_log.clone(),
                 work_root: args.work_dir.clone(),
@@ -329,8 +323,8 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
     // the load
     let mut load_args = args.load.clone();
     load_args.addr = target.clone();
-    load_args.json = None;
-    load_args.html = None;
+    load_args.run.json = None;
+    load_args.run.html = None;
     let progress = {
         let tracker = tracker.clone();
         Arc::new(move || {
@@ -502,10 +496,10 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         dns: dns_addr.to_string(),
         run_id: format!("{run_id:016x}"),
         recipient_domains: mix.to_string(),
-        connections: args.load.connections as usize,
-        message_size: args.load.size,
+        connections: args.load.run.connections as usize,
+        message_size: args.load.run.size,
         recipients_per_message: args.load.recipients,
-        rate_per_sec: args.load.rate,
+        rate_per_sec: args.load.run.rate,
         messages_sent: load.sent,
         messages_accepted: load.accepted,
         accepted_per_sec: load.messages_per_sec,

@@ -6,10 +6,9 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -23,7 +22,7 @@ use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
 use crate::http_client::HttpClient;
 use crate::load_page::{command_line, html_report};
 use crate::mix::DomainMix;
-use crate::run::{self, Clock, Limits, Running, Tally, Watch};
+use crate::run::{self, Clock, ConnectFailures, Limits, RunArgs, Running, Tally, Watch};
 use crate::schedule::{Claim, Schedule};
 use crate::smtp_cmd::{Hooks, RunResult};
 use crate::stats::{Counters, Report};
@@ -75,72 +74,18 @@ pub struct HttpArgs {
     pub addr: String,
 
     #[command(flatten)]
+    pub run: RunArgs,
+
+    #[command(flatten)]
     pub http: HttpOptions,
-
-    /// Messages to send in total [default: 1000 unless --duration is given].
-    #[arg(short = 'n', long)]
-    pub messages: Option<u64>,
-
-    /// Stop after this many seconds (alone or with --messages, whichever comes first).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-
-    /// Concurrent connections (each sends one request at a time).
-    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub connections: u32,
-
-    /// Body size in bytes (the text part; in the raw form, after the header block).
-    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
-    pub size: usize,
 
     /// Recipients per message (the template form has one).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub recipients: u32,
 
-    /// Sender.
-    #[arg(long, default_value = "loadtest@loadtest.invalid")]
-    pub from: String,
-
     /// Recipient domain; recipients are userN@DOMAIN.
     #[arg(long, value_name = "DOMAIN", default_value = "example.test")]
     pub to_domain: String,
-
-    /// Open loop: messages per second whatever the answers (up to -c requests at
-    /// once); latency counts from each request's first message's scheduled time.
-    #[arg(long, value_name = "MSGS_PER_SEC")]
-    pub rate: Option<f64>,
-
-    /// Also write the summary (with per-second buckets) as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Write a self-contained HTML report to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-
-    /// Stop the whole run at the first rejection or error.
-    #[arg(long)]
-    pub stop_on_error: bool,
-
-    /// Give up after this many consecutive failures to connect.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub max_connect_failures: u64,
-
-    /// Seconds to wait for each answer.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub timeout: f64,
-
-    /// Seconds to wait for a TCP connection.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub connect_timeout: f64,
-
-    /// Add `X-Loadtest-Sent-At` to each message (always on in e2e).
-    #[arg(long)]
-    pub stamp: bool,
-
-    /// No progress bar even on a terminal.
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 struct Shared {
@@ -159,12 +104,11 @@ struct Shared {
     stamp: bool,
     timeout: Duration,
     connect_timeout: Duration,
-    max_connect_failures: u64,
     stop_on_error: bool,
     schedule: Schedule,
     timeline: Arc<Timeline>,
     tracker: Option<Arc<crate::tracker::Tracker>>,
-    connect_failures: AtomicU64,
+    connect_failures: ConnectFailures,
     tally: Tally,
 }
 
@@ -270,11 +214,11 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<ExitCode> {
     let _ = out.write_all(result.report.text().as_bytes());
     let _ = out.flush();
     drop(out);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let json = serde_json::to_vec_pretty(&result.report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.html {
+    if let Some(path) = &args.run.html {
         let html = html_report(&result.report, &command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -325,10 +269,15 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     if args.http.form == Form::Template && args.recipients != 1 {
         bail!("the template form has one recipient per message: --recipients 1");
     }
-    if args.timeout <= 0.0 || args.connect_timeout <= 0.0 {
+    if args.run.timeout <= 0.0 || args.run.connect_timeout <= 0.0 {
         bail!("timeouts must be positive");
     }
-    let limits = Limits::from_flags(args.messages, args.duration, args.rate, DEFAULT_MESSAGES)?;
+    let limits = Limits::from_flags(
+        args.run.messages,
+        args.run.duration,
+        args.run.rate,
+        DEFAULT_MESSAGES,
+    )?;
     let mix = match hooks.mix {
         Some(m) => m,
         None => Arc::new(
@@ -339,9 +288,9 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     let unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let text = text_body(args.size);
+    let text = text_body(args.run.size);
     let clock = Clock::start(hooks.timeline);
-    let schedule = limits.schedule(args.rate, &clock)?;
+    let schedule = limits.schedule(args.run.rate, &clock)?;
     let shared = Arc::new(Shared {
         addr,
         options: args.http.clone(),
@@ -353,20 +302,19 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         },
         recipients: u64::from(args.recipients),
         mix: mix.clone(),
-        from: args.from.clone(),
+        from: args.run.from.clone(),
         text_json: json_str(&text),
-        raw: Arc::new(BodyTemplate::new(args.size, run_id)),
+        raw: Arc::new(BodyTemplate::new(args.run.size, run_id)),
         date: rfc5322_date(unix),
         run_id,
-        stamp: args.stamp || hooks.stamp,
-        timeout: Duration::from_secs_f64(args.timeout),
-        connect_timeout: Duration::from_secs_f64(args.connect_timeout),
-        max_connect_failures: args.max_connect_failures.max(1),
-        stop_on_error: args.stop_on_error,
+        stamp: args.run.stamp || hooks.stamp,
+        timeout: Duration::from_secs_f64(args.run.timeout),
+        connect_timeout: Duration::from_secs_f64(args.run.connect_timeout),
+        stop_on_error: args.run.stop_on_error,
         schedule,
         timeline: clock.timeline.clone(),
         tracker: hooks.tracker.clone(),
-        connect_failures: AtomicU64::new(0),
+        connect_failures: ConnectFailures::new(args.run.max_connect_failures),
         tally: Tally::default(),
     });
     if args.http.form == Form::Template {
@@ -375,14 +323,14 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
 
     let watch = Watch::start(
         shared.clone(),
-        args.no_progress,
+        args.run.no_progress,
         limits,
         clock.start,
         hooks.progress.clone(),
         "requests",
     );
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.connections {
+    for _ in 0..args.run.connections {
         workers.spawn(worker(shared.clone()));
     }
     let counters = run::join(workers).await;
@@ -393,17 +341,17 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     let mut mode = format!(
         "HTTP{}, {form} form, {} bytes/body, {} rcpt/msg, {} msg/request",
         if args.http.http2 { "/2 (h2c)" } else { "/1.1" },
-        args.size,
+        args.run.size,
         args.recipients,
         args.http.batch
     );
-    if let Some(r) = args.rate {
+    if let Some(r) = args.run.rate {
         let _ = write!(mode, ", open loop at {r} msg/s");
     }
     let mut report = Report::new(
         format!("http://{}{}", args.addr, shared.path),
         mode,
-        args.connections as usize,
+        args.run.connections as usize,
         &counters,
         &shared.tally.latency(),
         elapsed,
@@ -411,7 +359,7 @@ pub async fn execute_with(args: &HttpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     );
     run::close_report(
         &mut report,
-        args.rate,
+        args.run.rate,
         "request sent",
         &shared.tally,
         &mix,
@@ -474,19 +422,14 @@ async fn worker(sh: Arc<Shared>) -> Counters {
             }
             match sh.connect().await {
                 Ok(c) => {
-                    sh.connect_failures.store(0, Relaxed);
+                    sh.connect_failures.connected();
                     backoff_n = 0;
                     st.connections += 1;
                     client = Some(c);
                 }
                 Err(e) => {
                     st.error(e.kind(), e.to_string());
-                    let n = sh.connect_failures.fetch_add(1, Relaxed) + 1;
-                    if n >= sh.max_connect_failures {
-                        sh.schedule.stop_with(format!(
-                            "gave up after {n} consecutive connect failures (last: {e})"
-                        ));
-                    }
+                    sh.connect_failures.failed(&sh.schedule, &e);
                     sh.schedule.backoff(&mut backoff_n).await;
                 }
             }

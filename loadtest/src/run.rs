@@ -3,11 +3,13 @@
 //! progress bar, joining the workers, and the report's closing fields.
 
 use std::io::IsTerminal as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -17,6 +19,73 @@ use crate::pacer::Pacer;
 use crate::schedule::Schedule;
 use crate::stats::{Counters, Latency, Report};
 use crate::timeline::Timeline;
+
+/// The flags every generator takes (`loadtest smtp`, `loadtest http`, and e2e's load).
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Messages to send in total [default: 1000 unless --duration is given].
+    #[arg(short = 'n', long)]
+    pub messages: Option<u64>,
+
+    /// Stop after this many seconds (alone or together with --messages, whichever
+    /// comes first).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Concurrent connections (each carries one message, or one HTTP request, at a
+    /// time).
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// Body size in bytes (after the header block; over HTTP in the explicit and
+    /// template forms, the text part).
+    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
+    pub size: usize,
+
+    /// Envelope and header sender.
+    #[arg(long, default_value = "loadtest@loadtest.invalid")]
+    pub from: String,
+
+    /// Open loop: start a message (or request) every 1/RATE seconds whatever the
+    /// answers (up to -c at once); latency counts from each one's scheduled time.
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub rate: Option<f64>,
+
+    /// Also write the summary (with per-second buckets) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write a self-contained HTML report (summary, rate and latency charts) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+
+    /// Stop the whole run at the first rejection or error.
+    #[arg(long)]
+    pub stop_on_error: bool,
+
+    /// Give up after this many consecutive failures to open a connection (SMTP: a
+    /// session).
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub max_connect_failures: u64,
+
+    /// Seconds to wait for each reply or write.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+
+    /// Seconds to wait for a TCP connection.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub connect_timeout: f64,
+
+    /// Add `X-Loadtest-Sent-At: <unix micros>` to each message, set when it is sent,
+    /// or to its scheduled time with --rate (for end-to-end latency at the receiving
+    /// sink; always on in e2e).
+    #[arg(long)]
+    pub stamp: bool,
+
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
 
 /// Extra text for the progress line (e2e: deliveries so far).
 pub type ProgressText = Arc<dyn Fn() -> String + Send + Sync>;
@@ -118,6 +187,38 @@ impl Tally {
 
     pub fn send_lag(&self) -> std::sync::MutexGuard<'_, Latency> {
         self.send_lag.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Consecutive failures to connect, and when to give up.
+pub struct ConnectFailures {
+    count: AtomicU64,
+    max: u64,
+}
+
+impl ConnectFailures {
+    /// Gives up at the `max`th failure in a row (at least 1).
+    pub fn new(max: u64) -> Self {
+        Self {
+            count: AtomicU64::new(0),
+            max: max.max(1),
+        }
+    }
+
+    pub fn connected(&self) {
+        self.count.store(0, Relaxed);
+    }
+
+    /// Counts a failure; at the limit, stops `schedule` and returns true.
+    pub fn failed(&self, schedule: &Schedule, error: &dyn std::fmt::Display) -> bool {
+        let n = self.count.fetch_add(1, Relaxed) + 1;
+        if n < self.max {
+            return false;
+        }
+        schedule.stop_with(format!(
+            "gave up after {n} consecutive connect failures (last: {error})"
+        ));
+        true
     }
 }
 

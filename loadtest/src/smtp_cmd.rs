@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,7 +18,9 @@ use tokio_rustls::TlsConnector;
 use crate::generator::{BodyTemplate, MessageGen, rfc5322_date, unix_micros};
 use crate::load_page::{command_line, html_report};
 use crate::mix::{DomainMix, SizeMix};
-use crate::run::{self, Clock, Limits, ProgressText, Running, Tally, Watch};
+use crate::run::{
+    self, Clock, ConnectFailures, Limits, ProgressText, RunArgs, Running, Tally, Watch,
+};
 use crate::schedule::{Claim, Schedule};
 use crate::smtp_client::{ClientError, SmtpClient};
 use crate::stats::{Counters, Report};
@@ -45,26 +47,12 @@ pub struct SmtpArgs {
     #[arg(long, default_value = "127.0.0.1:2525")]
     pub addr: String,
 
-    /// Messages to send in total [default: 1000 unless --duration is given].
-    #[arg(short = 'n', long)]
-    pub messages: Option<u64>,
-
-    /// Stop after this many seconds (alone or together with --messages, whichever
-    /// comes first).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
-
-    /// Concurrent connections.
-    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub connections: u32,
+    #[command(flatten)]
+    pub run: RunArgs,
 
     /// Reconnect after this many messages on one connection [default: never].
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..))]
     pub messages_per_connection: Option<u64>,
-
-    /// Body size in bytes (after the header block).
-    #[arg(long, value_name = "BYTES", default_value_t = 4096)]
-    pub size: usize,
 
     /// Body size distribution instead of one --size: SIZE=WEIGHT,... with sizes in bytes
     /// or with a k/m suffix, e.g. `2k=60,20k=30,200k=9,2m=1`; each message's size is
@@ -76,10 +64,6 @@ pub struct SmtpArgs {
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub recipients: u32,
 
-    /// Envelope and header sender.
-    #[arg(long, default_value = "loadtest@loadtest.invalid")]
-    pub from: String,
-
     /// Recipient domain; recipients are userN@DOMAIN, N = 1, 2, ...
     /// [default: example.test; e2e: the --domain-mix default]
     #[arg(long, value_name = "DOMAIN", conflicts_with = "domain_mix")]
@@ -90,11 +74,6 @@ pub struct SmtpArgs {
     /// gmail.test=40,outlook.test=25,yahoo.test=15,other.test=20).
     #[arg(long, value_name = "MIX")]
     pub domain_mix: Option<String>,
-
-    /// Open loop: start a message every 1/RATE seconds whatever the replies (up to -c
-    /// at once); latency counts from each message's scheduled time.
-    #[arg(long, value_name = "MSGS_PER_SEC")]
-    pub rate: Option<f64>,
 
     /// Name sent with EHLO.
     #[arg(long, default_value = "loadtest.invalid")]
@@ -125,40 +104,6 @@ pub struct SmtpArgs {
     /// 2xx; written only after the reply was received.
     #[arg(long, value_name = "FILE")]
     pub ack_log: Option<PathBuf>,
-
-    /// Also write the summary (with per-second buckets) as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
-
-    /// Write a self-contained HTML report (summary, rate and latency charts) to FILE.
-    #[arg(long, value_name = "FILE")]
-    pub html: Option<PathBuf>,
-
-    /// Stop the whole run at the first rejection or error.
-    #[arg(long)]
-    pub stop_on_error: bool,
-
-    /// Give up after this many consecutive failures to open a session.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub max_connect_failures: u64,
-
-    /// Seconds to wait for each reply or write.
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    pub timeout: f64,
-
-    /// Seconds to wait for a TCP connection.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub connect_timeout: f64,
-
-    /// Add `X-Loadtest-Sent-At: <unix micros>` to each message, set when its data is
-    /// written, or to its scheduled time with --rate (for end-to-end latency at the
-    /// receiving sink; always on in e2e).
-    #[arg(long)]
-    pub stamp: bool,
-
-    /// No progress bar even on a terminal.
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 /// One line of the ack log.
@@ -213,7 +158,6 @@ struct Shared {
     auth: Option<(String, String)>,
     per_connection: Option<u64>,
     stop_on_error: bool,
-    max_connect_failures: u64,
     timeout: Duration,
     connect_timeout: Duration,
 
@@ -226,7 +170,7 @@ struct Shared {
     schedule: Schedule,
     timeline: Arc<Timeline>,
     tracker: Option<Arc<Tracker>>,
-    connect_failures: AtomicU64,
+    connect_failures: ConnectFailures,
     mode: OnceLock<String>,
     warned_no_chunking: AtomicBool,
 
@@ -250,11 +194,11 @@ pub async fn run(args: SmtpArgs) -> anyhow::Result<ExitCode> {
     let _ = out.write_all(result.report.text().as_bytes());
     let _ = out.flush();
     drop(out);
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.run.json {
         let json = serde_json::to_vec_pretty(&result.report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.html {
+    if let Some(path) = &args.run.html {
         let html = html_report(&result.report, &command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -299,7 +243,7 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
         None => first.to_owned(),
     };
-    if args.timeout <= 0.0 || args.connect_timeout <= 0.0 {
+    if args.run.timeout <= 0.0 || args.run.connect_timeout <= 0.0 {
         bail!("timeouts must be positive");
     }
     let auth = match &args.auth {
@@ -320,7 +264,12 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     } else {
         None
     };
-    let limits = Limits::from_flags(args.messages, args.duration, args.rate, DEFAULT_MESSAGES)?;
+    let limits = Limits::from_flags(
+        args.run.messages,
+        args.run.duration,
+        args.run.rate,
+        DEFAULT_MESSAGES,
+    )?;
 
     let mix = match hooks.mix {
         Some(m) => m,
@@ -334,7 +283,7 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     let sizes = args
         .size_mix
         .as_ref()
-        .map_or_else(|| vec![args.size], SizeMix::sizes);
+        .map_or_else(|| vec![args.run.size], SizeMix::sizes);
     let templates: Vec<Arc<BodyTemplate>> = sizes
         .into_iter()
         .map(|size| Arc::new(BodyTemplate::new(size, run_id)))
@@ -350,8 +299,8 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     };
 
     let clock = Clock::start(hooks.timeline);
-    let schedule = limits.schedule(args.rate, &clock)?;
-    let stamp = args.stamp || hooks.stamp;
+    let schedule = limits.schedule(args.run.rate, &clock)?;
+    let stamp = args.run.stamp || hooks.stamp;
     let shared = Arc::new(Shared {
         templates,
         size_mix: args.size_mix.clone(),
@@ -360,25 +309,24 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
         helo: args.helo.clone(),
         mix: mix.clone(),
         recipients: u64::from(args.recipients),
-        mail_cmd: format!("MAIL FROM:<{}>\r\n", args.from).into_bytes(),
+        mail_cmd: format!("MAIL FROM:<{}>\r\n", args.run.from).into_bytes(),
         pipelining: args.pipelining,
         bdat: args.bdat,
         tls,
         auth,
         per_connection: args.messages_per_connection,
-        stop_on_error: args.stop_on_error,
-        max_connect_failures: args.max_connect_failures.max(1),
-        timeout: Duration::from_secs_f64(args.timeout),
-        connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+        stop_on_error: args.run.stop_on_error,
+        timeout: Duration::from_secs_f64(args.run.timeout),
+        connect_timeout: Duration::from_secs_f64(args.run.connect_timeout),
         template,
         run_id,
-        from: args.from.clone(),
+        from: args.run.from.clone(),
         date: rfc5322_date(unix),
         stamp,
         schedule,
         timeline: clock.timeline.clone(),
         tracker: hooks.tracker.clone(),
-        connect_failures: AtomicU64::new(0),
+        connect_failures: ConnectFailures::new(args.run.max_connect_failures),
         mode: OnceLock::new(),
         warned_no_chunking: AtomicBool::new(false),
         tally: Tally::default(),
@@ -386,14 +334,14 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
 
     let watch = Watch::start(
         shared.clone(),
-        args.no_progress,
+        args.run.no_progress,
         limits,
         clock.start,
         hooks.progress.clone(),
         "messages",
     );
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..args.connections {
+    for _ in 0..args.run.connections {
         workers.spawn(connection::run(shared.clone(), ack_tx.clone()));
     }
     drop(ack_tx);
@@ -417,18 +365,18 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
             mix.mean(),
             args.recipients
         ),
-        None => format!("{} bytes/body, {} rcpt/msg", args.size, args.recipients),
+        None => format!("{} bytes/body, {} rcpt/msg", args.run.size, args.recipients),
     };
     if let Some(m) = shared.mode.get() {
         let _ = write!(mode, ", {m}");
     }
-    if let Some(r) = args.rate {
+    if let Some(r) = args.run.rate {
         let _ = write!(mode, ", open loop at {r} msg/s");
     }
     let mut report = Report::new(
         args.addr.clone(),
         mode,
-        args.connections as usize,
+        args.run.connections as usize,
         &counters,
         &shared.tally.latency(),
         elapsed,
@@ -436,7 +384,7 @@ pub async fn execute_with(args: &SmtpArgs, hooks: Hooks) -> anyhow::Result<RunRe
     );
     run::close_report(
         &mut report,
-        args.rate,
+        args.run.rate,
         "end of data",
         &shared.tally,
         &mix,

@@ -94,7 +94,7 @@ pub(super) async fn run(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -
             }
             match open_session(&sh).await {
                 Ok(c) => {
-                    sh.connect_failures.store(0, Relaxed);
+                    sh.connect_failures.connected();
                     backoff_n = 0;
                     st.connections += 1;
                     on_conn = 0;
@@ -118,12 +118,7 @@ pub(super) async fn run(sh: Arc<Shared>, ack: Option<mpsc::Sender<AckRecord>>) -
                 }
                 Err(e) => {
                     st.error(e.kind(), e.to_string());
-                    let n = sh.connect_failures.fetch_add(1, Relaxed) + 1;
-                    if n >= sh.max_connect_failures {
-                        sh.schedule.stop_with(format!(
-                            "gave up after {n} consecutive connect failures (last: {e})"
-                        ));
-                    } else if sh.stop_on_error {
+                    if !sh.connect_failures.failed(&sh.schedule, &e) && sh.stop_on_error {
                         sh.schedule.stop_with(format!("--stop-on-error: {e}"));
                     }
                     sh.schedule.backoff(&mut backoff_n).await;

@@ -4,6 +4,7 @@ use super::*;
 use crate::generator::{dot_unstuff, verify};
 use clap::Parser;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
