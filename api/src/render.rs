@@ -277,19 +277,13 @@ impl Templates {
         Ok(Some(compiled))
     }
 
-    /// After this process changed (tenant, email type) in the store: drops its cached
-    /// copies here and, with Redis, in the shared cache and on every node.
-    pub async fn changed(&self, tenant: &str, email_type: &str) {
+    /// After this process changed (tenant, email type) in the store (`now`: the version
+    /// it stored, `None`: it deleted the template): drops its cached copies here and,
+    /// with Redis, in the shared cache and on every node.
+    pub async fn changed(&self, tenant: &str, email_type: &str, now: Option<&Template>) {
         self.drop_local(tenant, email_type);
         let Some(shared) = &self.shared else { return };
-        let announced = match self.store.template(tenant, email_type, None).await {
-            Ok(now) => shared
-                .announce(tenant, email_type, now.as_ref())
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = announced {
+        if let Err(e) = shared.announce(tenant, email_type, now).await {
             tracing::warn!(error = %e, %email_type, "cannot announce a template change to redis; will retry");
             if let Err(e) = self.store.add_announcement(tenant, email_type).await {
                 tracing::error!(error = %e, %email_type, "cannot keep a template change to announce; other nodes may use the old version for up to 24 h");

@@ -131,7 +131,10 @@ pub async fn put(
         .put_template(tenant, &email_type, &definition)
         .await
         .map_err(store_error)?;
-    state.templates.changed(tenant, &email_type).await;
+    state
+        .templates
+        .changed(tenant, &email_type, Some(&stored))
+        .await;
     Ok(json(StatusCode::CREATED, &stored))
 }
 
@@ -229,9 +232,9 @@ pub async fn delete(
         .delete_template(tenant, &email_type)
         .await
         .map_err(store_error)?;
-    state.templates.changed(tenant, &email_type).await;
     if deleted == 0 {
         return Err(Problem::new(Kind::NotFound).detail(format!("no template {email_type}")));
     }
+    state.templates.changed(tenant, &email_type, None).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

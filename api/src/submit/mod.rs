@@ -190,21 +190,29 @@ async fn render(
         return Ok(None);
     };
     let user = prefs.of(meta.user_id);
-    let mut data: serde_json::Map<String, Value> = user
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    data.extend(
-        form.template_data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
+    // Only a user with preferences needs a merged copy of templateData.
+    let merged;
+    let data = match user {
+        None => &form.template_data,
+        Some(user) => {
+            let mut data: serde_json::Map<String, Value> = user
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            data.extend(
+                form.template_data
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            merged = data;
+            &merged
+        }
+    };
     let locale = form
         .locale
         .as_deref()
         .or_else(|| user.and_then(|u| u.get("language")).map(String::as_str));
-    match compiled.render(locale, &data, &pointer(base, "templateData")) {
+    match compiled.render(locale, data, &pointer(base, "templateData")) {
         Ok(rendered) => Ok(Some(rendered)),
         Err(e) if prefs.unavailable && e.iter().any(|e| e.code == "missing-variable") => {
             Err(Refusal::Problem(
