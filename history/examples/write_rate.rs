@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
 
-    let store = HistoryStore::open(&path).await?;
+    let store = HistoryStore::open_sqlite(&path).await?;
     let config = HistoryConfig {
         max_batch,
         ..Default::default()

@@ -5,14 +5,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::{HistoryError, Result};
 
+/// Which database holds the history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A SQLite file in the data directory: nothing to set up.
+    #[default]
+    Sqlite,
+    /// MySQL or MariaDB at `url`, tables partitioned by month.
+    Mysql,
+}
+
 /// The `[history]` section: where delivery history is stored and how it is batched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
+    pub backend: Backend,
     /// SQLite file holding the delivery history. Empty (the default) means
     /// `<server.data_dir>/history.sqlite`. `postroad history` reads the same file, also
     /// while the server is writing it.
     pub path: PathBuf,
+    /// MySQL/MariaDB URL, `mysql://user:password@host:3306/database` (backend mysql).
+    pub url: String,
+    /// URL that queries (API, CLI) read from, e.g. a replica. Empty: `url`.
+    pub read_url: String,
+    /// Most connections to MySQL per pool (the writer's and the readers').
+    pub max_connections: u32,
+    /// Months of partitions kept ready ahead of the current one (backend mysql).
+    pub partitions_ahead: u32,
     /// Most events written in one transaction (one fsync). Larger batches write faster
     /// under load; a batch is written as soon as it is full.
     pub max_batch: usize,
@@ -36,6 +56,15 @@ impl HistoryConfig {
         }
     }
 
+    /// Where queries read: `read_url`, or `url` when that is empty.
+    pub fn resolved_read_url(&self) -> &str {
+        if self.read_url.is_empty() {
+            &self.url
+        } else {
+            &self.read_url
+        }
+    }
+
     /// `flush_interval_ms` as a duration.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)
@@ -43,6 +72,42 @@ impl HistoryConfig {
 
     /// Checks the values a config file can get wrong.
     pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(HistoryError::Config(reason));
+        match self.backend {
+            Backend::Mysql => {
+                for (key, url) in [("url", &self.url), ("read_url", &self.read_url)] {
+                    let unset_replica = key == "read_url" && url.is_empty();
+                    if !unset_replica && !url.starts_with("mysql://") {
+                        return bad(format!(
+                            "history.{key} must be a mysql://user:password@host:port/database \
+                             URL with backend = \"mysql\", not {:?}",
+                            crate::redact(url)
+                        ));
+                    }
+                }
+            }
+            Backend::Sqlite => {
+                if !self.url.is_empty() || !self.read_url.is_empty() {
+                    return bad(
+                        "history.url and history.read_url are for backend = \"mysql\"; the \
+                         SQLite history is history.path"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if self.max_connections == 0 || self.max_connections > 1000 {
+            return bad(format!(
+                "history.max_connections must be between 1 and 1000, not {}",
+                self.max_connections
+            ));
+        }
+        if !(1..=24).contains(&self.partitions_ahead) {
+            return bad(format!(
+                "history.partitions_ahead must be between 1 and 24 months, not {}",
+                self.partitions_ahead
+            ));
+        }
         if self.max_batch == 0 || self.max_batch > Self::MAX_BATCH_LIMIT {
             return Err(HistoryError::Config(format!(
                 "history.max_batch must be between 1 and {}, not {}",
@@ -63,7 +128,12 @@ impl HistoryConfig {
 impl Default for HistoryConfig {
     fn default() -> Self {
         Self {
+            backend: Backend::Sqlite,
             path: PathBuf::new(),
+            url: String::new(),
+            read_url: String::new(),
+            max_connections: 8,
+            partitions_ahead: 3,
             max_batch: 1000,
             flush_interval_ms: 200,
         }
@@ -101,6 +171,20 @@ mod tests {
     }
 
     #[test]
+    fn mysql_reads_from_the_replica_when_there_is_one() {
+        let c: HistoryConfig =
+            toml::from_str("backend = \"mysql\"\nurl = \"mysql://root@127.0.0.1/h\"").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.resolved_read_url(), "mysql://root@127.0.0.1/h");
+        let c = HistoryConfig {
+            read_url: "mysql://root@replica/h".into(),
+            ..c
+        };
+        c.validate().unwrap();
+        assert_eq!(c.resolved_read_url(), "mysql://root@replica/h");
+    }
+
+    #[test]
     fn validation_rejects_bad_values() {
         for bad in [
             HistoryConfig {
@@ -113,6 +197,23 @@ mod tests {
             },
             HistoryConfig {
                 flush_interval_ms: 600_000,
+                ..Default::default()
+            },
+            HistoryConfig {
+                backend: Backend::Mysql,
+                ..Default::default()
+            },
+            HistoryConfig {
+                backend: Backend::Mysql,
+                url: "postgres://db/x".into(),
+                ..Default::default()
+            },
+            HistoryConfig {
+                url: "mysql://db/x".into(),
+                ..Default::default()
+            },
+            HistoryConfig {
+                partitions_ahead: 0,
                 ..Default::default()
             },
         ] {

@@ -1,9 +1,11 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, SecondsFormat};
-use postroad_queue::DeliveryEvent;
+use postroad_queue::{DeliveryEvent, Response};
 
-const HEADERS: [&str; 7] = [
+use crate::RecipientStatus;
+
+const EVENT_HEADERS: [&str; 7] = [
     "TIME (UTC)",
     "KIND",
     "MESSAGE ID",
@@ -13,46 +15,81 @@ const HEADERS: [&str; 7] = [
     "REPLY",
 ];
 
-/// Renders history rows as an aligned table for a terminal, one line per event, in
-/// the order given: time (ISO 8601, UTC, milliseconds), kind, message id, recipient,
+const STATUS_HEADERS: [&str; 8] = [
+    "SENT (UTC)",
+    "STATUS",
+    "MESSAGE ID",
+    "RECIPIENT",
+    "ATTEMPTS",
+    "USER",
+    "TYPE",
+    "REPLY",
+];
+
+/// Renders events as an aligned table for a terminal, one line per event, in the
+/// order given: time (ISO 8601, UTC, milliseconds), kind, message id, recipient,
 /// attempt, remote host and reply. Multi-line replies are joined with ` / `, and
 /// control characters (a remote server chooses the reply text) are shown as `?`, so
 /// nothing in the output can drive the terminal. No rows gives `(no history)`.
 pub fn format_rows(rows: &[DeliveryEvent]) -> String {
-    if rows.is_empty() {
+    let cells = rows.iter().map(|e| {
+        [
+            format_time(e.at_ms),
+            e.kind.to_string(),
+            e.message_id.to_string(),
+            clean(&e.recipient),
+            e.attempt.to_string(),
+            e.remote_host.as_deref().map_or_else(|| "-".into(), clean),
+            reply_cell(e.reply.as_ref()),
+        ]
+    });
+    table(EVENT_HEADERS, cells.collect(), 4)
+}
+
+/// Renders recipients' statuses the same way, one line per (message, recipient):
+/// when the message was sent, its status, message id, recipient, attempts, the
+/// sending application's user id and email type, and the reply behind the status.
+pub fn format_statuses(rows: &[RecipientStatus]) -> String {
+    let cells = rows.iter().map(|s| {
+        [
+            format_time(s.sent_at_ms),
+            s.status.to_string(),
+            s.message_id.to_string(),
+            clean(&s.recipient),
+            s.attempts.to_string(),
+            s.meta.user_id.map_or_else(|| "-".into(), |u| u.to_string()),
+            s.meta
+                .email_type
+                .as_deref()
+                .map_or_else(|| "-".into(), clean),
+            reply_cell(s.reply.as_ref()),
+        ]
+    });
+    table(STATUS_HEADERS, cells.collect(), 4)
+}
+
+fn reply_cell(reply: Option<&Response>) -> String {
+    reply.map_or_else(|| "-".into(), |r| clean(&r.to_string()))
+}
+
+/// Left-aligned columns but column `numeric`, right-aligned; the last unpadded.
+fn table<const N: usize>(headers: [&str; N], cells: Vec<[String; N]>, numeric: usize) -> String {
+    if cells.is_empty() {
         return "(no history)\n".to_string();
     }
-    let cells: Vec<[String; 7]> = rows
-        .iter()
-        .map(|e| {
-            [
-                format_time(e.at_ms),
-                e.kind.to_string(),
-                e.message_id.to_string(),
-                clean(&e.recipient),
-                e.attempt.to_string(),
-                e.remote_host.as_deref().map_or_else(|| "-".into(), clean),
-                e.reply
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |r| clean(&r.to_string())),
-            ]
-        })
-        .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
+    let mut widths = headers.map(|h| h.chars().count());
     for row in &cells {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let header = HEADERS.map(String::from);
+    let header = headers.map(String::from);
     for row in std::iter::once(&header).chain(&cells) {
-        let last = row.len() - 1;
         for (i, cell) in row.iter().enumerate() {
-            if i == last {
+            if i == N - 1 {
                 out.push_str(cell);
-            } else if i == 4 {
-                // Numbers line up on the right.
+            } else if i == numeric {
                 let _ = write!(out, "{cell:>w$}  ", w = widths[i]);
             } else {
                 let _ = write!(out, "{cell:<w$}  ", w = widths[i]);

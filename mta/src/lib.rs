@@ -8,6 +8,7 @@ pub mod config;
 pub mod data_dir;
 pub mod history_cmd;
 pub mod metrics;
+pub mod migrate_cmd;
 pub mod roles;
 pub mod serve;
 pub mod smtp;

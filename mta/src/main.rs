@@ -51,8 +51,11 @@ enum Command {
     Queue(postroad::admin::cli::QueueArgs),
     /// List, inspect, requeue or purge dead letters (through the admin endpoint).
     Dlq(postroad::admin::cli::DlqArgs),
-    /// Show the delivery history of a recipient or a message.
+    /// Show the delivery history of a recipient, a user or a message.
     History(postroad::history_cmd::HistoryArgs),
+    /// Bring the history database to this version's schema (MySQL needs it before
+    /// `serve`; the embedded SQLite history is migrated by `serve` itself).
+    Migrate(postroad::migrate_cmd::MigrateArgs),
     /// Create, list or revoke the HTTP API's bearer keys.
     ApiKey(postroad::api_key_cmd::ApiKeyArgs),
     /// Load a config file, check it and print the effective configuration.
@@ -159,6 +162,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::history_cmd::run(args)),
+        Command::Migrate(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::migrate_cmd::run(args)),
         Command::ApiKey(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -168,6 +176,9 @@ fn main() -> anyhow::Result<()> {
             let mut config = Config::load(config.as_deref())?;
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
+            }
+            for url in [&mut config.history.url, &mut config.history.read_url] {
+                *url = postroad_history::redact(url);
             }
             print!(
                 "{}",

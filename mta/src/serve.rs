@@ -106,10 +106,10 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         tracing::info!("no [auth] users configured: submission listeners will refuse MAIL");
     }
 
-    let history_path = config.history.resolved_path(&config.server.data_dir);
-    let store = HistoryStore::open(&history_path)
+    let store = HistoryStore::open(&config.history, &config.server.data_dir)
         .await
-        .with_context(|| format!("cannot open the history at {}", history_path.display()))?;
+        .context("cannot open the delivery history")?;
+    tracing::info!(history = %store.location(), "delivery history open");
     crate::metrics::handle();
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(HistorySink::new(store.clone(), &config.history)),

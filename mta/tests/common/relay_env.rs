@@ -159,9 +159,12 @@ impl RelayEnv {
             None,
         );
         assert!(ok, "postroad history failed:\n{out}");
-        match serde_json::from_str(&out) {
-            Ok(Value::Array(events)) => events,
-            other => panic!("history is not a JSON array: {other:?}\n{out}"),
+        match serde_json::from_str::<Value>(&out) {
+            Ok(Value::Object(mut message)) => match message.remove("events") {
+                Some(Value::Array(events)) => events,
+                other => panic!("history has no events array: {other:?}\n{out}"),
+            },
+            other => panic!("history is not a JSON object: {other:?}\n{out}"),
         }
     }
 

@@ -1,0 +1,315 @@
+//! The MySQL/MariaDB backend: the tables of `migrations/mysql/`, partitioned by month.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use postroad_queue::{DeliveryEvent, MessageId};
+use sqlx::migrate::Migrator;
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+
+use crate::batch::{Insert, chunks};
+use crate::partitions::{self, plan};
+use crate::query::{Filter, Value, clamp_limit};
+use crate::rows::{EVENT_SELECT, EventRow, STATUS_SELECT, StatusRow, Written, with_times};
+use crate::schema::{self, Applied};
+use crate::status::{StatusUpdate, fold};
+use crate::{
+    HistoryConfig, HistoryError, HistoryQuery, InsertOutcome, Page, RecipientStatus, Result,
+};
+
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../migrations/mysql");
+
+/// Longest wait for a pooled connection (MySQL down: the batch fails and is retried).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a batch's transaction may take before it is abandoned and retried.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The partitioned tables.
+const TABLES: [&str; 2] = ["email_history", "email_events"];
+
+static INSERT_EVENTS: Insert = Insert::new(
+    "INSERT INTO email_events (event_id, sent_at, message_id, recipient, created_at, kind, \
+     attempt, remote_host, reply_code, reply_enhanced, reply_text)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    // A replayed event (same id, same sent_at) changes nothing.
+    "ON DUPLICATE KEY UPDATE event_id = event_id",
+);
+
+/// The status moves forward only. MySQL evaluates the assignments left to right,
+/// each seeing the columns assigned before it, so `status_at` and `status_rank`,
+/// which the condition reads, come last.
+static UPSERT_STATUS: Insert = Insert::new(
+    "INSERT INTO email_history (sent_at, message_id, recipient, status, status_rank, status_at, \
+     attempts, sender, domain, remote_host, reply_code, reply_enhanced, reply_text, tenant, \
+     campaign, user_id, email_type, variant, priority, tags)",
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "ON DUPLICATE KEY UPDATE \
+     attempts = GREATEST(attempts, VALUES(attempts)), \
+     status = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(status), status), \
+     remote_host = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(remote_host), remote_host), \
+     reply_code = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_code), reply_code), \
+     reply_enhanced = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_enhanced), reply_enhanced), \
+     reply_text = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_text), reply_text), \
+     status_at = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(status_at), status_at), \
+     status_rank = GREATEST(status_rank, VALUES(status_rank))",
+);
+
+#[derive(Debug, Clone)]
+pub(crate) struct MysqlHistory {
+    pool: MySqlPool,
+}
+
+impl MysqlHistory {
+    /// Connects (one connection now, to fail early with a clear error; more as
+    /// needed up to `history.max_connections`).
+    pub async fn connect(url: &str, config: &HistoryConfig, location: &str) -> Result<Self> {
+        let options = MySqlConnectOptions::from_str(url)
+            .map_err(|e| HistoryError::Config(format!("history URL {location}: {e}")))?
+            .charset("utf8mb4")
+            .timezone(Some("+00:00".to_string()));
+        let pool = MySqlPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| HistoryError::Unreachable {
+                location: location.to_string(),
+                source,
+            })?;
+        Ok(Self { pool })
+    }
+
+    async fn applied(&self) -> Result<Option<Vec<Applied>>> {
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sqlx_migrations'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query_as(
+            "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(rows))
+    }
+
+    /// Refuses a schema other than this build's.
+    pub async fn require_current(&self, location: &str) -> Result<()> {
+        let pending = schema::pending(self.applied().await?.as_deref(), &MIGRATOR, location)?;
+        schema::require_current(&pending, location)
+    }
+
+    /// Applies pending migrations; returns their versions.
+    pub async fn migrate(&self, location: &str) -> Result<Vec<i64>> {
+        let pending = schema::pending(self.applied().await?.as_deref(), &MIGRATOR, location)?;
+        MIGRATOR.run(&self.pool).await?;
+        Ok(pending)
+    }
+
+    pub async fn maintain_partitions(&self, today: NaiveDate, ahead: u32) -> Result<Vec<String>> {
+        let mut added = Vec::new();
+        for table in TABLES {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT PARTITION_NAME FROM information_schema.PARTITIONS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+                 ORDER BY PARTITION_ORDINAL_POSITION",
+            )
+            .bind(table)
+            .fetch_all(&self.pool)
+            .await?;
+            if !names.iter().any(|n| n == partitions::FUTURE) {
+                return Err(HistoryError::Schema {
+                    location: table.to_string(),
+                    reason: format!("it has no {} partition to split", partitions::FUTURE),
+                });
+            }
+            if let Some(split) = plan(&names, today, ahead) {
+                sqlx::query(&split.sql(table)).execute(&self.pool).await?;
+                tracing::info!(table, partitions = ?split.added(), "history partitions added");
+                added.extend(split.added().into_iter().map(|p| format!("{table}.{p}")));
+            }
+        }
+        Ok(added)
+    }
+
+    pub async fn insert(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.insert_now(events)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(HistoryError::WriteFailed {
+                pending: events.len(),
+                reason: format!("MySQL took longer than {WRITE_TIMEOUT:?}"),
+            }),
+        }
+    }
+
+    async fn insert_now(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {
+        let written: Vec<Written<'_>> = events.iter().map(Written::of).collect();
+        let updates = fold(events);
+        let mut tx = self.pool.begin().await?;
+        let mut offset = 0;
+        for chunk in chunks(events) {
+            let values = &written[offset..offset + chunk.len()];
+            offset += chunk.len();
+            insert_events(&mut tx, chunk, values).await?;
+        }
+        for chunk in chunks(&updates) {
+            upsert_statuses(&mut tx, chunk).await?;
+        }
+        tx.commit().await?;
+        Ok(InsertOutcome {
+            events: events.len() as u64,
+            recipients: updates.len() as u64,
+        })
+    }
+
+    pub async fn query(&self, query: &HistoryQuery) -> Result<Page> {
+        let filter = Filter::new(query).map_err(HistoryError::Query)?;
+        let limit = clamp_limit(query.limit);
+        let sql = format!(
+            "SELECT {} FROM email_history WHERE {} ORDER BY sent_at DESC, id DESC LIMIT ?",
+            with_times(STATUS_SELECT, to_ms),
+            filter.sql
+        );
+        let mut q = sqlx::query_as::<MySql, StatusRow>(&sql);
+        for value in filter.values {
+            q = match value {
+                Value::Int(v) => q.bind(v),
+                Value::Text(v) => q.bind(v),
+                Value::Time(ms) => q.bind(datetime(ms)),
+            };
+        }
+        let rows = q.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = rows
+            .into_iter()
+            .map(StatusRow::decode)
+            .collect::<Result<_>>()?;
+        Ok(Page::new(rows, limit))
+    }
+
+    pub async fn statuses_of(&self, id: MessageId) -> Result<Vec<RecipientStatus>> {
+        let sql = format!(
+            "SELECT {} FROM email_history WHERE message_id = ? AND sent_at = ? \
+             ORDER BY recipient, id",
+            with_times(STATUS_SELECT, to_ms)
+        );
+        let rows: Vec<StatusRow> = sqlx::query_as(&sql)
+            .bind(id.as_u128().to_be_bytes().as_slice())
+            .bind(datetime(crate::status::sent_at_ms(id)))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StatusRow::decode).collect()
+    }
+
+    pub async fn events_of(&self, id: MessageId, limit: u32) -> Result<Vec<DeliveryEvent>> {
+        let sql = format!(
+            "SELECT {} FROM email_events AS e JOIN email_history AS h \
+             ON h.message_id = e.message_id AND h.recipient = e.recipient AND h.sent_at = e.sent_at \
+             WHERE e.message_id = ? AND e.sent_at = ? \
+             ORDER BY e.created_at DESC, e.event_id DESC LIMIT ?",
+            with_times(EVENT_SELECT, to_ms)
+        );
+        let rows: Vec<EventRow> = sqlx::query_as(&sql)
+            .bind(id.as_u128().to_be_bytes().as_slice())
+            .bind(datetime(crate::status::sent_at_ms(id)))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut events = rows
+            .into_iter()
+            .map(EventRow::decode)
+            .collect::<Result<Vec<_>>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    pub async fn count_events(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT kind, COUNT(*) FROM email_events GROUP BY kind")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A DATETIME(3) column as Unix milliseconds (the session time zone plays no part).
+fn to_ms(column: &str) -> String {
+    format!("CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000 AS SIGNED)")
+}
+
+/// Unix milliseconds as a DATETIME(3) value (UTC). Out of range: the largest DATETIME.
+fn datetime(ms: u64) -> NaiveDateTime {
+    i64::try_from(ms)
+        .ok()
+        .and_then(DateTime::from_timestamp_millis)
+        .map(|t| t.naive_utc())
+        .filter(|t| t.date() <= NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date"))
+        .unwrap_or_else(|| {
+            NaiveDate::from_ymd_opt(9999, 12, 31)
+                .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 999))
+                .expect("a time")
+        })
+}
+
+async fn insert_events(
+    conn: &mut MySqlConnection,
+    chunk: &[DeliveryEvent],
+    written: &[Written<'_>],
+) -> Result<()> {
+    let mut query = sqlx::query::<MySql>(INSERT_EVENTS.sql(chunk.len()));
+    for (e, w) in chunk.iter().zip(written) {
+        query = query
+            .bind(w.event_id.as_slice())
+            .bind(datetime(w.sent_at_ms))
+            .bind(w.message_id.as_slice())
+            .bind(e.recipient.as_str())
+            .bind(datetime(e.at_ms))
+            .bind(e.kind.as_str())
+            .bind(i64::from(e.attempt))
+            .bind(e.remote_host.as_deref())
+            .bind(w.reply_code)
+            .bind(w.reply_enhanced.as_deref())
+            .bind(w.reply_text);
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
+
+async fn upsert_statuses(conn: &mut MySqlConnection, chunk: &[StatusUpdate<'_>]) -> Result<()> {
+    let written: Vec<Written<'_>> = chunk.iter().map(|u| Written::of(u.event)).collect();
+    let mut query = sqlx::query::<MySql>(UPSERT_STATUS.sql(chunk.len()));
+    for (u, w) in chunk.iter().zip(&written) {
+        let e = u.event;
+        query = query
+            .bind(datetime(w.sent_at_ms))
+            .bind(w.message_id.as_slice())
+            .bind(e.recipient.as_str())
+            .bind(e.kind.as_str())
+            .bind(i64::from(u.rank()))
+            .bind(datetime(e.at_ms))
+            .bind(i64::from(u.attempts))
+            .bind(e.sender.as_str())
+            .bind(e.domain.as_str())
+            .bind(e.remote_host.as_deref())
+            .bind(w.reply_code)
+            .bind(w.reply_enhanced.as_deref())
+            .bind(w.reply_text)
+            .bind(e.meta.tenant.as_deref())
+            .bind(e.meta.campaign.as_deref())
+            .bind(w.user_id)
+            .bind(e.meta.email_type.as_deref())
+            .bind(e.meta.variant.as_deref())
+            .bind(w.priority)
+            .bind(w.tags.as_deref());
+    }
+    query.execute(conn).await?;
+    Ok(())
+}
