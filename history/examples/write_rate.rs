@@ -1,9 +1,12 @@
 //! Quick measurement of the history sink: events per second through
 //! `HistorySink::write`, in batches of `max_batch` as the event fan-out hands them over,
-//! into a fresh SQLite file, fsync'd commits included.
+//! into a fresh SQLite file (fsync'd commits included) or, with `HISTORY_MYSQL` set to a
+//! server URL, into a fresh database on that MySQL/MariaDB server (dropped afterwards).
 //!
 //! ```sh
 //! cargo run --release -p postroad-history --example write_rate -- [EVENTS] [MAX_BATCH] [DIR]
+//! HISTORY_MYSQL=mysql://root@127.0.0.1:3306 cargo run --release -p postroad-history \
+//!     --example write_rate -- [EVENTS] [MAX_BATCH]
 //! ```
 //!
 //! Defaults: 100000 events, max_batch 1000 (the config default), a temporary directory.
@@ -13,8 +16,8 @@
 use std::time::Instant;
 
 use postroad_history::{
-    DeliveryEvent, EventKind, HistoryConfig, HistorySink, HistoryStore, MessageId, Metadata, Reply,
-    Response,
+    Backend, DeliveryEvent, EventKind, HistoryConfig, HistorySink, HistoryStore, MessageId,
+    Metadata, Reply, Response,
 };
 use postroad_queue::EventSink;
 use uuid::Uuid;
@@ -73,11 +76,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
 
-    let store = HistoryStore::open_sqlite(&path).await?;
-    let config = HistoryConfig {
-        max_batch,
-        ..Default::default()
+    let mysql = std::env::var("HISTORY_MYSQL").ok().map(|server| {
+        let server = server.trim_end_matches('/').to_string();
+        let database = format!("postroad_write_rate_{}", std::process::id());
+        (server, database)
+    });
+    let config = match &mysql {
+        Some((server, database)) => {
+            execute(server, &format!("CREATE DATABASE {database}")).await?;
+            HistoryConfig {
+                backend: Backend::Mysql,
+                url: format!("{server}/{database}"),
+                max_batch,
+                ..Default::default()
+            }
+        }
+        None => HistoryConfig {
+            path: path.clone(),
+            max_batch,
+            ..Default::default()
+        },
     };
+    HistoryStore::migrate(&config, dir.path()).await?;
+    let store = HistoryStore::open(&config, dir.path()).await?;
     let sink = HistorySink::new(store.clone(), &config);
     let start = Instant::now();
     let mut transactions = 0u64;
@@ -93,22 +114,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(_, n)| n)
         .sum::<u64>();
     store.close().await;
-
-    let bytes: u64 = std::fs::read_dir(dir.path())?
-        .filter_map(|f| f.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let storage = match &mysql {
+        Some((server, database)) => {
+            execute(server, &format!("DROP DATABASE {database}")).await?;
+            format!("into {} (database dropped)", store.location())
+        }
+        None => {
+            let bytes: u64 = std::fs::read_dir(dir.path())?
+                .filter_map(|f| f.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            format!(
+                "{:.1} MiB on disk ({} bytes/event) at {}",
+                bytes as f64 / (1024.0 * 1024.0),
+                bytes / written.max(1),
+                path.display()
+            )
+        }
+    };
     println!(
-        "{} events in {:.2} s: {:.0} events/s; {} transactions (avg {:.0} events each); \
-         {:.1} MiB on disk ({} bytes/event) at {}",
+        "{} events in {:.2} s: {:.0} events/s; {} transactions (avg {:.0} events each); {}",
         written,
         elapsed.as_secs_f64(),
         written as f64 / elapsed.as_secs_f64(),
         transactions,
         written as f64 / transactions.max(1) as f64,
-        bytes as f64 / (1024.0 * 1024.0),
-        bytes / written.max(1),
-        path.display(),
+        storage,
     );
+    Ok(())
+}
+
+/// Runs one statement on the server at `server` (no database selected).
+async fn execute(server: &str, sql: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use sqlx::Connection;
+    let mut conn = sqlx::MySqlConnection::connect(server).await?;
+    sqlx::query(sql).execute(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }

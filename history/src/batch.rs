@@ -3,8 +3,6 @@
 //! statement kind exists in nine texts only and all stay in the prepared-statement
 //! cache of every connection.
 
-use std::sync::OnceLock;
-
 /// Most rows in one statement. With 20 columns that is 5120 bound values: within
 /// SQLite's 32766 and MySQL's 65535.
 pub(crate) const MAX_ROWS_PER_STATEMENT: usize = 256;
@@ -33,37 +31,29 @@ pub(crate) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// The texts of one multi-row `INSERT`: `{head} VALUES (row), (row), ... {tail}`,
-/// where `row` is the given placeholder list, built once per process.
+/// The texts of one multi-row `INSERT`: `INSERT INTO table (columns) VALUES (?, ...),
+/// (?, ...) ... {tail}`, one per statement size [`statement_rows`] can pick.
 pub(crate) struct Insert {
-    head: &'static str,
-    row: &'static str,
-    tail: &'static str,
-    texts: OnceLock<Vec<String>>,
+    texts: Vec<String>,
 }
 
 impl Insert {
-    pub const fn new(head: &'static str, row: &'static str, tail: &'static str) -> Self {
-        Self {
-            head,
-            row,
-            tail,
-            texts: OnceLock::new(),
-        }
+    pub fn new(table: &str, columns: &[&str], tail: &str) -> Self {
+        let row = format!("({})", vec!["?"; columns.len()].join(", "));
+        let head = format!("INSERT INTO {table} ({})", columns.join(", "));
+        let texts = (0..SHAPES)
+            .map(|shift| {
+                let values = vec![row.as_str(); 1 << shift].join(", ");
+                format!("{head} VALUES {values} {tail}")
+            })
+            .collect();
+        Self { texts }
     }
 
     /// The statement for `rows` rows (a size [`statement_rows`] picked).
     pub fn sql(&self, rows: usize) -> &str {
         debug_assert!(rows.is_power_of_two() && rows <= MAX_ROWS_PER_STATEMENT);
-        let texts = self.texts.get_or_init(|| {
-            (0..SHAPES)
-                .map(|shift| {
-                    let values = vec![self.row; 1 << shift].join(", ");
-                    format!("{} VALUES {values} {}", self.head, self.tail)
-                })
-                .collect()
-        });
-        &texts[rows.ilog2() as usize]
+        &self.texts[rows.ilog2() as usize]
     }
 }
 
@@ -93,10 +83,11 @@ mod tests {
 
     #[test]
     fn one_placeholder_per_value() {
-        let insert = Insert::new("INSERT INTO t (a, b)", "(?, ?)", "ON CONFLICT DO NOTHING");
+        let insert = Insert::new("t", &["a", "b"], "ON CONFLICT DO NOTHING");
         for n in [1, 2, 64, MAX_ROWS_PER_STATEMENT] {
             let sql = insert.sql(n);
             assert_eq!(sql.matches('?').count(), n * 2);
+            assert!(sql.starts_with("INSERT INTO t (a, b) VALUES (?, ?)"));
             assert!(sql.ends_with(" ON CONFLICT DO NOTHING"));
         }
     }

@@ -45,6 +45,7 @@ mod sink;
 mod sqlite;
 pub mod status;
 mod store;
+mod write;
 
 pub use config::{Backend, HistoryConfig};
 pub use format::{format_rows, format_statuses};

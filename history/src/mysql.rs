@@ -1,19 +1,20 @@
 //! The MySQL/MariaDB backend: the tables of `migrations/mysql/`, partitioned by month.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use postroad_queue::{DeliveryEvent, MessageId};
 use sqlx::migrate::Migrator;
-use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::mysql::{MySql, MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::query::Query;
 
-use crate::batch::{Insert, chunks};
 use crate::partitions::{self, plan};
 use crate::query::{Filter, Value, clamp_limit};
-use crate::rows::{EVENT_SELECT, EventRow, STATUS_SELECT, StatusRow, Written, with_times};
+use crate::rows::{EVENT_SELECT, EventRow, STATUS_SELECT, StatusRow, with_times};
 use crate::schema::{self, Applied};
-use crate::status::{StatusUpdate, fold};
+use crate::write::{self, Conflicts, Dialect, Param, Statements};
 use crate::{
     HistoryConfig, HistoryError, HistoryQuery, InsertOutcome, Page, RecipientStatus, Result,
 };
@@ -27,32 +28,34 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The partitioned tables.
 const TABLES: [&str; 2] = ["email_history", "email_events"];
 
-static INSERT_EVENTS: Insert = Insert::new(
-    "INSERT INTO email_events (event_id, sent_at, message_id, recipient, created_at, kind, \
-     attempt, remote_host, reply_code, reply_enhanced, reply_text)",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    // A replayed event (same id, same sent_at) changes nothing.
-    "ON DUPLICATE KEY UPDATE event_id = event_id",
-);
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(&Conflicts {
+        // A replayed event (same id, same sent_at) changes nothing.
+        replayed_event: "ON DUPLICATE KEY UPDATE event_id = event_id",
+        update_status: "ON DUPLICATE KEY UPDATE",
+        incoming: |column| format!("VALUES({column})"),
+        greatest: "GREATEST",
+        choose: "IF",
+    })
+});
 
-/// The status moves forward only. MySQL evaluates the assignments left to right,
-/// each seeing the columns assigned before it, so `status_at` and `status_rank`,
-/// which the condition reads, come last.
-static UPSERT_STATUS: Insert = Insert::new(
-    "INSERT INTO email_history (sent_at, message_id, recipient, status, status_rank, status_at, \
-     attempts, sender, domain, remote_host, reply_code, reply_enhanced, reply_text, tenant, \
-     campaign, user_id, email_type, variant, priority, tags)",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "ON DUPLICATE KEY UPDATE \
-     attempts = GREATEST(attempts, VALUES(attempts)), \
-     status = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(status), status), \
-     remote_host = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(remote_host), remote_host), \
-     reply_code = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_code), reply_code), \
-     reply_enhanced = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_enhanced), reply_enhanced), \
-     reply_text = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(reply_text), reply_text), \
-     status_at = IF((VALUES(status_rank), VALUES(status_at)) >= (status_rank, status_at), VALUES(status_at), status_at), \
-     status_rank = GREATEST(status_rank, VALUES(status_rank))",
-);
+impl Dialect for MySql {
+    fn statements() -> &'static Statements {
+        &STATEMENTS
+    }
+
+    fn bind<'q>(
+        query: Query<'q, Self, MySqlArguments>,
+        param: Param<'q>,
+    ) -> Query<'q, Self, MySqlArguments> {
+        match param {
+            Param::Blob(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+            Param::Int(v) => query.bind(v),
+            Param::Time(ms) => query.bind(datetime(ms)),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct MysqlHistory {
@@ -80,6 +83,20 @@ impl MysqlHistory {
         Ok(Self { pool })
     }
 
+    /// Connects and refuses a schema other than this build's.
+    pub async fn open_current(url: &str, config: &HistoryConfig, location: &str) -> Result<Self> {
+        let store = Self::connect(url, config, location).await?;
+        let pending = match store.applied().await {
+            Ok(applied) => schema::pending(applied.as_deref(), &MIGRATOR, location),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = pending.and_then(|p| schema::require_current(&p, location)) {
+            store.close().await;
+            return Err(e);
+        }
+        Ok(store)
+    }
+
     async fn applied(&self) -> Result<Option<Vec<Applied>>> {
         let exists: Option<i64> = sqlx::query_scalar(
             "SELECT 1 FROM information_schema.TABLES \
@@ -96,12 +113,6 @@ impl MysqlHistory {
         .fetch_all(&self.pool)
         .await?;
         Ok(Some(rows))
-    }
-
-    /// Refuses a schema other than this build's.
-    pub async fn require_current(&self, location: &str) -> Result<()> {
-        let pending = schema::pending(self.applied().await?.as_deref(), &MIGRATOR, location)?;
-        schema::require_current(&pending, location)
     }
 
     /// Applies pending migrations; returns their versions.
@@ -138,33 +149,13 @@ impl MysqlHistory {
     }
 
     pub async fn insert(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.insert_now(events)).await {
+        match tokio::time::timeout(WRITE_TIMEOUT, write::write(&self.pool, events)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(HistoryError::WriteFailed {
                 pending: events.len(),
                 reason: format!("MySQL took longer than {WRITE_TIMEOUT:?}"),
             }),
         }
-    }
-
-    async fn insert_now(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {
-        let written: Vec<Written<'_>> = events.iter().map(Written::of).collect();
-        let updates = fold(events);
-        let mut tx = self.pool.begin().await?;
-        let mut offset = 0;
-        for chunk in chunks(events) {
-            let values = &written[offset..offset + chunk.len()];
-            offset += chunk.len();
-            insert_events(&mut tx, chunk, values).await?;
-        }
-        for chunk in chunks(&updates) {
-            upsert_statuses(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(InsertOutcome {
-            events: events.len() as u64,
-            recipients: updates.len() as u64,
-        })
     }
 
     pub async fn query(&self, query: &HistoryQuery) -> Result<Page> {
@@ -257,59 +248,4 @@ fn datetime(ms: u64) -> NaiveDateTime {
                 .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 999))
                 .expect("a time")
         })
-}
-
-async fn insert_events(
-    conn: &mut MySqlConnection,
-    chunk: &[DeliveryEvent],
-    written: &[Written<'_>],
-) -> Result<()> {
-    let mut query = sqlx::query::<MySql>(INSERT_EVENTS.sql(chunk.len()));
-    for (e, w) in chunk.iter().zip(written) {
-        query = query
-            .bind(w.event_id.as_slice())
-            .bind(datetime(w.sent_at_ms))
-            .bind(w.message_id.as_slice())
-            .bind(e.recipient.as_str())
-            .bind(datetime(e.at_ms))
-            .bind(e.kind.as_str())
-            .bind(i64::from(e.attempt))
-            .bind(e.remote_host.as_deref())
-            .bind(w.reply_code)
-            .bind(w.reply_enhanced.as_deref())
-            .bind(w.reply_text);
-    }
-    query.execute(conn).await?;
-    Ok(())
-}
-
-async fn upsert_statuses(conn: &mut MySqlConnection, chunk: &[StatusUpdate<'_>]) -> Result<()> {
-    let written: Vec<Written<'_>> = chunk.iter().map(|u| Written::of(u.event)).collect();
-    let mut query = sqlx::query::<MySql>(UPSERT_STATUS.sql(chunk.len()));
-    for (u, w) in chunk.iter().zip(&written) {
-        let e = u.event;
-        query = query
-            .bind(datetime(w.sent_at_ms))
-            .bind(w.message_id.as_slice())
-            .bind(e.recipient.as_str())
-            .bind(e.kind.as_str())
-            .bind(i64::from(u.rank()))
-            .bind(datetime(e.at_ms))
-            .bind(i64::from(u.attempts))
-            .bind(e.sender.as_str())
-            .bind(e.domain.as_str())
-            .bind(e.remote_host.as_deref())
-            .bind(w.reply_code)
-            .bind(w.reply_enhanced.as_deref())
-            .bind(w.reply_text)
-            .bind(e.meta.tenant.as_deref())
-            .bind(e.meta.campaign.as_deref())
-            .bind(w.user_id)
-            .bind(e.meta.email_type.as_deref())
-            .bind(e.meta.variant.as_deref())
-            .bind(w.priority)
-            .bind(w.tags.as_deref());
-    }
-    query.execute(conn).await?;
-    Ok(())
 }

@@ -98,11 +98,7 @@ impl StatusRow {
         let (remote_host, reply) = self.reply.decode(&corrupt)?;
         Ok(RecipientStatus {
             id,
-            message_id: MessageId::from_u128(u128::from_be_bytes(uuid_bytes(
-                "message_id",
-                &self.message_id,
-                &corrupt,
-            )?)),
+            message_id: message_id(&self.message_id, &corrupt)?,
             recipient: self.recipient,
             sent_at_ms: unsigned("sent_at", self.sent_at, &corrupt)?,
             status: EventKind::from_str(&self.status).map_err(&corrupt)?,
@@ -126,11 +122,7 @@ impl EventRow {
         Ok(DeliveryEvent {
             event_id: Uuid::from_bytes(uuid_bytes("event_id", &self.event_id, &corrupt)?),
             kind: EventKind::from_str(&self.kind).map_err(&corrupt)?,
-            message_id: MessageId::from_u128(u128::from_be_bytes(uuid_bytes(
-                "message_id",
-                &self.message_id,
-                &corrupt,
-            )?)),
+            message_id: message_id(&self.message_id, &corrupt)?,
             sender: self.sender,
             recipient: self.recipient,
             domain: self.domain,
@@ -149,6 +141,10 @@ type Corrupt<'a> = &'a dyn Fn(String) -> HistoryError;
 fn uuid_bytes(column: &str, bytes: &[u8], corrupt: Corrupt<'_>) -> Result<[u8; 16]> {
     <[u8; 16]>::try_from(bytes)
         .map_err(|_| corrupt(format!("{column} has {} bytes, not 16", bytes.len())))
+}
+
+fn message_id(bytes: &[u8], corrupt: Corrupt<'_>) -> Result<MessageId> {
+    uuid_bytes("message_id", bytes, corrupt).map(|b| MessageId::from_u128(u128::from_be_bytes(b)))
 }
 
 fn unsigned(column: &str, value: i64, corrupt: Corrupt<'_>) -> Result<u64> {

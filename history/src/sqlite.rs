@@ -2,21 +2,22 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use postroad_queue::{DeliveryEvent, MessageId};
 use sqlx::migrate::Migrator;
+use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Connection, Sqlite};
 
-use crate::batch::{Insert, chunks};
 use crate::query::{Filter, Value, clamp_limit};
-use crate::rows::{EVENT_SELECT, EventRow, STATUS_SELECT, StatusRow, Written, with_times};
+use crate::rows::{EVENT_SELECT, EventRow, STATUS_SELECT, StatusRow, with_times};
 use crate::schema::{self, Applied};
-use crate::status::{StatusUpdate, fold};
+use crate::write::{self, Conflicts, Dialect, Param, Statements};
 use crate::{HistoryError, HistoryQuery, InsertOutcome, Page, RecipientStatus, Result};
 
 /// The SQLite migrations, embedded in the binary.
@@ -27,34 +28,33 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// One connection for the writer, the rest for queries.
 const MAX_CONNECTIONS: u32 = 4;
 
-static INSERT_EVENTS: Insert = Insert::new(
-    "INSERT INTO email_events (event_id, sent_at, message_id, recipient, created_at, kind, \
-     attempt, remote_host, reply_code, reply_enhanced, reply_text)",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "ON CONFLICT (event_id) DO NOTHING",
-);
+static STATEMENTS: LazyLock<Statements> = LazyLock::new(|| {
+    Statements::new(&Conflicts {
+        replayed_event: "ON CONFLICT (event_id) DO NOTHING",
+        update_status: "ON CONFLICT (message_id, recipient) DO UPDATE SET",
+        incoming: |column| format!("excluded.{column}"),
+        greatest: "MAX",
+        choose: "IIF",
+    })
+});
 
-static UPSERT_STATUS: Insert = Insert::new(
-    "INSERT INTO email_history (sent_at, message_id, recipient, status, status_rank, status_at, \
-     attempts, sender, domain, remote_host, reply_code, reply_enhanced, reply_text, tenant, \
-     campaign, user_id, email_type, variant, priority, tags)",
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    "ON CONFLICT (message_id, recipient) DO UPDATE SET \
-     attempts = MAX(attempts, excluded.attempts), \
-     status = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.status ELSE status END, \
-     status_at = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.status_at ELSE status_at END, \
-     remote_host = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.remote_host ELSE remote_host END, \
-     reply_code = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.reply_code ELSE reply_code END, \
-     reply_enhanced = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.reply_enhanced ELSE reply_enhanced END, \
-     reply_text = CASE WHEN (excluded.status_rank, excluded.status_at) >= (status_rank, status_at) \
-              THEN excluded.reply_text ELSE reply_text END, \
-     status_rank = MAX(status_rank, excluded.status_rank)",
-);
+impl Dialect for Sqlite {
+    fn statements() -> &'static Statements {
+        &STATEMENTS
+    }
+
+    fn bind<'q>(
+        query: Query<'q, Self, SqliteArguments<'q>>,
+        param: Param<'q>,
+    ) -> Query<'q, Self, SqliteArguments<'q>> {
+        match param {
+            Param::Blob(v) => query.bind(v),
+            Param::Text(v) => query.bind(v),
+            Param::Int(v) => query.bind(v),
+            Param::Time(ms) => query.bind(ms_i64(ms)),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteHistory {
@@ -104,23 +104,20 @@ impl SqliteHistory {
             .connect_with(options)
             .await?;
         let store = Self { pool };
-        let applied = match store.applied().await {
-            Ok(applied) => applied,
-            Err(e) => {
-                store.close().await;
-                return Err(e);
-            }
-        };
-        if applied.is_none() {
-            store.close().await;
-            return Err(HistoryError::NotHistory(location));
-        }
-        let pending = schema::pending(applied.as_deref(), &MIGRATOR, &location)?;
-        if let Err(e) = schema::require_current(&pending, &location) {
+        if let Err(e) = store.require_history(&location).await {
             store.close().await;
             return Err(e);
         }
         Ok(store)
+    }
+
+    /// Refuses a file that is not a history database of this build's schema.
+    async fn require_history(&self, location: &str) -> Result<()> {
+        let Some(applied) = self.applied().await? else {
+            return Err(HistoryError::NotHistory(location.to_string()));
+        };
+        let pending = schema::pending(Some(&applied), &MIGRATOR, location)?;
+        schema::require_current(&pending, location)
     }
 
     async fn open_with(options: SqliteConnectOptions, location: &str) -> Result<(Self, Vec<i64>)> {
@@ -187,23 +184,7 @@ impl SqliteHistory {
     }
 
     pub async fn insert(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {
-        let written: Vec<Written<'_>> = events.iter().map(Written::of).collect();
-        let updates = fold(events);
-        let mut tx = self.pool.begin().await?;
-        let mut offset = 0;
-        for chunk in chunks(events) {
-            let values = &written[offset..offset + chunk.len()];
-            offset += chunk.len();
-            insert_events(&mut tx, chunk, values).await?;
-        }
-        for chunk in chunks(&updates) {
-            upsert_statuses(&mut tx, chunk).await?;
-        }
-        tx.commit().await?;
-        Ok(InsertOutcome {
-            events: events.len() as u64,
-            recipients: updates.len() as u64,
-        })
+        write::write(&self.pool, events).await
     }
 
     pub async fn query(&self, query: &HistoryQuery) -> Result<Page> {
@@ -277,63 +258,4 @@ impl SqliteHistory {
 
 fn ms_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
-async fn insert_events(
-    conn: &mut sqlx::SqliteConnection,
-    chunk: &[DeliveryEvent],
-    written: &[Written<'_>],
-) -> Result<()> {
-    let mut query = sqlx::query::<Sqlite>(INSERT_EVENTS.sql(chunk.len()));
-    for (e, w) in chunk.iter().zip(written) {
-        query = query
-            .bind(w.event_id.as_slice())
-            .bind(ms_i64(w.sent_at_ms))
-            .bind(w.message_id.as_slice())
-            .bind(e.recipient.as_str())
-            .bind(ms_i64(e.at_ms))
-            .bind(e.kind.as_str())
-            .bind(i64::from(e.attempt))
-            .bind(e.remote_host.as_deref())
-            .bind(w.reply_code)
-            .bind(w.reply_enhanced.as_deref())
-            .bind(w.reply_text);
-    }
-    query.execute(conn).await?;
-    Ok(())
-}
-
-async fn upsert_statuses(
-    conn: &mut sqlx::SqliteConnection,
-    chunk: &[StatusUpdate<'_>],
-) -> Result<()> {
-    let written: Vec<Written<'_>> = chunk.iter().map(|u| Written::of(u.event)).collect();
-    let mut query: sqlx::query::Query<'_, Sqlite, SqliteArguments<'_>> =
-        sqlx::query(UPSERT_STATUS.sql(chunk.len()));
-    for (u, w) in chunk.iter().zip(&written) {
-        let e = u.event;
-        query = query
-            .bind(ms_i64(w.sent_at_ms))
-            .bind(w.message_id.as_slice())
-            .bind(e.recipient.as_str())
-            .bind(e.kind.as_str())
-            .bind(i64::from(u.rank()))
-            .bind(ms_i64(e.at_ms))
-            .bind(i64::from(u.attempts))
-            .bind(e.sender.as_str())
-            .bind(e.domain.as_str())
-            .bind(e.remote_host.as_deref())
-            .bind(w.reply_code)
-            .bind(w.reply_enhanced.as_deref())
-            .bind(w.reply_text)
-            .bind(e.meta.tenant.as_deref())
-            .bind(e.meta.campaign.as_deref())
-            .bind(w.user_id)
-            .bind(e.meta.email_type.as_deref())
-            .bind(e.meta.variant.as_deref())
-            .bind(w.priority)
-            .bind(w.tags.as_deref());
-    }
-    query.execute(conn).await?;
-    Ok(())
 }

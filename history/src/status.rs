@@ -59,6 +59,8 @@ pub fn sent_at_ms(id: MessageId) -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StatusUpdate<'a> {
     pub event: &'a DeliveryEvent,
+    /// The winning event's position in the batch.
+    pub index: usize,
     pub attempts: u32,
 }
 
@@ -73,12 +75,13 @@ impl StatusUpdate<'_> {
 pub(crate) fn fold(events: &[DeliveryEvent]) -> Vec<StatusUpdate<'_>> {
     let mut slots: HashMap<(MessageId, &str), usize> = HashMap::with_capacity(events.len());
     let mut updates: Vec<StatusUpdate<'_>> = Vec::with_capacity(events.len());
-    for event in events {
+    for (index, event) in events.iter().enumerate() {
         match slots.entry((event.message_id, event.recipient.as_str())) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(updates.len());
                 updates.push(StatusUpdate {
                     event,
+                    index,
                     attempts: event.attempt,
                 });
             }
@@ -87,6 +90,7 @@ pub(crate) fn fold(events: &[DeliveryEvent]) -> Vec<StatusUpdate<'_>> {
                 update.attempts = update.attempts.max(event.attempt);
                 if wins(event, update.event) {
                     update.event = event;
+                    update.index = index;
                 }
             }
         }
@@ -151,9 +155,11 @@ mod tests {
         assert_eq!(updates.len(), 2);
         assert_eq!(updates[0].event.recipient, "bob@example.net");
         assert_eq!(updates[0].event.kind, EventKind::Delivered);
+        assert_eq!(updates[0].index, 3);
         assert_eq!(updates[0].attempts, 3);
         assert_eq!(updates[1].event.kind, EventKind::Deferred);
         assert_eq!(updates[1].event.at_ms, 50);
+        assert_eq!(updates[1].index, 6);
         assert_eq!(updates[1].attempts, 2);
     }
 

@@ -53,11 +53,14 @@ impl HistoryStore {
             Backend::Sqlite => Self::open_sqlite(config.resolved_path(data_dir)).await,
             Backend::Mysql => {
                 let location = crate::redact(&config.url);
-                let store = MysqlHistory::connect(&config.url, config, &location).await?;
-                store.require_current(&location).await?;
-                store
+                let store = MysqlHistory::open_current(&config.url, config, &location).await?;
+                if let Err(e) = store
                     .maintain_partitions(today(), config.partitions_ahead)
-                    .await?;
+                    .await
+                {
+                    store.close().await;
+                    return Err(e);
+                }
                 Ok(Self {
                     backend: Inner::Mysql(store),
                     location,
@@ -75,8 +78,7 @@ impl HistoryStore {
             Backend::Mysql => {
                 let url = config.resolved_read_url();
                 let location = crate::redact(url);
-                let store = MysqlHistory::connect(url, config, &location).await?;
-                store.require_current(&location).await?;
+                let store = MysqlHistory::open_current(url, config, &location).await?;
                 Ok(Self {
                     backend: Inner::Mysql(store),
                     location,
@@ -131,8 +133,8 @@ impl HistoryStore {
         }
         if url.starts_with("mysql:") {
             let location = crate::redact(url);
-            let store = MysqlHistory::connect(url, &HistoryConfig::default(), &location).await?;
-            store.require_current(&location).await?;
+            let store =
+                MysqlHistory::open_current(url, &HistoryConfig::default(), &location).await?;
             return Ok(Self {
                 backend: Inner::Mysql(store),
                 location,
