@@ -7,6 +7,8 @@
 //! - `POST /v1/messages/batch`: up to `http.max_batch` messages, one durable write.
 //! - `Idempotency-Key` on both: retries get the first answer, nothing is queued twice.
 //! - `/v1/templates`: versioned templates per email type, rendered with `minijinja`.
+//! - `GET /v1/history`, `GET /v1/messages/{id}`: delivery history, through the
+//!   [`history::HistoryReader`] the running process provides.
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document.
 //!
 //! Bearer API keys (`postroad api-key create`), RFC 9457 problem documents for every
@@ -16,6 +18,7 @@ mod auth;
 mod body;
 pub mod compat;
 mod config;
+pub mod history;
 mod idempotency;
 pub mod openapi;
 pub mod prefs;

@@ -8,8 +8,9 @@ use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder, Ref, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{messages, templates, users};
+use crate::routes::{history, messages, templates, users};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -71,7 +72,7 @@ impl Modify for BearerKeys {
 #[openapi(
     info(
         title = "Postroad HTTP API",
-        description = "Submit mail (single, batch, template, raw MIME) and manage templates. Errors are RFC 9457 problem documents."
+        description = "Submit mail (single, batch, template, raw MIME), manage templates and read the delivery history. Errors are RFC 9457 problem documents."
     ),
     paths(
         messages::send,
@@ -83,6 +84,8 @@ impl Modify for BearerKeys {
         users::put,
         users::get,
         users::delete,
+        history::list,
+        history::message,
     ),
     components(schemas(
         MessageRequest,
@@ -95,6 +98,11 @@ impl Modify for BearerKeys {
         Template,
         templates::TemplateList,
         users::PreferencesSchema,
+        HistoryPage,
+        MessageHistory,
+        RecipientView,
+        EventView,
+        ReplyView,
         Problem,
         FieldError,
     )),
@@ -102,6 +110,7 @@ impl Modify for BearerKeys {
     tags(
         (name = "messages", description = "Submission: a 202 means the message is durable in the queue"),
         (name = "templates", description = "Versioned templates per email type"),
+        (name = "history", description = "Delivery history: each recipient's status and the events behind it"),
         (name = "users", description = "User preferences that template-form messages render with"),
     )
 )]

@@ -22,7 +22,7 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{messages, templates, users};
+use crate::routes::{history, messages, templates, users};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -124,6 +124,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/batch", post(messages::batch))
+        .route("/v1/messages/{id}", get(history::message))
+        .route("/v1/history", get(history::list))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{email_type}",

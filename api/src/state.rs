@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::ApiConfig;
 use crate::auth::{Caller, KeyRing};
 use crate::compat::ses::SesKeys;
+use crate::history::HistoryReader;
 use crate::prefs::PrefStore;
 use crate::problem::{Kind, Problem};
 use crate::redis_link::RedisLink;
@@ -36,6 +37,9 @@ pub struct Deps {
     /// `[redis]`: the shared template cache and the user preferences; `None`: templates
     /// cached in process only, preferences in the embedded store.
     pub redis: Option<RedisLink>,
+    /// Where `GET /v1/history` and `GET /v1/messages/{id}` read; `None`: those routes
+    /// answer 404.
+    pub history: Option<Arc<dyn HistoryReader>>,
     /// The certificate for `http.tls` (required when it is on).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }

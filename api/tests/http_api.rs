@@ -447,6 +447,8 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/users/{userId}/preferences", "put"),
         ("/v1/users/{userId}/preferences", "get"),
         ("/v1/users/{userId}/preferences", "delete"),
+        ("/v1/history", "get"),
+        ("/v1/messages/{id}", "get"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -455,11 +457,12 @@ fn the_openapi_document_describes_every_route() {
         // And it is served: without a key every documented route answers 401, not 404.
         let concrete = path
             .replace("{emailType}", "welcome")
-            .replace("{userId}", "42");
+            .replace("{userId}", "42")
+            .replace("{id}", "0193a4f2c7b87e31a0f6b2d9c4e5a6b7");
         let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
         assert_eq!(reply.status, 401, "{method} {concrete}");
     }
-    assert_eq!(paths.len(), 5);
+    assert_eq!(paths.len(), 7);
     for schema in [
         "MessageRequest",
         "Problem",
@@ -467,6 +470,8 @@ fn the_openapi_document_describes_every_route() {
         "ExplicitForm",
         "RawForm",
         "MetaFields",
+        "HistoryPage",
+        "MessageHistory",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod data_dir;
 pub mod history_cmd;
+mod history_reader;
 pub mod metrics;
 pub mod migrate_cmd;
 pub mod roles;

@@ -12,11 +12,13 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Credentials;
 use crate::auth::throttle::AuthThrottle;
 use crate::config::{Backend, Config, TlsMode};
+use crate::history_reader::StoreReader;
 use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
+use postroad_api::history::HistoryReader;
 use postroad_api::{Api, AppStore, Deps, MessageLimits};
-use postroad_history::{HistorySink, HistoryStore};
+use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
 
@@ -110,6 +112,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         .await
         .context("cannot open the delivery history")?;
     tracing::info!(history = %store.location(), "delivery history open");
+    let history_reads = open_history_reads(&config, &store).await?;
     crate::metrics::handle();
     let sinks: Vec<Arc<dyn EventSink>> = vec![
         Arc::new(HistorySink::new(store.clone(), &config.history)),
@@ -135,7 +138,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = if roles.ingress && config.http.enabled {
         let waker = relay.as_ref().map(|r| r.waker());
         let tls = tls.clone().filter(|_| api_tls);
-        Some(bind_api(&config, queue.clone(), waker, tls).await?)
+        let history = Arc::new(StoreReader(history_reads.clone()));
+        Some(bind_api(&config, queue.clone(), waker, tls, history).await?)
     } else {
         None
     };
@@ -187,6 +191,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections");
     parts.stop().await;
     store.close().await;
+    history_reads.close().await;
     if let Some(app_store) = app_store {
         app_store.close().await;
     }
@@ -195,12 +200,28 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where history queries read: MySQL's `history.read_url` when it names a replica,
+/// else the store the history is written to.
+async fn open_history_reads(config: &Config, store: &HistoryStore) -> anyhow::Result<HistoryStore> {
+    let history = &config.history;
+    if history.backend == HistoryBackend::Mysql && !history.read_url.is_empty() {
+        let reads = HistoryStore::open_reader(history, &config.server.data_dir)
+            .await
+            .context("cannot open the history replica (history.read_url)")?;
+        tracing::info!(history = %reads.location(), "history queries read from the replica");
+        Ok(reads)
+    } else {
+        Ok(store.clone())
+    }
+}
+
 /// Opens the API's store in the data directory and binds `[http] listen`.
 async fn bind_api(
     config: &Config,
     queue: Arc<dyn Queue>,
     relay_waker: Option<Arc<tokio::sync::Notify>>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    history: Arc<dyn HistoryReader>,
 ) -> anyhow::Result<(Api, AppStore)> {
     let store = AppStore::open_in(&config.server.data_dir)
         .await
@@ -220,6 +241,7 @@ async fn bind_api(
         store: store.clone(),
         relay_waker,
         redis: config.redis.link().map_err(anyhow::Error::msg)?,
+        history: Some(history),
         tls,
     };
     let api = Api::bind(config.http.clone(), deps).await?;

@@ -73,6 +73,7 @@ impl TestApi {
                 store: store.clone(),
                 relay_waker: None,
                 redis,
+                history: None,
                 tls: None,
             };
             (Api::bind(config, deps).await.unwrap(), store, key)
