@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod kafka_env;
+pub mod mariadb;
 pub mod relay_env;
 
 use std::io::{BufRead, BufReader, Read, Write};
