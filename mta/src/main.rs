@@ -34,10 +34,10 @@ enum Command {
         #[arg(long, env = "POSTROAD_SMARTHOST")]
         smarthost: Option<String>,
         /// Roles this process runs, comma separated: `ingress` (SMTP listeners and the
-        /// HTTP API) and/or
-        /// `relay` (delivery). Default: both. With the Kafka backend, run as many of each
-        /// as needed.
-        #[arg(long, env = "POSTROAD_ROLES", value_delimiter = ',', default_values = ["ingress", "relay"])]
+        /// HTTP API), `relay` (delivery), `history` (with the Kafka backend: the events
+        /// topic into the history, as a consumer group). Default: all three. With the
+        /// Kafka backend, run as many of each as needed.
+        #[arg(long, env = "POSTROAD_ROLES", value_delimiter = ',', default_values = ["ingress", "relay", "history"])]
         roles: Vec<RoleArg>,
     },
     /// Kafka backend tools.
@@ -69,6 +69,7 @@ enum Command {
 enum RoleArg {
     Ingress,
     Relay,
+    History,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +108,7 @@ fn main() -> anyhow::Result<()> {
             let roles = postroad::serve::Roles {
                 ingress: roles.contains(&RoleArg::Ingress),
                 relay: roles.contains(&RoleArg::Relay),
+                history: roles.contains(&RoleArg::History),
             };
             runtime.block_on(postroad::serve::serve(config, roles))
         }

@@ -1,7 +1,8 @@
-//! The parts `postroad serve` runs (event fan-out, relay, admin endpoint, HTTP API, SMTP
-//! ingress; next: webhooks, history consumer), each started the same way and stopped
-//! in reverse order: the SMTP listeners drain first, then the HTTP API, then the endpoint, then
-//! the relay finishes what is in flight, and the fan-out passes on the last events.
+//! The parts `postroad serve` runs (event fan-out, history consumer, relay, admin
+//! endpoint, HTTP API, SMTP ingress; next: webhooks), each started the same way and
+//! stopped in reverse order: the SMTP listeners drain first, then the HTTP API, then the
+//! endpoint, then the relay finishes what is in flight, the history consumer stops
+//! (what it has not committed is read again), and the fan-out passes on the last events.
 
 use std::future::Future;
 

@@ -1,11 +1,11 @@
 //! `postroad serve`: open the queue, start the parts the roles asked for need (event
-//! fan-out, relay, admin endpoint, HTTP API, SMTP ingress; see [`crate::roles`]), run until
-//! SIGTERM/SIGINT, then stop them in reverse order.
+//! fan-out, history consumer, relay, admin endpoint, HTTP API, SMTP ingress; see
+//! [`crate::roles`]), run until SIGTERM/SIGINT, then stop them in reverse order.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use postroad_queue::kafka::KafkaQueue;
+use postroad_queue::kafka::{EventConsumer, KafkaQueue};
 use postroad_queue::{Queue, Spool};
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,45 @@ pub struct Roles {
     pub ingress: bool,
     /// Relay workers: deliver what is in the queue.
     pub relay: bool,
+    /// The history writer. With the spool, history is always written by the process
+    /// that owns the spool; with Kafka, by the processes of this role, from the events
+    /// topic.
+    pub history: bool,
+}
+
+/// Where this process's history writer takes events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HistoryFeed {
+    /// The queue's outbox, through the event fan-out.
+    Outbox,
+    /// The Kafka events topic, as a member of `kafka.history_group_id`.
+    EventsTopic,
+    /// Not here: processes of the history role write it.
+    Elsewhere,
+}
+
+impl HistoryFeed {
+    fn of(config: &Config, roles: Roles) -> anyhow::Result<Self> {
+        match config.queue.backend {
+            Backend::Spool => {
+                anyhow::ensure!(
+                    roles.ingress || roles.relay,
+                    "--roles history alone needs the Kafka backend: with the spool, the \
+                     process that queues and delivers writes the history"
+                );
+                Ok(Self::Outbox)
+            }
+            Backend::Kafka if !roles.history => Ok(Self::Elsewhere),
+            Backend::Kafka if config.kafka.publish_events => Ok(Self::EventsTopic),
+            Backend::Kafka => {
+                tracing::warn!(
+                    "kafka.publish_events is off: the history holds this process's own \
+                     events only, and loses those not yet written in a crash"
+                );
+                Ok(Self::Outbox)
+            }
+        }
+    }
 }
 
 /// The queue backend this process opened, and how to close it.
@@ -78,6 +117,7 @@ impl OpenQueue {
 
 pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     crate::data_dir::prepare(&config.server.data_dir)?;
+    let feed = HistoryFeed::of(&config, roles)?;
 
     let relaying = roles.relay && config.relay.enabled;
     let (backend, queue) = OpenQueue::open(&config, relaying).await?;
@@ -114,10 +154,24 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     tracing::info!(history = %store.location(), "delivery history open");
     let history_reads = open_history_reads(&config, &store).await?;
     crate::metrics::handle();
-    let sinks: Vec<Arc<dyn EventSink>> = vec![
-        Arc::new(HistorySink::new(store.clone(), &config.history)),
-        Arc::new(crate::metrics::EventCounter::default()),
-    ];
+    let history_sink: Arc<dyn EventSink> =
+        Arc::new(HistorySink::new(store.clone(), &config.history));
+    let mut sinks: Vec<Arc<dyn EventSink>> =
+        vec![Arc::new(crate::metrics::EventCounter::default())];
+    let events_consumer = match feed {
+        HistoryFeed::Outbox => {
+            sinks.insert(0, history_sink.clone());
+            None
+        }
+        HistoryFeed::EventsTopic => Some(
+            EventConsumer::subscribe(&config.kafka)
+                .context("cannot read the Kafka events topic for the history")?,
+        ),
+        HistoryFeed::Elsewhere => {
+            tracing::info!("no history role: history is written by `serve --roles history`");
+            None
+        }
+    };
     let fanout = Fanout::start(queue.clone(), sinks);
     let relay = if relaying {
         Some(Relay::new(
@@ -128,8 +182,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     } else {
         if roles.relay {
             tracing::info!("relay.enabled is off: mail is accepted and queued, not delivered");
-        } else {
-            tracing::info!("ingress role only: mail is accepted and queued, not delivered");
+        } else if roles.ingress {
+            tracing::info!("no relay role: mail is accepted and queued, not delivered");
         }
         None
     };
@@ -157,7 +211,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let server = if roles.ingress {
         Some(SmtpServer::bind(shared, &config.listeners).await?)
     } else {
-        tracing::info!("relay role only: no SMTP listeners");
+        tracing::info!("no ingress role: no SMTP listeners");
         None
     };
 
@@ -168,6 +222,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         // What is recorded but not yet taken waits in the outbox for next time.
         fanout.close(grace).await;
     });
+    if let Some(consumer) = events_consumer {
+        parts.start("history", move |stop| consumer.run(history_sink, stop));
+    }
     if let Some(relay) = relay {
         parts.start("relay", move |stop| relay.run(stop, grace));
     }
@@ -263,5 +320,44 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(ingress: bool, relay: bool, history: bool) -> Roles {
+        Roles {
+            ingress,
+            relay,
+            history,
+        }
+    }
+
+    #[test]
+    fn the_history_is_fed_from_the_outbox_or_the_events_topic_by_the_roles() {
+        let mut config = Config::default();
+        let all = roles(true, true, true);
+        assert_eq!(HistoryFeed::of(&config, all).unwrap(), HistoryFeed::Outbox);
+        let relay_only = roles(false, true, false);
+        assert_eq!(
+            HistoryFeed::of(&config, relay_only).unwrap(),
+            HistoryFeed::Outbox
+        );
+        let err = HistoryFeed::of(&config, roles(false, false, true)).unwrap_err();
+        assert!(err.to_string().contains("needs the Kafka backend"), "{err}");
+
+        config.queue.backend = Backend::Kafka;
+        assert_eq!(
+            HistoryFeed::of(&config, all).unwrap(),
+            HistoryFeed::EventsTopic
+        );
+        assert_eq!(
+            HistoryFeed::of(&config, relay_only).unwrap(),
+            HistoryFeed::Elsewhere
+        );
+        config.kafka.publish_events = false;
+        assert_eq!(HistoryFeed::of(&config, all).unwrap(), HistoryFeed::Outbox);
     }
 }

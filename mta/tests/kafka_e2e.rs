@@ -10,39 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::kafka_env::{BROKER_PORT, DOMAINS, KafkaEnv, broker, cli_json, wait_for_assignment};
+use common::kafka_env::{
+    BROKER_PORT, DOMAINS, KafkaEnv, broker, cli_json, submit, wait_for_assignment,
+};
 use common::{Client, queued_id};
-
-/// Sends `per_thread` messages on each of `threads` connections, spreading the
-/// connections over `ports`; every message has its own Message-ID and domain.
-fn submit(ports: &[u16], threads: usize, per_thread: usize, tag: &str) {
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let port = ports[t % ports.len()];
-            let tag = tag.to_string();
-            std::thread::spawn(move || {
-                let mut c = Client::greeted(port);
-                c.expect("EHLO load.test", 250);
-                for n in 0..per_thread {
-                    let domain = (t * per_thread + n) % DOMAINS;
-                    c.expect("MAIL FROM:<load@src.test>", 250);
-                    c.expect(&format!("RCPT TO:<u{n}@d{domain}.test>"), 250);
-                    c.expect("DATA", 354);
-                    let body = format!(
-                        "Message-ID: <{tag}-{t}-{n}@kafka.test>\r\nSubject: {t} {n}\r\n\r\n{}\r\n.\r\n",
-                        "x".repeat(500)
-                    );
-                    c.send_raw(body.as_bytes());
-                    queued_id(&c.reply());
-                }
-                c.expect("QUIT", 221);
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-}
 
 #[test]
 fn two_ingress_and_two_relay_processes_deliver_20000_messages_exactly_once() {

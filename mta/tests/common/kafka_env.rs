@@ -11,8 +11,8 @@ use postroad_loadtest::dns::{DnsHandle, Zone};
 use postroad_loadtest::sink::{SinkHandle, SinkStats};
 use tokio::runtime::Runtime;
 
-use super::Server;
 use super::relay_env::{relay_section, start_peers};
+use super::{Client, Server, queued_id};
 
 /// Domains `d0.test` .. `d{DOMAINS-1}.test`, all delivering to the sink, so records
 /// spread over the partitions.
@@ -93,6 +93,7 @@ backend = "kafka"
 [kafka]
 brokers = "127.0.0.1:{port}"
 group_id = "{p}-relay"
+history_group_id = "{p}-history"
 instance_id = "{instance}"
 commit_interval_ms = 200
 session_timeout_ms = 10000
@@ -193,4 +194,35 @@ pub fn cli_json(server: &Server, args: &[&str]) -> serde_json::Value {
     assert!(ok, "postroad {args:?} failed:\n{out}");
     serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("postroad {args:?}: not JSON ({e}):\n{out}"))
+}
+
+/// Sends `per_thread` messages on each of `threads` connections, spreading the
+/// connections over `ports`; every message has its own Message-ID and domain.
+pub fn submit(ports: &[u16], threads: usize, per_thread: usize, tag: &str) {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let port = ports[t % ports.len()];
+            let tag = tag.to_string();
+            std::thread::spawn(move || {
+                let mut c = Client::greeted(port);
+                c.expect("EHLO load.test", 250);
+                for n in 0..per_thread {
+                    let domain = (t * per_thread + n) % DOMAINS;
+                    c.expect("MAIL FROM:<load@src.test>", 250);
+                    c.expect(&format!("RCPT TO:<u{n}@d{domain}.test>"), 250);
+                    c.expect("DATA", 354);
+                    let body = format!(
+                        "Message-ID: <{tag}-{t}-{n}@kafka.test>\r\nSubject: {t} {n}\r\n\r\n{}\r\n.\r\n",
+                        "x".repeat(500)
+                    );
+                    c.send_raw(body.as_bytes());
+                    queued_id(&c.reply());
+                }
+                c.expect("QUIT", 221);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
 }

@@ -16,6 +16,9 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Consumer group shared by every relay worker.
     pub group_id: String,
+    /// Consumer group of the history writers (`serve --roles history`) on the events
+    /// topic.
+    pub history_group_id: String,
     /// Static group membership (`group.instance.id`): a worker restarting under the same
     /// id gets its partitions back without a rebalance. Must be unique per worker; empty
     /// means `server.hostname` (set it explicitly when several workers share a host).
@@ -72,6 +75,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             group_id: "postroad-relay".into(),
+            history_group_id: "postroad-history".into(),
             instance_id: String::new(),
             topics: TopicsConfig::default(),
             retry_tiers: RetryTier::defaults(),
@@ -187,6 +191,11 @@ impl KafkaConfig {
         }
         if self.group_id.trim().is_empty() {
             return Err("kafka.group_id is empty".into());
+        }
+        if self.history_group_id.trim().is_empty() || self.history_group_id == self.group_id {
+            return Err(
+                "kafka.history_group_id must be set, and differ from kafka.group_id".into(),
+            );
         }
         if self.retry_tiers.is_empty() {
             return Err("kafka needs at least one [[kafka.retry_tier]]".into());

@@ -14,6 +14,7 @@
 pub mod config;
 mod consumer;
 mod dlq;
+mod events;
 mod producer;
 mod record;
 pub mod tracker;
@@ -32,6 +33,7 @@ use tokio::sync::{Mutex, Notify, watch};
 
 pub use config::{Compression, KafkaConfig, RetryTier, TopicConfig, TopicsConfig};
 use consumer::{HoldLimits, RecordRef, Shared};
+pub use events::EventConsumer;
 use producer::Producer;
 
 use crate::{

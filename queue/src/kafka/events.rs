@@ -1,0 +1,171 @@
+//! The events topic read by a consumer group into one sink: what `serve --roles
+//! history` runs, so history writing scales apart from delivery.
+//!
+//! Records are read in batches of the sink's size and written with retries (the sink
+//! down: the batch waits, with backoff, and nothing further is read). Offsets are
+//! committed only after the sink has stored a batch, so a crash, a rebalance or an
+//! outage re-reads events, never skips them; the history drops replays by event id.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::config::KafkaConfig;
+use crate::sink::EventSink;
+use crate::{DeliveryEvent, QueueError, Result};
+
+/// First wait after a failed write or read; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A member of `kafka.history_group_id` on the events topic.
+pub struct EventConsumer {
+    consumer: StreamConsumer,
+    topic: String,
+}
+
+impl EventConsumer {
+    /// Joins `kafka.history_group_id` on the events topic (read from the start when
+    /// the group has no committed offsets), as the static member `kafka.instance_id`:
+    /// restarted under the same id, it gets its partitions back at once.
+    pub fn subscribe(kafka: &KafkaConfig) -> Result<Self> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &kafka.history_group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_uncommitted")
+            .set(
+                "session.timeout.ms",
+                kafka.session_timeout.as_millis().to_string(),
+            )
+            .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+            .set_log_level(RDKafkaLogLevel::Warning);
+        if !kafka.instance_id.is_empty() {
+            config.set("group.instance.id", &kafka.instance_id);
+        }
+        for (key, value) in &kafka.client {
+            config.set(key, value);
+        }
+        let consumer: StreamConsumer = config.create().map_err(|e| {
+            QueueError::Config(format!("cannot create the Kafka events consumer: {e}"))
+        })?;
+        let topic = kafka.topics.events.name.clone();
+        consumer.subscribe(&[&topic]).map_err(|e| {
+            QueueError::Config(format!("cannot subscribe to the events topic {topic}: {e}"))
+        })?;
+        Ok(Self { consumer, topic })
+    }
+
+    /// Feeds `sink` until `stop`. A batch being written when `stop` comes is not
+    /// committed: the group reads it again.
+    pub async fn run(self, sink: Arc<dyn EventSink>, stop: CancellationToken) {
+        let batching = sink.batching();
+        let max_batch = batching.max_batch.max(1);
+        let mut skipped = 0u64;
+        tracing::info!(topic = %self.topic, sink = sink.name(), "reading the events topic");
+        loop {
+            let mut events = Vec::with_capacity(max_batch);
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = self.consumer.recv() => m,
+            };
+            match first {
+                Ok(m) => skipped += decode(&m, &mut events),
+                Err(e) => {
+                    tracing::warn!("cannot read the events topic: {e}");
+                    if !pause(&stop, &mut FIRST_BACKOFF.clone()).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let deadline = Instant::now() + batching.linger;
+            while events.len() < max_batch {
+                match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                    Ok(Ok(m)) => skipped += decode(&m, &mut events),
+                    Ok(Err(e)) => {
+                        tracing::warn!("cannot read the events topic: {e}");
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !write(&*sink, &events, &stop).await {
+                return;
+            }
+            // Every record read so far is stored: commit past all of them.
+            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+                tracing::warn!(
+                    "cannot commit the events topic's offsets (they are read again): {e}"
+                );
+            }
+            if skipped > 0 {
+                tracing::warn!(
+                    skipped,
+                    "records of the events topic that are not events were skipped"
+                );
+                skipped = 0;
+            }
+        }
+    }
+}
+
+/// Writes `events` until the sink takes them; false if `stop` came first.
+async fn write(sink: &dyn EventSink, events: &[DeliveryEvent], stop: &CancellationToken) -> bool {
+    if events.is_empty() {
+        return true;
+    }
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match sink.write(events).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(
+                    sink = sink.name(),
+                    events = events.len(),
+                    "event sink failed ({e}); retrying in {backoff:?}"
+                );
+                if !pause(stop, &mut backoff).await {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Waits `backoff` (then doubles it); false if `stop` came first.
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Adds the record's event to `events`; 1 if it is not an event (skipped), else 0.
+fn decode(m: &BorrowedMessage<'_>, events: &mut Vec<DeliveryEvent>) -> u64 {
+    match m.payload().map(serde_json::from_slice::<DeliveryEvent>) {
+        Some(Ok(event)) => {
+            events.push(event);
+            0
+        }
+        Some(Err(e)) => {
+            tracing::debug!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "not an event: {e}"
+            );
+            1
+        }
+        None => 1,
+    }
+}
