@@ -76,6 +76,12 @@ impl Split {
     }
 }
 
+/// Whole months from `from`'s month to `to`'s (0 for the same month or an earlier `to`).
+pub(crate) fn months_between(from: NaiveDate, to: NaiveDate) -> u32 {
+    let index = |d: NaiveDate| d.year() * 12 + d.month0() as i32;
+    u32::try_from(index(to) - index(from)).unwrap_or(0)
+}
+
 /// `p202612` for December 2026.
 pub(crate) fn name_of(month: NaiveDate) -> String {
     format!("p{:04}{:02}", month.year(), month.month())
@@ -151,5 +157,13 @@ mod tests {
         ] {
             assert_eq!(month_of(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn months_between_counts_calendar_months() {
+        assert_eq!(months_between(date("2025-12-15"), date("2026-12-01")), 12);
+        assert_eq!(months_between(date("2026-12-31"), date("2027-01-01")), 1);
+        assert_eq!(months_between(date("2026-12-02"), date("2026-12-31")), 0);
+        assert_eq!(months_between(date("2027-01-01"), date("2026-12-31")), 0);
     }
 }

@@ -8,6 +8,7 @@ use postroad_queue::{DeliveryEvent, EventKind, MessageId};
 
 use crate::config::Backend;
 use crate::mysql::MysqlHistory;
+use crate::partitions;
 use crate::sqlite::SqliteHistory;
 use crate::{HistoryConfig, HistoryError, HistoryQuery, Page, RecipientStatus, Result};
 
@@ -90,6 +91,18 @@ impl HistoryStore {
     /// Applies the migrations `config`'s database lacks (and, on MySQL, adds the
     /// coming months' partitions): `postroad migrate`.
     pub async fn migrate(config: &HistoryConfig, data_dir: &Path) -> Result<Migrated> {
+        Self::migrate_from(config, data_dir, today()).await
+    }
+
+    /// Like [`HistoryStore::migrate`], for history that starts before today (an
+    /// import, a benchmark's fill): a new MySQL database gets its monthly partitions
+    /// from `first`'s month on, not from the current one. Partitions that exist are
+    /// kept as they are.
+    pub async fn migrate_from(
+        config: &HistoryConfig,
+        data_dir: &Path,
+        first: NaiveDate,
+    ) -> Result<Migrated> {
         match config.backend {
             Backend::Sqlite => {
                 let path = config.resolved_path(data_dir);
@@ -104,9 +117,9 @@ impl HistoryStore {
                 let location = crate::redact(&config.url);
                 let store = MysqlHistory::connect(&config.url, config, &location).await?;
                 let applied = store.migrate(&location).await?;
-                store
-                    .maintain_partitions(today(), config.partitions_ahead)
-                    .await?;
+                let first = first.min(today());
+                let ahead = partitions::months_between(first, today()) + config.partitions_ahead;
+                store.maintain_partitions(first, ahead).await?;
                 store.close().await;
                 Ok(Migrated { location, applied })
             }
@@ -237,6 +250,6 @@ impl HistoryStore {
 }
 
 /// Today's date in UTC.
-pub(crate) fn today() -> NaiveDate {
+pub fn today() -> NaiveDate {
     chrono::Utc::now().date_naive()
 }

@@ -187,3 +187,25 @@ async fn months_get_their_partitions_ahead_of_time_across_a_month_boundary() {
         .rows;
     assert_eq!(rows.len(), 6);
 }
+
+#[tokio::test]
+async fn history_loaded_from_the_past_gets_a_partition_per_month_from_its_first() {
+    let db = MysqlDb::create().await;
+    let none = "/nonexistent".as_ref();
+    let first = postroad_history::today() - chrono::Months::new(12);
+    HistoryStore::migrate_from(&db.config(), none, first)
+        .await
+        .unwrap();
+    let names: Vec<String> = partitions(&db, "email_events")
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    // p_before, the 12 months before this one, this one, 3 ahead (the default), p_future.
+    assert_eq!(names.len(), 1 + 12 + 1 + 3 + 1, "{names:?}");
+    assert_eq!(names[1], format!("p{}", first.format("%Y%m")));
+    // Opening as serve does adds nothing more.
+    let store = HistoryStore::open(&db.config(), none).await.unwrap();
+    assert_eq!(partitions(&db, "email_history").await.len(), names.len());
+    store.close().await;
+}

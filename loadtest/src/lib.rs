@@ -19,6 +19,7 @@ pub mod dns;
 pub mod dns_cmd;
 pub mod e2e_cmd;
 pub mod generator;
+pub mod history_cmd;
 pub mod html;
 pub mod http_client;
 pub mod http_cmd;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postroad_loadtest::{dns_cmd, e2e_cmd, http_cmd, sink_cmd, smtp_cmd, verify_cmd};
+use postroad_loadtest::{dns_cmd, e2e_cmd, history_cmd, http_cmd, sink_cmd, smtp_cmd, verify_cmd};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about = "Postroad's load-test harness")]
@@ -25,6 +25,9 @@ enum Command {
     Sink(Box<sink_cmd::SinkArgs>),
     /// Serve MX, A and AAAA records (and SERVFAIL/NXDOMAIN names) over UDP and TCP.
     Dns(Box<dns_cmd::DnsArgs>),
+    /// Fill a history database (10M rows over 12 months for 1M users by default)
+    /// through the history writer, then time its queries: events/s and p50/p95/p99.
+    History(Box<history_cmd::HistoryArgs>),
     /// Check stored messages against their X-Loadtest-Checksum header.
     Verify(verify_cmd::VerifyArgs),
 }
@@ -38,6 +41,7 @@ async fn main() -> ExitCode {
         Command::E2e(args) => e2e_cmd::run(*args).await,
         Command::Sink(args) => sink_cmd::run(*args).await,
         Command::Dns(args) => dns_cmd::run(*args).await,
+        Command::History(args) => history_cmd::run(*args).await,
         Command::Verify(args) => verify_cmd::run(args),
     };
     match result {
