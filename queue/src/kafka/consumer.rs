@@ -293,17 +293,20 @@ impl ConsumerContext for Context {
 pub type GroupConsumer = StreamConsumer<Context>;
 
 /// Creates the group consumer and subscribes it to new mail and the retry tiers.
-pub fn subscribe(
+/// A consumer in `group` as the static member `instance_id` (none when empty) that
+/// commits only when told to and starts a new group at the earliest offset; then the
+/// caller's `own` properties, then the operator's `kafka.client`, which win.
+pub(super) fn group_config(
     kafka: &KafkaConfig,
+    group: &str,
     instance_id: &str,
-    shared: Arc<Shared>,
-) -> Result<GroupConsumer> {
+    own: &[(&str, String)],
+) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", &kafka.group_id)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         // No transactions are used, and some brokers cannot answer read_committed.
         .set("isolation.level", "read_uncommitted")
@@ -312,15 +315,29 @@ pub fn subscribe(
             kafka.session_timeout.as_millis().to_string(),
         )
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
-        .set("statistics.interval.ms", kafka.lag_interval_ms.to_string())
         .set_log_level(RDKafkaLogLevel::Warning);
     if !instance_id.is_empty() {
         config.set("group.instance.id", instance_id);
     }
+    for (key, value) in own {
+        config.set(*key, value);
+    }
     for (key, value) in &kafka.client {
         config.set(key, value);
     }
-    let consumer: GroupConsumer = config
+    config
+}
+
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    instance_id: &str,
+    shared: Arc<Shared>,
+) -> Result<GroupConsumer> {
+    let own = [
+        ("enable.auto.offset.store", "false".to_string()),
+        ("statistics.interval.ms", kafka.lag_interval_ms.to_string()),
+    ];
+    let consumer: GroupConsumer = group_config(kafka, &kafka.group_id, instance_id, &own)
         .create_with_context(Context { shared })
         .map_err(|e| QueueError::Config(format!("cannot create the Kafka consumer: {e}")))?;
     consumer

@@ -9,14 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::config::KafkaConfig;
+use super::consumer::group_config;
 use crate::sink::EventSink;
 use crate::{DeliveryEvent, QueueError, Result};
 
@@ -35,25 +34,7 @@ impl EventConsumer {
     /// the group has no committed offsets), as the static member `kafka.instance_id`:
     /// restarted under the same id, it gets its partitions back at once.
     pub fn subscribe(kafka: &KafkaConfig) -> Result<Self> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", &kafka.history_group_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_uncommitted")
-            .set(
-                "session.timeout.ms",
-                kafka.session_timeout.as_millis().to_string(),
-            )
-            .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
-            .set_log_level(RDKafkaLogLevel::Warning);
-        if !kafka.instance_id.is_empty() {
-            config.set("group.instance.id", &kafka.instance_id);
-        }
-        for (key, value) in &kafka.client {
-            config.set(key, value);
-        }
+        let config = group_config(kafka, &kafka.history_group_id, &kafka.instance_id, &[]);
         let consumer: StreamConsumer = config.create().map_err(|e| {
             QueueError::Config(format!("cannot create the Kafka events consumer: {e}"))
         })?;
