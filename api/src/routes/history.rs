@@ -103,13 +103,14 @@ pub async fn message(
 ) -> Result<Response, Problem> {
     let reader = reader(&state)?;
     let mut errors = Vec::new();
-    let id = id.parse::<MessageId>().map_err(|_| {
-        FieldError::new(
+    let id = id.parse::<MessageId>().ok();
+    if id.is_none() {
+        errors.push(FieldError::new(
             "id",
             "invalid-value",
-            "a message id is 32 hex digits".to_string(),
-        )
-    });
+            "a message id is 32 hex digits",
+        ));
+    }
     let mut limit = MAX_LIMIT;
     for (name, value) in pairs(query.as_deref().unwrap_or_default(), &mut errors) {
         match name.as_str() {
@@ -121,13 +122,8 @@ pub async fn message(
             _ => errors.push(unknown(&name)),
         }
     }
-    let id = match id {
-        Ok(id) if errors.is_empty() => id,
-        Ok(_) => return Err(Problem::fields(errors)),
-        Err(e) => {
-            errors.insert(0, e);
-            return Err(Problem::fields(errors));
-        }
+    let Some(id) = id.filter(|_| errors.is_empty()) else {
+        return Err(Problem::fields(errors));
     };
     match reader
         .message(id, caller.tenant.as_deref(), limit)

@@ -62,7 +62,9 @@ impl EventConsumer {
                 Ok(m) => skipped += decode(&m, &mut events),
                 Err(e) => {
                     tracing::warn!("cannot read the events topic: {e}");
-                    if !pause(&stop, &mut FIRST_BACKOFF.clone()).await {
+                    // Read errors are transient (librdkafka reconnects): a short pause.
+                    let mut wait = FIRST_BACKOFF;
+                    if !pause(&stop, &mut wait).await {
                         return;
                     }
                     continue;
