@@ -9,11 +9,14 @@
 //! - `/v1/templates`: versioned templates per email type, rendered with `minijinja`.
 //! - `GET /v1/history`, `GET /v1/messages/{id}`: delivery history, through the
 //!   [`history::HistoryReader`] the running process provides.
+//! - `GET /v1/alerts`: the alert rules' states, through the [`alerts::AlertSource`]
+//!   the running process provides.
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document.
 //!
 //! Bearer API keys (`postroad api-key create`), RFC 9457 problem documents for every
 //! error, and limits on body size, body time and requests in progress.
 
+pub mod alerts;
 mod auth;
 mod body;
 pub mod compat;

@@ -8,9 +8,10 @@ use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder, Ref, Schema};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, AlertView};
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{history, messages, templates, users};
+use crate::routes::{alerts, history, messages, templates, users};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -72,7 +73,7 @@ impl Modify for BearerKeys {
 #[openapi(
     info(
         title = "Postroad HTTP API",
-        description = "Submit mail (single, batch, template, raw MIME), manage templates and read the delivery history. Errors are RFC 9457 problem documents."
+        description = "Submit mail (single, batch, template, raw MIME), manage templates, read the delivery history and the alerts. Errors are RFC 9457 problem documents."
     ),
     paths(
         messages::send,
@@ -86,6 +87,7 @@ impl Modify for BearerKeys {
         users::delete,
         history::list,
         history::message,
+        alerts::list,
     ),
     components(schemas(
         MessageRequest,
@@ -103,6 +105,11 @@ impl Modify for BearerKeys {
         RecipientView,
         EventView,
         ReplyView,
+        AlertReport,
+        AlertView,
+        AlertSeverity,
+        AlertState,
+        AlertCondition,
         Problem,
         FieldError,
     )),
@@ -111,6 +118,7 @@ impl Modify for BearerKeys {
         (name = "messages", description = "Submission: a 202 means the message is durable in the queue"),
         (name = "templates", description = "Versioned templates per email type"),
         (name = "history", description = "Delivery history: each recipient's status and the events behind it"),
+        (name = "alerts", description = "Alert rules evaluated over a sliding window of events: what fires and since when"),
         (name = "users", description = "User preferences that template-form messages render with"),
     )
 )]

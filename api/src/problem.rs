@@ -12,6 +12,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Unauthorized,
+    Forbidden,
     MalformedJson,
     InvalidRequest,
     UnsupportedMediaType,
@@ -31,6 +32,7 @@ impl Kind {
     fn slug(self) -> &'static str {
         match self {
             Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
             Kind::MalformedJson => "malformed-json",
             Kind::InvalidRequest => "invalid-request",
             Kind::UnsupportedMediaType => "unsupported-media-type",
@@ -50,6 +52,7 @@ impl Kind {
     fn status(self) -> StatusCode {
         match self {
             Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
             Kind::MalformedJson => StatusCode::BAD_REQUEST,
             Kind::InvalidRequest | Kind::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -68,6 +71,7 @@ impl Kind {
     fn title(self) -> &'static str {
         match self {
             Kind::Unauthorized => "Missing, unknown or revoked API key",
+            Kind::Forbidden => "This API key may not do that",
             Kind::MalformedJson => "The body is not valid JSON",
             Kind::InvalidRequest => "The request has invalid fields",
             Kind::UnsupportedMediaType => "Unsupported content type",

@@ -22,7 +22,7 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{history, messages, templates, users};
+use crate::routes::{alerts, history, messages, templates, users};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -126,6 +126,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/messages/batch", post(messages::batch))
         .route("/v1/messages/{id}", get(history::message))
         .route("/v1/history", get(history::list))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{email_type}",

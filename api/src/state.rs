@@ -40,6 +40,8 @@ pub struct Deps {
     /// Where `GET /v1/history` and `GET /v1/messages/{id}` read; `None`: those routes
     /// answer 404.
     pub history: Option<Arc<dyn HistoryReader>>,
+    /// What `GET /v1/alerts` reports; `None`: that route answers 404.
+    pub alerts: Option<Arc<dyn crate::alerts::AlertSource>>,
     /// The certificate for `http.tls` (required when it is on).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }

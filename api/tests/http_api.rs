@@ -449,6 +449,7 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/users/{userId}/preferences", "delete"),
         ("/v1/history", "get"),
         ("/v1/messages/{id}", "get"),
+        ("/v1/alerts", "get"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -462,7 +463,7 @@ fn the_openapi_document_describes_every_route() {
         let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
         assert_eq!(reply.status, 401, "{method} {concrete}");
     }
-    assert_eq!(paths.len(), 7);
+    assert_eq!(paths.len(), 8);
     for schema in [
         "MessageRequest",
         "Problem",

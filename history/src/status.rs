@@ -35,13 +35,18 @@ pub struct RecipientStatus {
 
 /// Orders statuses: a stored status is replaced only by one of the same or a higher
 /// rank. Final outcomes outrank `delivered`, so a bounce reported after a `250`
-/// (an asynchronous DSN) is what the recipient's row shows.
+/// (an asynchronous DSN) is what the recipient's row shows. What the recipient did
+/// outranks them all (an open proves the mail arrived, whatever a DSN said), and a
+/// complaint outranks an open or a click.
 pub fn rank(kind: EventKind) -> u8 {
     match kind {
         EventKind::Queued => 0,
         EventKind::Deferred => 1,
         EventKind::Delivered => 2,
         EventKind::Bounced | EventKind::Expired => 3,
+        EventKind::Opened => 4,
+        EventKind::Clicked => 5,
+        EventKind::Complained => 6,
     }
 }
 
@@ -169,5 +174,8 @@ mod tests {
         assert!(rank(EventKind::Deferred) < rank(EventKind::Delivered));
         assert!(rank(EventKind::Delivered) < rank(EventKind::Bounced));
         assert_eq!(rank(EventKind::Bounced), rank(EventKind::Expired));
+        assert!(rank(EventKind::Bounced) < rank(EventKind::Opened));
+        assert!(rank(EventKind::Opened) < rank(EventKind::Clicked));
+        assert!(rank(EventKind::Clicked) < rank(EventKind::Complained));
     }
 }

@@ -139,6 +139,55 @@ async fn a_status_only_moves_forward_whatever_order_events_arrive_in() {
     }
 }
 
+#[tokio::test]
+async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_changes_nothing() {
+    for each in each_backend().await {
+        let store = &each.store;
+        let m = message_at(T0);
+        let bob = "bob@example.net";
+        let mut delivered = event(m, bob, EventKind::Delivered, T0 + 1000);
+        delivered.attempt = 1;
+        store
+            .insert(&[event(m, bob, EventKind::Queued, T0), delivered])
+            .await
+            .unwrap();
+        let status =
+            |rows: Vec<postroad_history::RecipientStatus>| (rows[0].status, rows[0].attempts);
+        for (kind, at) in [
+            (EventKind::Opened, T0 + 60_000),
+            (EventKind::Clicked, T0 + 61_000),
+            // A second open after the click: the row still shows the click.
+            (EventKind::Opened, T0 + 62_000),
+        ] {
+            store.insert(&[event(m, bob, kind, at)]).await.unwrap();
+        }
+        let rows = store.status_by_message_id(m).await.unwrap();
+        assert_eq!(status(rows), (EventKind::Clicked, 1), "{}", each.name);
+        // A deferral replayed from before the delivery is logged, not shown.
+        let mut late = event(m, bob, EventKind::Deferred, T0 + 500);
+        late.attempt = 1;
+        store.insert(&[late]).await.unwrap();
+        let rows = store.status_by_message_id(m).await.unwrap();
+        assert_eq!(status(rows), (EventKind::Clicked, 1), "{}", each.name);
+        store
+            .insert(&[event(m, bob, EventKind::Complained, T0 + 90_000)])
+            .await
+            .unwrap();
+        let rows = store.status_by_message_id(m).await.unwrap();
+        assert_eq!(rows[0].status, EventKind::Complained, "{}", each.name);
+        assert_eq!(rows[0].status_at_ms, T0 + 90_000, "{}", each.name);
+        let complained = store
+            .query(&postroad_history::HistoryQuery {
+                status: Some(EventKind::Complained),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(complained.rows.len(), 1, "{}", each.name);
+    }
+}
+
 fn with_meta(
     mut e: postroad_history::DeliveryEvent,
     user: u64,

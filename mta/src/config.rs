@@ -43,6 +43,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub relay: RelayConfig,
     pub history: HistoryConfig,
+    pub influx: crate::analytics::influx::InfluxConfig,
+    pub alerts: crate::analytics::alerts::AlertsConfig,
     pub admin: crate::admin::AdminConfig,
     /// `[http]`: the HTTP submission API.
     pub http: postroad_api::ApiConfig,
@@ -264,6 +266,8 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
             history: HistoryConfig::default(),
+            influx: Default::default(),
+            alerts: Default::default(),
             admin: crate::admin::AdminConfig::default(),
             http: postroad_api::ApiConfig::default(),
             redis: RedisConfig::default(),
@@ -350,6 +354,8 @@ impl Config {
         self.admin.validate().map_err(ConfigError::Semantic)?;
         self.http.validate().map_err(ConfigError::Semantic)?;
         self.redis.link().map_err(ConfigError::Semantic)?;
+        self.influx.validate().map_err(ConfigError::Semantic)?;
+        self.alerts.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;

@@ -24,7 +24,8 @@ pub struct HistoryArgs {
     /// Messages for one user of the sending application (X-Postroad-User-Id).
     #[arg(long, group = "what")]
     pub user_id: Option<u64>,
-    /// Only messages in this status now: queued, deferred, delivered, bounced, expired.
+    /// Only messages in this status now: queued, deferred, delivered, bounced, expired,
+    /// opened, clicked, complained.
     #[arg(long, group = "what", value_parser = parse_status)]
     pub status: Option<EventKind>,
     /// Only messages of this email type (X-Postroad-Email-Type).

@@ -2,6 +2,7 @@
 //! the SMTP server. `main.rs` is the command-line edge.
 
 pub mod admin;
+pub mod analytics;
 pub mod api_key_cmd;
 pub mod auth;
 pub mod config;

@@ -5,13 +5,16 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `postroad_events_total` | counter | `kind` (queued, delivered, deferred, bounced, expired), `email_type` (the first [`MAX_EMAIL_TYPES`] seen, then `other`; `none`), `destination` ([`destination_group`]) |
+//! | `postroad_events_total` | counter | `kind` (queued, delivered, deferred, bounced, expired, opened, clicked, complained), `email_type` (the first [`MAX_EMAIL_TYPES`] seen, then `other`; `none`), `destination` ([`destination_group`]) |
 //! | `postroad_smtp_ack_seconds` | histogram | | time from the end of the data to the durable `250` |
 //! | `postroad_delivery_seconds` | histogram | | time from acceptance to delivery, per delivered recipient |
 //! | `postroad_smtp_connections` | gauge | | SMTP sessions open now |
 //! | `postroad_smtp_turned_away_total` | counter | `reason` (connections, per_ip, banned) |
 //! | `postroad_queue_messages` | gauge | `state` (ready, deferred, claimed, dead_letter) |
 //! | `postroad_kafka_consumer_lag` | gauge | `topic`, `partition` (Kafka backend) |
+//! | `postroad_influx_points_total` | counter | `outcome` (written, dropped, rejected) |
+//! | `postroad_influx_buffered_points` | gauge | | points waiting for InfluxDB |
+//! | `postroad_alert_firing` | gauge | `alert`, `severity` | 1 while the alert fires |
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -71,6 +74,18 @@ fn describe() {
     describe_gauge!(
         "postroad_queue_messages",
         "Messages this process's queue holds, by state"
+    );
+    describe_counter!(
+        "postroad_influx_points_total",
+        "Analytics points written to InfluxDB, dropped (buffer full or shutdown) or rejected as malformed"
+    );
+    describe_gauge!(
+        "postroad_influx_buffered_points",
+        "Analytics points waiting to be written to InfluxDB"
+    );
+    describe_gauge!(
+        "postroad_alert_firing",
+        "1 while the alert fires, 0 otherwise (GET /v1/alerts has the details)"
     );
 }
 

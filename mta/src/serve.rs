@@ -1,5 +1,6 @@
 //! `postroad serve`: open the queue, start the parts the roles asked for need (event
-//! fan-out, history consumer, relay, admin endpoint, HTTP API, SMTP ingress; see
+//! fan-out, InfluxDB writer, alert rules, history consumer, relay, admin endpoint,
+//! HTTP API, SMTP ingress; see
 //! [`crate::roles`]), run until SIGTERM/SIGINT, then stop them in reverse order.
 
 use std::sync::Arc;
@@ -9,6 +10,9 @@ use postroad_queue::kafka::{EventConsumer, KafkaQueue};
 use postroad_queue::{Queue, Spool};
 use tokio_util::sync::CancellationToken;
 
+use crate::analytics::alerts::Alerts;
+use crate::analytics::influx::InfluxSink;
+use crate::analytics::influx::writer::InfluxWriter;
 use crate::auth::Credentials;
 use crate::auth::throttle::AuthThrottle;
 use crate::config::{Backend, Config, TlsMode};
@@ -16,6 +20,7 @@ use crate::history_reader::StoreReader;
 use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
+use postroad_api::alerts::AlertSource;
 use postroad_api::history::HistoryReader;
 use postroad_api::{Api, AppStore, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
@@ -158,6 +163,12 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         Arc::new(HistorySink::new(store.clone(), &config.history));
     let mut sinks: Vec<Arc<dyn EventSink>> =
         vec![Arc::new(crate::metrics::EventCounter::default())];
+    let influx = start_influx(&config, &mut sinks)?;
+    let alerts = config.alerts.enabled.then(|| {
+        let alerts = Arc::new(Alerts::new(&config.alerts));
+        sinks.push(alerts.clone());
+        alerts
+    });
     let events_consumer = match feed {
         HistoryFeed::Outbox => {
             sinks.insert(0, history_sink.clone());
@@ -193,7 +204,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         let waker = relay.as_ref().map(|r| r.waker());
         let tls = tls.clone().filter(|_| api_tls);
         let history = Arc::new(StoreReader(history_reads.clone()));
-        Some(bind_api(&config, queue.clone(), waker, tls, history).await?)
+        let alerts = alerts.clone().map(|a| a as Arc<dyn AlertSource>);
+        Some(bind_api(&config, queue.clone(), waker, tls, history, alerts).await?)
     } else {
         None
     };
@@ -217,11 +229,21 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
 
     let grace = config.server.shutdown_grace;
     let mut parts = Parts::default();
+    // Started before the fan-out so it stops after it: the last events reach the
+    // InfluxDB sink before its final points are written.
+    if let Some((writer, sink)) = influx {
+        let queue = admin_queue.clone();
+        parts.start("influx", move |stop| writer.run(sink, queue, stop));
+    }
     parts.start("events", move |stop| async move {
         stop.cancelled().await;
         // What is recorded but not yet taken waits in the outbox for next time.
         fanout.close(grace).await;
     });
+    if let Some(alerts) = alerts {
+        let queue = admin_queue.clone();
+        parts.start("alerts", move |stop| alerts.run(queue, stop));
+    }
     if let Some(consumer) = events_consumer {
         parts.start("history", move |stop| consumer.run(history_sink, stop));
     }
@@ -257,6 +279,23 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `[influx] url`: the sink that counts events for InfluxDB (added to `sinks`)
+/// and the writer that sends its points.
+fn start_influx(
+    config: &Config,
+    sinks: &mut Vec<Arc<dyn EventSink>>,
+) -> anyhow::Result<Option<(InfluxWriter, Arc<InfluxSink>)>> {
+    if !config.influx.enabled() {
+        return Ok(None);
+    }
+    let writer =
+        InfluxWriter::new(&config.influx, &config.server.hostname).map_err(anyhow::Error::msg)?;
+    let sink = Arc::new(InfluxSink::default());
+    sinks.push(sink.clone());
+    tracing::info!(url = %config.influx.url, database = %config.influx.database, "analytics points go to InfluxDB");
+    Ok(Some((writer, sink)))
+}
+
 /// Where history queries read: MySQL's `history.read_url` when it names a replica,
 /// else the store the history is written to.
 async fn open_history_reads(config: &Config, store: &HistoryStore) -> anyhow::Result<HistoryStore> {
@@ -279,6 +318,7 @@ async fn bind_api(
     relay_waker: Option<Arc<tokio::sync::Notify>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     history: Arc<dyn HistoryReader>,
+    alerts: Option<Arc<dyn AlertSource>>,
 ) -> anyhow::Result<(Api, AppStore)> {
     let store = AppStore::open_in(&config.server.data_dir)
         .await
@@ -299,6 +339,7 @@ async fn bind_api(
         relay_waker,
         redis: config.redis.link().map_err(anyhow::Error::msg)?,
         history: Some(history),
+        alerts,
         tls,
     };
     let api = Api::bind(config.http.clone(), deps).await?;

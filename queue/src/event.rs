@@ -28,15 +28,25 @@ pub enum EventKind {
     Bounced,
     /// Still undelivered when the maximum queue age was reached.
     Expired,
+    /// The recipient opened it (the tracking pixel was fetched).
+    Opened,
+    /// The recipient followed a tracked link.
+    Clicked,
+    /// The recipient reported it as spam (a feedback-loop report or a provider's
+    /// complaint notice).
+    Complained,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Queued,
         EventKind::Delivered,
         EventKind::Deferred,
         EventKind::Bounced,
         EventKind::Expired,
+        EventKind::Opened,
+        EventKind::Clicked,
+        EventKind::Complained,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +56,9 @@ impl EventKind {
             EventKind::Deferred => "deferred",
             EventKind::Bounced => "bounced",
             EventKind::Expired => "expired",
+            EventKind::Opened => "opened",
+            EventKind::Clicked => "clicked",
+            EventKind::Complained => "complained",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The routes, by resource.
 
+pub mod alerts;
 pub mod history;
 pub mod messages;
 pub mod templates;

@@ -74,6 +74,7 @@ impl TestApi {
                 relay_waker: None,
                 redis,
                 history: None,
+                alerts: None,
                 tls: None,
             };
             (Api::bind(config, deps).await.unwrap(), store, key)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod influxdb;
 pub mod kafka_env;
 pub mod mariadb;
 pub mod relay_env;

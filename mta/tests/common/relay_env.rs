@@ -195,6 +195,16 @@ impl RelayEnv {
         }
     }
 
+    /// The admin endpoint's `/metrics` text (Prometheus format), fetched with curl.
+    pub fn metrics(&self) -> String {
+        let token = std::fs::read_to_string(self.server.data_dir().join("admin.token")).unwrap();
+        let auth = format!("Authorization: Bearer {}", token.trim());
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin);
+        let (ok, text) = run("curl", &["-sS", "--fail", "-H", &auth, &url], None);
+        assert!(ok, "GET /metrics: {text}");
+        text
+    }
+
     /// How many times the sink got (Message-ID, recipient).
     pub fn deliveries(&self, message_id: &str, recipient: &str) -> u32 {
         self.sink.deliveries(message_id, recipient)
