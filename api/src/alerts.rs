@@ -49,7 +49,8 @@ pub enum AlertState {
 pub struct AlertReport {
     /// When the rules were last evaluated (RFC 3339); null before the first time.
     pub evaluated_at: Option<String>,
-    /// The sliding window the rates and the latency are computed over.
+    /// The sliding window the rates and the latency are computed over (in 10 s
+    /// slots: each evaluation sums between this and 10 s more).
     pub window_seconds: u64,
     /// The names of the alerts firing now.
     pub firing: Vec<String>,

@@ -27,7 +27,8 @@ pub struct RecipientStatus {
     pub attempts: u32,
     pub sender: String,
     pub domain: String,
-    /// The server and reply behind the current status.
+    /// The server and reply behind the current status: none for an open, a click or
+    /// a complaint (the event log keeps the delivery's).
     pub remote_host: Option<String>,
     pub reply: Option<Response>,
     pub meta: Metadata,

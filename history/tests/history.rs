@@ -147,6 +147,7 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
         let bob = "bob@example.net";
         let mut delivered = event(m, bob, EventKind::Delivered, T0 + 1000);
         delivered.attempt = 1;
+        delivered.reply = Some(Response::Remote(Reply::new(250, "2.0.0", "ok")));
         store
             .insert(&[event(m, bob, EventKind::Queued, T0), delivered])
             .await
@@ -175,6 +176,14 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
             .unwrap();
         let rows = store.status_by_message_id(m).await.unwrap();
         assert_eq!(rows[0].status, EventKind::Complained, "{}", each.name);
+        // No server replied to a complaint; the delivery's reply is in the event log.
+        assert_eq!(rows[0].reply, None, "{}", each.name);
+        let timeline = store.by_message_id(m, 100).await.unwrap();
+        let delivery = timeline
+            .iter()
+            .find(|e| e.kind == EventKind::Delivered)
+            .unwrap();
+        assert!(delivery.reply.is_some(), "{}", each.name);
         assert_eq!(rows[0].status_at_ms, T0 + 90_000, "{}", each.name);
         let complained = store
             .query(&postroad_history::HistoryQuery {

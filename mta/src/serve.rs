@@ -292,7 +292,7 @@ fn start_influx(
         InfluxWriter::new(&config.influx, &config.server.hostname).map_err(anyhow::Error::msg)?;
     let sink = Arc::new(InfluxSink::default());
     sinks.push(sink.clone());
-    tracing::info!(url = %config.influx.url, database = %config.influx.database, "analytics points go to InfluxDB");
+    tracing::info!(url = %postroad_history::redact(&config.influx.url), database = %config.influx.database, "analytics points go to InfluxDB");
     Ok(Some((writer, sink)))
 }
 

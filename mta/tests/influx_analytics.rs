@@ -1,7 +1,8 @@
 //! Analytics in InfluxDB: a `postroad serve` writing points to an `influxd` of the
 //! test's own, read back with InfluxQL; the database killed mid-run and started
-//! again (points wait and arrive); and a buffer too small for an outage, whose drops
-//! are counted on `/metrics`.
+//! again (points wait and arrive); a graceful stop writing what its last interval
+//! counted; and a buffer too small for an outage, whose drops are counted on
+//! `/metrics`.
 
 mod common;
 
@@ -165,6 +166,34 @@ fn points_reach_influxdb_and_wait_out_its_outage() {
         "{text}"
     );
     assert!(!text.contains("outcome=\"dropped\""), "{text}");
+}
+
+#[test]
+fn a_graceful_stop_writes_the_last_intervals_points() {
+    let influx = PrivateInfluxdb::start();
+    // No interval ends during the test: only the stop writes points.
+    let mut env = RelayEnv::start(
+        "",
+        &influx_config(&influx.url(), "").replace("interval_secs = 1", "interval_secs = 3600"),
+    );
+    let key = api_key(&env.server, &["create", "--name", "app"]);
+    let ids = send_wave(&env, key.trim(), 1);
+    for (i, id) in ids.iter().enumerate() {
+        env.wait_for_event(id, &format!("b1-{i}@nullmx.test"), "bounced", WAIT);
+        env.wait_for_event(id, &format!("a1-{i}@fast.test"), "delivered", WAIT);
+    }
+    env.server.stop();
+    let n = WAVE as u64;
+    assert_eq!(
+        (
+            sum(&influx, "queued"),
+            sum(&influx, "delivered"),
+            sum(&influx, "bounced")
+        ),
+        (2 * n, n, n),
+        "{}",
+        env.server.log()
+    );
 }
 
 #[test]

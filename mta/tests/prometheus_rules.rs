@@ -48,8 +48,8 @@ fn the_shipped_rules_are_the_built_in_ones() {
             postroad_api::alerts::AlertCondition::Below => '<',
         };
         assert!(
-            block.contains(&format!("{comparison} {}", rule.threshold)),
-            "{name}: no `{comparison} {}` in {block}",
+            block.contains(&format!("{comparison} {}\n", rule.threshold)),
+            "{name}: no `{comparison} {}` ending a line in {block}",
             rule.threshold
         );
         assert!(

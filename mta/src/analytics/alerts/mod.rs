@@ -34,6 +34,9 @@ use window::{SLOT_MS, Window};
 
 type Secs = serde_with::As<serde_with::DurationSeconds<u64>>;
 
+/// Longest window: each 10 s slot keeps a latency histogram (about 20 KiB).
+const MAX_WINDOW_SECS: u64 = 3600;
+
 /// `[alerts]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,9 +73,10 @@ impl Default for AlertsConfig {
 
 impl AlertsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.window.as_millis() < u128::from(SLOT_MS) {
+        let secs = self.window.as_secs();
+        if !(SLOT_MS / 1000..=MAX_WINDOW_SECS).contains(&secs) {
             return Err(format!(
-                "alerts.window_secs must be at least {}",
+                "alerts.window_secs must be {} to {MAX_WINDOW_SECS}, not {secs}",
                 SLOT_MS / 1000
             ));
         }
@@ -198,23 +202,29 @@ impl Alerts {
                 continue;
             }
             let (name, severity) = (s.rule.name, s.rule.severity.as_str());
-            if state == AlertState::Firing {
-                tracing::warn!(
+            match (s.state, state) {
+                (_, AlertState::Firing) => tracing::warn!(
                     alert = name,
                     severity,
                     value,
                     threshold = s.rule.threshold,
                     "alert firing: {}",
                     s.rule.summary()
-                );
-            } else if s.state == AlertState::Firing {
-                tracing::info!(
+                ),
+                (AlertState::Firing, AlertState::Ok) => tracing::info!(
                     alert = name,
                     severity,
                     value,
                     "alert resolved: {}",
                     s.rule.summary()
-                );
+                ),
+                (AlertState::Firing, _) => tracing::info!(
+                    alert = name,
+                    severity,
+                    "alert no longer judged (too few events, or no queue count): {}",
+                    s.rule.summary()
+                ),
+                _ => {}
             }
             s.state = state;
             s.since_ms = now_ms;

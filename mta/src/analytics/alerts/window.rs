@@ -1,5 +1,7 @@
 //! The last few minutes of events, in slots of [`SLOT_MS`] by the events' own time,
-//! so alert rules see a sliding window: each evaluation sums the slots inside it.
+//! so alert rules see a sliding window: each evaluation sums the current, partly
+//! filled slot and the whole slots before it that the window's width covers, so
+//! what is summed spans at least the width and at most one slot more.
 
 use std::collections::VecDeque;
 
@@ -46,7 +48,7 @@ impl Window {
         let index = event.at_ms / SLOT_MS;
         let now = now_ms / SLOT_MS;
         let width = self.slots as u64;
-        if index + width <= now || index >= now + width {
+        if index + width < now || index > now + width {
             return;
         }
         let at = match self.ring.iter().rposition(|s| s.index <= index) {
@@ -78,7 +80,7 @@ impl Window {
     pub fn totals(&mut self, now_ms: u64) -> Totals {
         let now = now_ms / SLOT_MS;
         let width = self.slots as u64;
-        while self.ring.front().is_some_and(|s| s.index + width <= now) {
+        while self.ring.front().is_some_and(|s| s.index + width < now) {
             self.ring.pop_front();
         }
         let mut totals = Totals::default();
@@ -113,13 +115,16 @@ mod tests {
         // Late: recorded in its own, older slot.
         w.record(&at(EventKind::Bounced, t0 + 5_000), t0 + 20_000);
         // Too old, and from too far ahead.
-        w.record(&at(EventKind::Bounced, t0 - 60_000), t0 + 20_000);
+        w.record(&at(EventKind::Bounced, t0 - 50_000), t0 + 20_000);
         w.record(&at(EventKind::Bounced, t0 + 90_000), t0 + 20_000);
         let totals = w.totals(t0 + 20_000);
         assert_eq!(totals.counts.get(EventKind::Delivered), 2);
         assert_eq!(totals.counts.get(EventKind::Bounced), 1);
-        // A minute on, the first slot has left the window.
+        // A minute on, the first slot is still a whole minute old: in the window.
         let totals = w.totals(t0 + 60_000);
+        assert_eq!(totals.counts.get(EventKind::Delivered), 2);
+        // Ten seconds later it has left; the second slot has not.
+        let totals = w.totals(t0 + 70_000);
         assert_eq!(totals.counts.get(EventKind::Delivered), 1);
         assert_eq!(totals.counts.get(EventKind::Bounced), 0);
         assert!(w.totals(t0 + 120_000).counts.is_empty());

@@ -54,7 +54,8 @@ impl Point {
 }
 
 /// Tag values escape commas, equals signs and spaces; line breaks (which line
-/// protocol cannot hold) become spaces, and an empty value (which it refuses) `none`.
+/// protocol cannot hold) become spaces, backslashes (which InfluxDB 1.x cannot read
+/// at the end of a value) slashes, and an empty value (which it refuses) `none`.
 fn escape_tag(value: &str, out: &mut String) {
     if value.is_empty() {
         out.push_str(super::super::labels::NONE);
@@ -66,6 +67,7 @@ fn escape_tag(value: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
+            '\\' => out.push('/'),
             c if c.is_control() => out.push_str("\\ "),
             c => out.push(c),
         }
@@ -83,7 +85,7 @@ mod tests {
             tags: vec![
                 ("campaign", "spring sale,2026=a".into()),
                 ("email_type", "welcome".into()),
-                ("host", "mx\n1".into()),
+                ("host", "mx\n1\\".into()),
                 ("tenant", String::new()),
             ],
             fields: vec![
@@ -98,7 +100,7 @@ mod tests {
         point.write_line(&mut out);
         assert_eq!(
             out,
-            "postroad_delivery,campaign=spring\\ sale\\,2026\\=a,email_type=welcome,host=mx\\ 1,\
+            "postroad_delivery,campaign=spring\\ sale\\,2026\\=a,email_type=welcome,host=mx\\ 1/,\
              tenant=none delivered=9i,delivery_rate=0.9,open_rate=1 1700000000000\n"
         );
         let empty = Point {

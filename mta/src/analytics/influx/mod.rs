@@ -13,7 +13,8 @@
 //! each other's points. Metrics are not acknowledged mail: while InfluxDB cannot be
 //! reached, at most `max_buffered_points` wait in memory and older points are dropped
 //! (counted in `postroad_influx_points_total{outcome="dropped"}`); a restart loses what
-//! is buffered. A replayed event (after a crash) may be counted twice.
+//! is buffered. After a restart the fan-out offers again what the slowest sink had
+//! not taken, so events near a restart may be counted twice.
 
 mod line;
 pub mod writer;

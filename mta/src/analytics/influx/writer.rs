@@ -46,9 +46,10 @@ pub struct InfluxWriter {
 impl InfluxWriter {
     /// A writer for `config` (validated), tagging points with `host`.
     pub fn new(config: &InfluxConfig, host: &str) -> Result<Self, String> {
-        let base = reqwest::Url::parse(config.url.trim_end_matches('/'))
+        // With a trailing slash, `join` keeps a path prefix (a proxy's /influx/).
+        let base = reqwest::Url::parse(&format!("{}/", config.url.trim_end_matches('/')))
             .map_err(|e| format!("influx.url: {e}"))?;
-        let mut write_url = base.join("/write").map_err(|e| e.to_string())?;
+        let mut write_url = base.join("write").map_err(|e| e.to_string())?;
         {
             let mut q = write_url.query_pairs_mut();
             q.append_pair("db", &config.database)
@@ -57,7 +58,7 @@ impl InfluxWriter {
                 q.append_pair("rp", &config.retention_policy);
             }
         }
-        let query_url = base.join("/query").map_err(|e| e.to_string())?;
+        let query_url = base.join("query").map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .build()
@@ -171,6 +172,7 @@ impl InfluxWriter {
                 true
             }
             Sent::Rejected(reason) => {
+                // A partial write stores the valid lines; all count as rejected here.
                 tracing::error!(points = n, %reason, "influx: points refused as malformed; dropped");
                 self.drop_lines(n, "rejected");
                 true
