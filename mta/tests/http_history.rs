@@ -219,7 +219,7 @@ fn a_users_messages_come_newest_first_in_keyset_pages() {
     let (status, problem) = get(
         port,
         key,
-        "/v1/history?status=opened&limit=1001&from=yesterday&color=red&cursor=abc",
+        "/v1/history?status=read&limit=1001&from=yesterday&color=red&cursor=abc",
     );
     assert_eq!(status, 422, "{problem}");
     assert_eq!(pointers(&problem), ["color", "from", "limit", "status"]);
