@@ -286,8 +286,7 @@ mod tests {
 
     #[test]
     fn every_bad_parameter_is_named() {
-        let mut named =
-            pointers("userId=-1&status=opened&limit=0&from=yesterday&color=red&limit=2");
+        let mut named = pointers("userId=-1&status=read&limit=0&from=yesterday&color=red&limit=2");
         named.sort();
         assert_eq!(
             named,
