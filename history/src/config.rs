@@ -39,6 +39,8 @@ pub struct HistoryConfig {
     /// Longest time, in milliseconds, the history waits for a batch to fill before
     /// writing what there is. Bounds how stale history can be at low load.
     pub flush_interval_ms: u64,
+    /// `[history.archive]`: months older than the hot window go to object storage.
+    pub archive: crate::archive::ArchiveConfig,
 }
 
 impl HistoryConfig {
@@ -121,7 +123,7 @@ impl HistoryConfig {
                 self.flush_interval_ms
             )));
         }
-        Ok(())
+        self.archive.validate()
     }
 }
 
@@ -136,6 +138,7 @@ impl Default for HistoryConfig {
             partitions_ahead: 3,
             max_batch: 1000,
             flush_interval_ms: 200,
+            archive: Default::default(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //!   that fails is offered again; events leave the outbox only once stored.
 //! - [`HistoryQuery`] lists statuses newest first, paginated by keyset ([`Cursor`]).
 //! - [`format_rows`] and [`format_statuses`] render results as the CLI's tables.
+//! - [`archive::Archive`] moves months older than the hot window to object storage
+//!   (gzip NDJSON, checked before the month leaves the database) and back.
 //!
 //! ```no_run
 //! # async fn demo(event: postroad_history::DeliveryEvent) -> postroad_history::Result<()> {
@@ -33,9 +35,11 @@
 //!
 //! See `history/README.md` for the schema, the batching and the durability choice.
 
+pub mod archive;
 mod batch;
 mod config;
 mod format;
+mod months;
 mod mysql;
 mod partitions;
 mod query;
@@ -49,6 +53,7 @@ mod write;
 
 pub use config::{Backend, HistoryConfig};
 pub use format::{format_rows, format_statuses};
+pub use months::MonthCounts;
 pub use postroad_queue::{
     DeliveryEvent, EnhancedCode, EventKind, MessageId, Metadata, Priority, Reply, Response,
 };
@@ -94,6 +99,8 @@ pub enum HistoryError {
     Unflushed { events: u64 },
     #[error("the history writer has stopped")]
     WriterStopped,
+    #[error("history archive: {0}")]
+    Archive(String),
 }
 
 pub type Result<T, E = HistoryError> = std::result::Result<T, E>;

@@ -59,7 +59,7 @@ impl Dialect for MySql {
 
 #[derive(Debug, Clone)]
 pub(crate) struct MysqlHistory {
-    pool: MySqlPool,
+    pub(crate) pool: MySqlPool,
 }
 
 impl MysqlHistory {
@@ -232,12 +232,12 @@ impl MysqlHistory {
 }
 
 /// A DATETIME(3) column as Unix milliseconds (the session time zone plays no part).
-fn to_ms(column: &str) -> String {
+pub(crate) fn to_ms(column: &str) -> String {
     format!("CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {column}) DIV 1000 AS SIGNED)")
 }
 
 /// Unix milliseconds as a DATETIME(3) value (UTC). Out of range: the largest DATETIME.
-fn datetime(ms: u64) -> NaiveDateTime {
+pub(crate) fn datetime(ms: u64) -> NaiveDateTime {
     i64::try_from(ms)
         .ok()
         .and_then(DateTime::from_timestamp_millis)

@@ -58,7 +58,7 @@ impl Dialect for Sqlite {
 
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteHistory {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteHistory {

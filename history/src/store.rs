@@ -34,12 +34,12 @@ pub struct Migrated {
 /// The delivery history database. Cheap to clone: clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct HistoryStore {
-    backend: Inner,
+    pub(crate) backend: Inner,
     location: String,
 }
 
 #[derive(Debug, Clone)]
-enum Inner {
+pub(crate) enum Inner {
     Sqlite(SqliteHistory),
     Mysql(MysqlHistory),
 }

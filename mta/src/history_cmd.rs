@@ -14,7 +14,10 @@ use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).multiple(true))]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 pub struct HistoryArgs {
+    #[command(subcommand)]
+    pub command: Option<HistoryCommand>,
     /// Messages sent to one recipient address (compared without regard to case).
     #[arg(long, group = "what")]
     pub recipient: Option<String>,
@@ -54,6 +57,12 @@ pub struct HistoryArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum HistoryCommand {
+    /// Months in object storage (`[history.archive]`): list, archive now, restore.
+    Archive(crate::archive_cmd::ArchiveArgs),
+}
+
 fn parse_status(s: &str) -> Result<EventKind, String> {
     s.parse()
 }
@@ -66,6 +75,9 @@ fn parse_time(s: &str) -> Result<u64, String> {
 }
 
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    if let Some(HistoryCommand::Archive(archive)) = args.command {
+        return crate::archive_cmd::run(archive).await;
+    }
     let mut config = Config::load(args.config.as_deref())?;
     if let Some(dir) = args.data_dir.clone() {
         config.set_data_dir(dir);

@@ -51,7 +51,8 @@ enum Command {
     Queue(postroad::admin::cli::QueueArgs),
     /// List, inspect, requeue or purge dead letters (through the admin endpoint).
     Dlq(postroad::admin::cli::DlqArgs),
-    /// Show the delivery history of a recipient, a user or a message.
+    /// Show the delivery history of a recipient, a user or a message; `history
+    /// archive list|run|restore` for the months in object storage.
     History(postroad::history_cmd::HistoryArgs),
     /// Bring the history database to this version's schema (MySQL needs it before
     /// `serve`; the embedded SQLite history is migrated by `serve` itself).

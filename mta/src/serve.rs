@@ -244,6 +244,14 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         let queue = admin_queue.clone();
         parts.start("alerts", move |stop| alerts.run(queue, stop));
     }
+    if config.history.archive.enabled() && feed != HistoryFeed::Elsewhere {
+        let archive = postroad_history::archive::Archive::open(&config.history.archive)
+            .context("cannot use history.archive")?;
+        let (store, every) = (store.clone(), config.history.archive.interval_secs);
+        parts.start("archive", move |stop| {
+            archive_every(archive, store, std::time::Duration::from_secs(every), stop)
+        });
+    }
     if let Some(consumer) = events_consumer {
         parts.start("history", move |stop| consumer.run(history_sink, stop));
     }
@@ -294,6 +302,32 @@ fn start_influx(
     sinks.push(sink.clone());
     tracing::info!(url = %postroad_history::redact(&config.influx.url), database = %config.influx.database, "analytics points go to InfluxDB");
     Ok(Some((writer, sink)))
+}
+
+/// Archives the months past the hot window now and every `every` after; a failure
+/// leaves the month in the database for the next pass.
+async fn archive_every(
+    archive: postroad_history::archive::Archive,
+    store: HistoryStore,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let pass = archive.archive_due(&store, postroad_history::today());
+        tokio::select! {
+            done = pass => if let Err(e) = done {
+                tracing::warn!(error = %e, "history archival failed; the month stays in the database and is tried again later");
+            },
+            // An unfinished pass removes nothing: the month is archived again next time.
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Where history queries read: MySQL's `history.read_url` when it names a replica,

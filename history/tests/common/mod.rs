@@ -105,6 +105,17 @@ impl MysqlDb {
         }
     }
 
+    /// Migrated with monthly partitions from `first`'s month (as after an import),
+    /// and opened as `serve` opens it.
+    pub async fn open_from(&self, first: chrono::NaiveDate) -> HistoryStore {
+        HistoryStore::migrate_from(&self.config(), "/nonexistent".as_ref(), first)
+            .await
+            .unwrap();
+        HistoryStore::open(&self.config(), "/nonexistent".as_ref())
+            .await
+            .unwrap()
+    }
+
     /// Migrated and opened as `serve` opens it.
     pub async fn open(&self) -> HistoryStore {
         HistoryStore::migrate(&self.config(), "/nonexistent".as_ref())

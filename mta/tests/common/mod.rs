@@ -6,6 +6,7 @@ pub mod http;
 pub mod influxdb;
 pub mod kafka_env;
 pub mod mariadb;
+pub mod moto;
 pub mod relay_env;
 
 use std::io::{BufRead, BufReader, Read, Write};
