@@ -158,12 +158,7 @@ impl HistoryStore {
         let (cutoff, _) = bounds(before);
         let mut months: Vec<NaiveDate> = match &self.backend {
             Inner::Mysql(m) => {
-                let names: Vec<String> = sqlx::query_scalar(
-                    "SELECT PARTITION_NAME FROM information_schema.PARTITIONS \
-                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'email_events'",
-                )
-                .fetch_all(&m.pool)
-                .await?;
+                let names = m.partition_names("email_events").await?;
                 let mut months: Vec<NaiveDate> = names
                     .iter()
                     .filter_map(|n| partitions::month_of(n))
@@ -208,14 +203,7 @@ impl HistoryStore {
         match &self.backend {
             Inner::Mysql(m) => {
                 for table in ["email_events", "email_history"] {
-                    let names: Vec<String> = sqlx::query_scalar(
-                        "SELECT PARTITION_NAME FROM information_schema.PARTITIONS \
-                         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
-                         ORDER BY PARTITION_ORDINAL_POSITION",
-                    )
-                    .bind(table)
-                    .fetch_all(&m.pool)
-                    .await?;
+                    let names = m.partition_names(table).await?;
                     let own = name_of(month);
                     let Some(at) = names.iter().position(|n| *n == own) else {
                         // In p_before: by range, a chunk at a time.

@@ -125,14 +125,7 @@ impl MysqlHistory {
     pub async fn maintain_partitions(&self, today: NaiveDate, ahead: u32) -> Result<Vec<String>> {
         let mut added = Vec::new();
         for table in TABLES {
-            let names: Vec<String> = sqlx::query_scalar(
-                "SELECT PARTITION_NAME FROM information_schema.PARTITIONS \
-                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
-                 ORDER BY PARTITION_ORDINAL_POSITION",
-            )
-            .bind(table)
-            .fetch_all(&self.pool)
-            .await?;
+            let names = self.partition_names(table).await?;
             if !names.iter().any(|n| n == partitions::FUTURE) {
                 return Err(HistoryError::Schema {
                     location: table.to_string(),
@@ -146,6 +139,18 @@ impl MysqlHistory {
             }
         }
         Ok(added)
+    }
+
+    /// `table`'s partitions, in order.
+    pub(crate) async fn partition_names(&self, table: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT PARTITION_NAME FROM information_schema.PARTITIONS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? \
+             ORDER BY PARTITION_ORDINAL_POSITION",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     pub async fn insert(&self, events: &[DeliveryEvent]) -> Result<InsertOutcome> {

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::http::{api_key, curl};
+use common::http::{api_key, curl, send_batch};
 use common::mariadb::PrivateMariadb;
 use common::relay_env::RelayEnv;
 use serde_json::json;
@@ -22,19 +22,7 @@ fn send_wave(port: u16, key: &str, wave: usize) {
                 "subject": "Hello", "text": "Hi.", "emailType": "outage"})
         })
         .collect();
-    let body = json!({ "messages": messages }).to_string();
-    let json = "Content-Type: application/json";
-    let (status, answer) = curl(
-        port,
-        key,
-        &["-H", json, "--data-binary", &body],
-        "/v1/messages/batch",
-    );
-    assert_eq!(
-        (status, answer["accepted"].as_u64()),
-        (200, Some(WAVE as u64)),
-        "{answer}"
-    );
+    send_batch(port, key, &messages);
 }
 
 /// (queued events, delivered events, recipients' rows, rows now `delivered`).
@@ -49,16 +37,8 @@ fn counts(db: &PrivateMariadb) -> (u64, u64, u64, u64) {
     (n[0], n[1], n[2], n[3])
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {WAIT:?}; server log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool, log: impl Fn() -> String) {
+    common::wait_until(what, WAIT, done, log);
 }
 
 #[test]

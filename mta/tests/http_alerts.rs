@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http::{api_key, curl};
+use common::http::{api_key, curl, send_batch};
 use common::relay_env::RelayEnv;
 use serde_json::{Value, json};
 
@@ -17,19 +17,7 @@ fn send(env: &RelayEnv, key: &str, n: usize, to: impl Fn(usize) -> Vec<String>) 
     let messages: Vec<_> = (0..n)
         .map(|i| json!({"from": "app@src.test", "to": to(i), "subject": "Hi", "text": "Hi."}))
         .collect();
-    let body = json!({ "messages": messages }).to_string();
-    let (status, answer) = curl(
-        env.server.http,
-        key,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-        "/v1/messages/batch",
-    );
-    assert_eq!(status, 200, "{answer}");
+    send_batch(env.server.http, key, &messages);
 }
 
 fn alerts(env: &RelayEnv, key: &str) -> Value {

@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::free_port;
-use common::http::{api_key, curl};
+use common::http::{api_key, send_batch};
 use common::influxdb::PrivateInfluxdb;
 use common::relay_env::RelayEnv;
 use serde_json::{Value, json};
@@ -32,37 +32,11 @@ fn send_wave(env: &RelayEnv, key: &str, wave: usize) -> Vec<String> {
                 "subject": "Hello", "text": "Hi.", "emailType": "welcome", "campaign": "spring"})
         })
         .collect();
-    let body = json!({ "messages": messages }).to_string();
-    let (status, answer) = curl(
-        env.server.http,
-        key,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-        "/v1/messages/batch",
-    );
-    assert_eq!(status, 200, "{answer}");
-    answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect()
+    send_batch(env.server.http, key, &messages)
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool, log: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {WAIT:?}; server log:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool, log: impl Fn() -> String) {
+    common::wait_until(what, WAIT, done, log);
 }
 
 fn sum(influx: &PrivateInfluxdb, field: &str) -> u64 {

@@ -44,3 +44,31 @@ pub fn curl(port: u16, key: &str, args: &[&str], path: &str) -> (u16, Value) {
     }
     (code, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// `POST /v1/messages/batch` with `messages`, every one of which must be accepted;
+/// their ids, in order.
+pub fn send_batch(port: u16, key: &str, messages: &[Value]) -> Vec<String> {
+    let body = serde_json::json!({ "messages": messages }).to_string();
+    let (status, answer) = curl(
+        port,
+        key,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+        "/v1/messages/batch",
+    );
+    assert_eq!(
+        (status, answer["accepted"].as_u64()),
+        (200, Some(messages.len() as u64)),
+        "{answer}"
+    );
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}

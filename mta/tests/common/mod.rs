@@ -469,6 +469,25 @@ pub fn kill_moment(min_ms: u64, spread_ms: u64) -> Duration {
     Duration::from_millis(min_ms + u64::from(nanos) % spread_ms.max(1))
 }
 
+/// Polls `done` every 200 ms until it holds; fails after `timeout`, saying `what`
+/// did not happen, with `log()` (the server's).
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {timeout:?}; server log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs an external program, returning (success, stdout+stderr).
 pub fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> (bool, String) {
     let mut child = Command::new(program)
