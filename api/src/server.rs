@@ -72,7 +72,6 @@ impl Api {
             ses_keys,
             deps,
             config,
-            idempotent_in_flight: Default::default(),
         }));
         Ok(Self {
             listener,

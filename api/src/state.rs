@@ -1,8 +1,7 @@
 //! What every request handler shares.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use postroad_queue::{Queue, QueueError};
 use tokio::sync::{Notify, Semaphore};
@@ -56,8 +55,6 @@ pub(crate) struct Inner {
     pub ses_keys: SesKeys,
     /// Requests handled now (`http.max_concurrent_requests`).
     pub requests: Arc<Semaphore>,
-    /// (API key id, Idempotency-Key) of requests in progress.
-    pub idempotent_in_flight: Mutex<HashSet<(String, String)>>,
 }
 
 #[derive(Clone)]

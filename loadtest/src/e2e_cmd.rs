@@ -85,6 +85,11 @@ pub struct E2eArgs {
     #[arg(long, requires = "spawn_postroad")]
     pub keep_work_dir: bool,
 
+    /// TOML appended to the spawned Postroad's config (e.g. `[[dkim]]` keys), to
+    /// measure a setting's cost.
+    #[arg(long, value_name = "FILE", requires = "spawn_postroad")]
+    pub postroad_config_extra: Option<PathBuf>,
+
     /// RUST_LOG of the spawned Postroad (unless RUST_LOG is set).
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub postroad_log: String,
@@ -289,6 +294,11 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
                 log_filter: args.postroad_log.clone(),
                 work_root: args.work_dir.clone(),
                 keep: args.keep_work_dir,
+                extra_config: match &args.postroad_config_extra {
+                    Some(path) => std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    None => String::new(),
+                },
             };
             let p = PostroadProcess::start(&opts).await?;
             let addr = match args.via {

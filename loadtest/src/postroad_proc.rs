@@ -35,6 +35,8 @@ pub struct PostroadOptions {
     pub work_root: Option<PathBuf>,
     /// Keep the directory (config, spool, log) after the run.
     pub keep: bool,
+    /// TOML appended to the generated config.
+    pub extra_config: String,
 }
 
 /// A running `postroad serve`; killed when dropped.
@@ -107,6 +109,9 @@ pub fn config_text(opts: &PostroadOptions, data_dir: &Path, ports: Ports) -> Str
         c,
         "[[listener]]\nname = \"relay\"\naddress = \"127.0.0.1:{smtp}\"\nrole = \"relay\"\ntls = \"none\""
     );
+    if !opts.extra_config.is_empty() {
+        let _ = writeln!(c, "\n# from --postroad-config-extra\n{}", opts.extra_config);
+    }
     c
 }
 
@@ -316,6 +321,7 @@ mod tests {
             log_filter: "warn".into(),
             work_root: None,
             keep: false,
+            extra_config: String::new(),
         };
         let ports = Ports {
             smtp: 2600,

@@ -1,10 +1,9 @@
-//! `postroad api-key create|list|revoke`: the HTTP API's bearer keys, kept in the data
-//! directory's `app.sqlite` (also while the server runs: it picks changes up within
-//! seconds).
+//! `postroad api-key create|list|revoke`: the HTTP API's bearer keys, kept beside the
+//! history (the data directory's `app.sqlite`, or the history's MySQL database), also
+//! while servers run: they pick changes up within seconds.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use postroad_api::AppStore;
 use postroad_api::store::keys::ApiKey;
 
@@ -14,7 +13,7 @@ use crate::config::Config;
 pub struct ApiKeyArgs {
     #[command(subcommand)]
     pub command: ApiKeyCommand,
-    /// Config file (for `server.data_dir`).
+    /// Config file (for `server.data_dir` and `[history]`).
     #[arg(long, short, env = "POSTROAD_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Data directory; overrides server.data_dir.
@@ -49,10 +48,7 @@ pub async fn run(args: ApiKeyArgs) -> anyhow::Result<()> {
         config.set_data_dir(dir);
     }
     crate::data_dir::prepare(&config.server.data_dir)?;
-    let dir = &config.server.data_dir;
-    let store = AppStore::open_in(dir)
-        .await
-        .with_context(|| format!("cannot open the API store in {}", dir.display()))?;
+    let store = crate::app_store::open(&config).await?;
     let result = command(&store, args.command).await;
     store.close().await;
     result

@@ -53,6 +53,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// `[[dkim]]`: keys that sign outgoing mail, per sender domain.
+    pub dkim: Vec<postroad_dkim::KeyConfig>,
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
@@ -274,6 +276,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             listeners: default_listeners(),
+            dkim: Vec::new(),
         }
     }
 }
@@ -518,6 +521,13 @@ mod tests {
         full.auth.users.push(UserConfig {
             username: "u".into(),
             password_hash: "h".into(),
+        });
+        full.dkim.push(postroad_dkim::KeyConfig {
+            domain: "example.com".into(),
+            selector: "s1".into(),
+            key_file: "/k.pem".into(),
+            headers: None,
+            expire_secs: 0,
         });
         let full = toml::Value::try_from(full).unwrap();
         let mut missing = Vec::new();

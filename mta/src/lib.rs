@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod analytics;
 pub mod api_key_cmd;
+pub mod app_store;
 pub mod archive_cmd;
 pub mod auth;
 pub mod config;

@@ -177,6 +177,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(postroad::api_key_cmd::run(args)),
         Command::CheckConfig { config } => {
             let mut config = Config::load(config.as_deref())?;
+            postroad_dkim::Signer::load(&config.dkim)?;
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
             }

@@ -185,10 +185,15 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     };
     let fanout = Fanout::start(queue.clone(), sinks);
     let relay = if relaying {
+        let dkim = postroad_dkim::Signer::load(&config.dkim)?.map(Arc::new);
+        if let Some(signer) = &dkim {
+            tracing::info!(domains = signer.domains(), "dkim signing on");
+        }
         Some(Relay::new(
             config.relay.clone(),
             &config.server.hostname,
             queue.clone(),
+            dkim,
         )?)
     } else {
         if roles.relay {
@@ -345,7 +350,7 @@ async fn open_history_reads(config: &Config, store: &HistoryStore) -> anyhow::Re
     }
 }
 
-/// Opens the API's store in the data directory and binds `[http] listen`.
+/// Opens the API's store (beside the history) and binds `[http] listen`.
 async fn bind_api(
     config: &Config,
     queue: Arc<dyn Queue>,
@@ -354,14 +359,7 @@ async fn bind_api(
     history: Arc<dyn HistoryReader>,
     alerts: Option<Arc<dyn AlertSource>>,
 ) -> anyhow::Result<(Api, AppStore)> {
-    let store = AppStore::open_in(&config.server.data_dir)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the API store in {}",
-                config.server.data_dir.display()
-            )
-        })?;
+    let store = crate::app_store::open(config).await?;
     let deps = Deps {
         hostname: config.server.hostname.clone(),
         limits: MessageLimits {

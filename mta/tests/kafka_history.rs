@@ -6,78 +6,33 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Server;
 use common::kafka_env::{BROKER_PORT, KafkaEnv, submit};
+use common::mariadb::MachineDatabase;
 
 const THREADS: usize = 2;
 const PER_THREAD: usize = 500;
 const TOTAL: u64 = (THREADS * PER_THREAD) as u64;
 
-/// A database of this test's own on the machine's MariaDB, dropped at the end.
-struct Database(String);
-
-impl Database {
-    fn create(name: &str) -> Self {
-        let db = Self(name.replace('-', "_"));
-        db.sql(&format!("CREATE DATABASE {}", db.0));
-        db
-    }
-
-    fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:3306/{}", self.0)
-    }
-
-    fn sql(&self, sql: &str) -> String {
-        let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h127.0.0.1",
-                "-P3306",
-                "-uroot",
-                "-N",
-                "-B",
-            ])
-            .args(["-e", sql])
-            .output()
-            .expect("the mariadb client runs");
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// (queued events, delivered events, recipients' rows, rows now delivered).
-    fn counts(&self) -> (u64, u64, u64, u64) {
-        let d = &self.0;
-        let out = self.sql(&format!(
-            "SELECT (SELECT COUNT(*) FROM {d}.email_events WHERE kind = 'queued'), \
-             (SELECT COUNT(*) FROM {d}.email_events WHERE kind = 'delivered'), \
-             (SELECT COUNT(*) FROM {d}.email_history), \
-             (SELECT COUNT(*) FROM {d}.email_history WHERE status = 'delivered')"
-        ));
-        let n: Vec<u64> = out.split_whitespace().map(|v| v.parse().unwrap()).collect();
-        (n[0], n[1], n[2], n[3])
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = Command::new("mariadb")
-            .args(["--no-defaults", "-h127.0.0.1", "-P3306", "-uroot"])
-            .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.0)])
-            .output();
-    }
+/// (queued events, delivered events, recipients' rows, rows now delivered).
+fn counts(db: &MachineDatabase) -> (u64, u64, u64, u64) {
+    let d = &db.name;
+    let out = db.sql(&format!(
+        "SELECT (SELECT COUNT(*) FROM {d}.email_events WHERE kind = 'queued'), \
+         (SELECT COUNT(*) FROM {d}.email_events WHERE kind = 'delivered'), \
+         (SELECT COUNT(*) FROM {d}.email_history), \
+         (SELECT COUNT(*) FROM {d}.email_history WHERE status = 'delivered')"
+    ));
+    let n: Vec<u64> = out.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    (n[0], n[1], n[2], n[3])
 }
 
 #[test]
 fn a_history_process_writes_every_event_once_though_killed_mid_run() {
     let env = KafkaEnv::start("history", BROKER_PORT, "tansu");
-    let db = Database::create(&format!("postroad_{}", env.prefix));
+    let db = MachineDatabase::create(&format!("postroad_{}", env.prefix));
     let history = format!(
         "\n[history]\nbackend = \"mysql\"\nurl = \"{}\"\nmax_batch = 200\nflush_interval_ms = 50\n",
         db.url()
@@ -107,11 +62,11 @@ fn a_history_process_writes_every_event_once_though_killed_mid_run() {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let all = (TOTAL, TOTAL, TOTAL, TOTAL);
-    while db.counts() != all {
+    while counts(&db) != all {
         assert!(
             Instant::now() < deadline,
             "history {:?}, not {all:?}, within 120 s; history process log:\n{}",
-            db.counts(),
+            counts(&db),
             writer.log()
         );
         std::thread::sleep(Duration::from_millis(200));

@@ -29,6 +29,8 @@ pub enum RelayError {
 /// The delivery engine. Cheap to share; `run` drives it.
 pub struct Relay {
     ctx: Arc<Context>,
+    /// Signs each claimed message (per its `From:` domain) before any send.
+    dkim: Option<Arc<postroad_dkim::Signer>>,
     router: Router,
     sites: Mutex<HashMap<String, Arc<Site>>>,
     in_flight: Arc<Semaphore>,
@@ -37,11 +39,13 @@ pub struct Relay {
 
 impl Relay {
     /// `helo_name` is used when `relay.helo_name` is empty. Each attempt's events (one
-    /// per recipient) are recorded by the queue with the attempt's resolution.
+    /// per recipient) are recorded by the queue with the attempt's resolution. With
+    /// `dkim`, every message is signed once per attempt, before its first send.
     pub fn new(
         config: RelayConfig,
         helo_name: &str,
         queue: Arc<dyn Queue>,
+        dkim: Option<Arc<postroad_dkim::Signer>>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -67,6 +71,7 @@ impl Relay {
                 client,
                 queue,
             }),
+            dkim,
             router,
             sites: Mutex::new(HashMap::new()),
             in_flight,
@@ -122,7 +127,10 @@ impl Relay {
                     break; // cannot happen: only this loop takes permits
                 };
                 let relay = self.clone();
-                tokio::spawn(async move { relay.dispatch(InFlight::new(message, permit)).await });
+                tokio::spawn(async move {
+                    let message = relay.sign(message).await;
+                    relay.dispatch(InFlight::new(message, permit)).await
+                });
             }
         }
         let open = max - self.in_flight.available_permits();
@@ -139,6 +147,32 @@ impl Relay {
                 "deliveries still in progress after the grace period; they will be retried after restart"
             );
         }
+    }
+
+    /// The message with its DKIM signatures (signing is CPU work: RSA takes about a
+    /// millisecond, so it runs off the async threads). A signing error sends the
+    /// message unsigned rather than holding it back, and says so.
+    async fn sign(&self, mut message: Claimed) -> Claimed {
+        let Some(signer) = self.dkim.clone() else {
+            return message;
+        };
+        let body = message.body.clone();
+        match tokio::task::spawn_blocking(move || signer.sign(&body)).await {
+            Ok(Ok(Some(signed))) => {
+                metrics::counter!("postroad_dkim_signed_total").increment(1);
+                message.body = bytes::Bytes::from(signed);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                metrics::counter!("postroad_dkim_errors_total").increment(1);
+                tracing::error!(id = %message.envelope.id, error = %e, "dkim signing failed; sending unsigned");
+            }
+            Err(e) => {
+                metrics::counter!("postroad_dkim_errors_total").increment(1);
+                tracing::error!(id = %message.envelope.id, error = %e, "dkim signing task failed; sending unsigned");
+            }
+        }
+        message
     }
 
     /// Routes each recipient domain of a message and queues its jobs at the sites.

@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use bytes::Bytes;
 use postroad_queue::MessageId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -97,29 +98,42 @@ pub async fn send(
         Err(problem) => return axum::response::IntoResponse::into_response(problem),
     };
     let fingerprint = fingerprint("send", &headers, &bytes);
-    let handle = async {
-        let ctx = state.context(&caller, peer.ip().to_canonical());
-        let prepared = if body::media_type(&headers) == "message/rfc822" {
-            let query: rfc822::MimeQuery =
-                serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
-                    Problem::fields(vec![FieldError::new("?", "invalid-value", e.to_string())])
-                })?;
-            let given = query.given().map_err(Problem::fields)?;
-            rfc822::prepare(bytes.to_vec(), given, &ctx)
-        } else {
-            let value = body::json(&headers, &bytes)?;
-            let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), [&value]).await;
-            submit::prepare(&value, "", &ctx, &state.templates, &prefs).await
-        }
-        .map_err(Refusal::into_problem)?;
-        let accepted = Accepted {
-            id: prepared.envelope.id,
-            recipients: prepared.envelope.recipients.len(),
-        };
-        state.enqueue(vec![prepared]).await?;
-        Ok(answer(StatusCode::ACCEPTED, &accepted))
+    let handle = {
+        let (state, caller, headers) = (state.clone(), caller.clone(), headers.clone());
+        async move { send_one(&state, &caller, peer, query, &headers, bytes).await }
     };
     idempotency::once(&state, &caller, &headers, &fingerprint, handle).await
+}
+
+/// What `send` does once per request.
+async fn send_one(
+    state: &AppState,
+    caller: &Caller,
+    peer: SocketAddr,
+    query: Option<String>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Result<Answer, Problem> {
+    let ctx = state.context(caller, peer.ip().to_canonical());
+    let prepared = if body::media_type(headers) == "message/rfc822" {
+        let query: rfc822::MimeQuery =
+            serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).map_err(|e| {
+                Problem::fields(vec![FieldError::new("?", "invalid-value", e.to_string())])
+            })?;
+        let given = query.given().map_err(Problem::fields)?;
+        rfc822::prepare(bytes.to_vec(), given, &ctx)
+    } else {
+        let value = body::json(headers, &bytes)?;
+        let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), [&value]).await;
+        submit::prepare(&value, "", &ctx, &state.templates, &prefs).await
+    }
+    .map_err(Refusal::into_problem)?;
+    let accepted = Accepted {
+        id: prepared.envelope.id,
+        recipients: prepared.envelope.recipients.len(),
+    };
+    state.enqueue(vec![prepared]).await?;
+    Ok(answer(StatusCode::ACCEPTED, &accepted))
 }
 
 /// What goes into the idempotency fingerprint: the route, the media type and the body.
@@ -170,62 +184,74 @@ pub async fn batch(
         Err(problem) => return axum::response::IntoResponse::into_response(problem),
     };
     let fingerprint = fingerprint("batch", &headers, &bytes);
-    let handle = async {
-        let value = body::json(&headers, &bytes)?;
-        let request: BatchRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-            let at = crate::problem::pointer_of(e.path());
-            Problem::fields(vec![FieldError::new(
-                at,
-                "invalid-type",
-                e.inner().to_string(),
-            )])
-        })?;
-        let max = state.config.max_batch;
-        if request.messages.len() > max {
-            let error = FieldError::new(
-                "/messages",
-                "too-many",
-                format!("at most {max} messages per batch (http.max_batch)"),
-            );
-            return Err(Problem::fields(vec![error]));
-        }
-        let ctx = state.context(&caller, peer.ip().to_canonical());
-        let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), &request.messages).await;
-        let mut results = Vec::with_capacity(request.messages.len());
-        let mut ready: Vec<Prepared> = Vec::new();
-        for (index, item) in request.messages.iter().enumerate() {
-            let base = pointer("/messages", &index.to_string());
-            match submit::prepare(item, &base, &ctx, &state.templates, &prefs).await {
-                Ok(prepared) => {
-                    results.push(ItemResult {
-                        index,
-                        status: "accepted".into(),
-                        id: Some(prepared.envelope.id),
-                        errors: Vec::new(),
-                    });
-                    ready.push(prepared);
-                }
-                Err(Refusal::Fields(errors)) => results.push(ItemResult {
-                    index,
-                    status: "rejected".into(),
-                    id: None,
-                    errors,
-                }),
-                Err(Refusal::Problem(problem)) => return Err(problem),
-            }
-        }
-        let accepted = ready.len();
-        if !ready.is_empty() {
-            state.enqueue(ready).await?;
-        }
-        let result = BatchResult {
-            accepted,
-            rejected: results.len() - accepted,
-            results,
-        };
-        Ok(answer(StatusCode::OK, &result))
+    let handle = {
+        let (state, caller, headers) = (state.clone(), caller.clone(), headers.clone());
+        async move { send_batch(&state, &caller, peer, &headers, bytes).await }
     };
     idempotency::once(&state, &caller, &headers, &fingerprint, handle).await
+}
+
+/// What `batch` does once per request.
+async fn send_batch(
+    state: &AppState,
+    caller: &Caller,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Result<Answer, Problem> {
+    let value = body::json(headers, &bytes)?;
+    let request: BatchRequest = serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = crate::problem::pointer_of(e.path());
+        Problem::fields(vec![FieldError::new(
+            at,
+            "invalid-type",
+            e.inner().to_string(),
+        )])
+    })?;
+    let max = state.config.max_batch;
+    if request.messages.len() > max {
+        let error = FieldError::new(
+            "/messages",
+            "too-many",
+            format!("at most {max} messages per batch (http.max_batch)"),
+        );
+        return Err(Problem::fields(vec![error]));
+    }
+    let ctx = state.context(caller, peer.ip().to_canonical());
+    let prefs = prefs::Loaded::load(&state.prefs, caller.tenant_key(), &request.messages).await;
+    let mut results = Vec::with_capacity(request.messages.len());
+    let mut ready: Vec<Prepared> = Vec::new();
+    for (index, item) in request.messages.iter().enumerate() {
+        let base = pointer("/messages", &index.to_string());
+        match submit::prepare(item, &base, &ctx, &state.templates, &prefs).await {
+            Ok(prepared) => {
+                results.push(ItemResult {
+                    index,
+                    status: "accepted".into(),
+                    id: Some(prepared.envelope.id),
+                    errors: Vec::new(),
+                });
+                ready.push(prepared);
+            }
+            Err(Refusal::Fields(errors)) => results.push(ItemResult {
+                index,
+                status: "rejected".into(),
+                id: None,
+                errors,
+            }),
+            Err(Refusal::Problem(problem)) => return Err(problem),
+        }
+    }
+    let accepted = ready.len();
+    if !ready.is_empty() {
+        state.enqueue(ready).await?;
+    }
+    let result = BatchResult {
+        accepted,
+        rejected: results.len() - accepted,
+        results,
+    };
+    Ok(answer(StatusCode::OK, &result))
 }
 
 /// Answers requests to unknown paths.

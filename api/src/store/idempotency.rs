@@ -1,9 +1,9 @@
 //! The first answer to each request sent with an `Idempotency-Key`, per API key, kept
-//! for `http.idempotency_ttl_secs`.
+//! for `http.idempotency_ttl_secs`. A request first claims its key (a row with status
+//! 0), so a concurrent retry on any node that shares the store sees it in progress;
+//! the answer then replaces the claim.
 
-use sqlx::Row;
-
-use super::{AppStore, Result, now_ms};
+use super::{AppStore, Result, is_duplicate, now_ms, on_pool};
 
 /// A remembered answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,96 +15,162 @@ pub struct Recorded {
     pub response: String,
 }
 
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this request's now: handle it, then record the answer.
+    Fresh,
+    /// The key was answered before (within the TTL).
+    Answered(Recorded),
+    /// Another request holds the key and has not answered yet.
+    InProgress,
+}
+
+/// The status of a claimed key that has no answer yet.
+const CLAIMED: i64 = 0;
+
+/// A row of `idempotency`.
+#[derive(sqlx::FromRow)]
+struct Row {
+    request_hash: Vec<u8>,
+    status: i64,
+    response: String,
+    created_at: i64,
+}
+
 impl AppStore {
-    /// The answer recorded for (API key, idempotency key) within `ttl_ms`.
-    pub async fn idempotent_answer(
+    /// Claims (API key, idempotency key) for a request with `request_hash`. An answer
+    /// older than `ttl_ms`, or a claim older than `stale_ms` (its process died before
+    /// answering), is taken over.
+    pub async fn claim(
         &self,
         key_id: &str,
         idempotency_key: &str,
+        request_hash: &[u8; 32],
         ttl_ms: i64,
-    ) -> Result<Option<Recorded>> {
-        let row = sqlx::query(
-            "SELECT request_hash, status, response FROM idempotency \
-             WHERE key_id = ? AND idempotency_key = ? AND created_at > ?",
-        )
-        .bind(key_id)
-        .bind(idempotency_key)
-        .bind(now_ms() - ttl_ms)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let hash: Vec<u8> = row.try_get("request_hash")?;
-        let status: i64 = row.try_get("status")?;
-        Ok(Some(Recorded {
-            request_hash: <[u8; 32]>::try_from(hash.as_slice()).unwrap_or([0; 32]),
-            status: u16::try_from(status).unwrap_or(500),
-            response: row.try_get("response")?,
-        }))
+        stale_ms: i64,
+    ) -> Result<Claim> {
+        // Twice: a row that disappears between the insert and the read (expired and
+        // deleted meanwhile) leaves the key free for a second insert.
+        for _ in 0..2 {
+            let now = now_ms();
+            let inserted = on_pool!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO idempotency \
+                     (key_id, idempotency_key, request_hash, status, response, created_at) \
+                     VALUES (?, ?, ?, ?, '', ?)",
+                )
+                .bind(key_id)
+                .bind(idempotency_key)
+                .bind(&request_hash[..])
+                .bind(CLAIMED)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+            });
+            match inserted {
+                Ok(_) => return Ok(Claim::Fresh),
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let row: Option<Row> = on_pool!(self, pool => {
+                sqlx::query_as(
+                    "SELECT request_hash, status, response, created_at FROM idempotency \
+                     WHERE key_id = ? AND idempotency_key = ?",
+                )
+                .bind(key_id)
+                .bind(idempotency_key)
+                .fetch_optional(pool)
+                .await?
+            });
+            let Some(row) = row else { continue };
+            let answered = row.status != CLAIMED;
+            if answered && row.created_at > now - ttl_ms {
+                return Ok(Claim::Answered(Recorded {
+                    request_hash: <[u8; 32]>::try_from(row.request_hash.as_slice())
+                        .unwrap_or([0; 32]),
+                    status: u16::try_from(row.status).unwrap_or(500),
+                    response: row.response,
+                }));
+            }
+            if !answered && row.created_at > now - stale_ms {
+                return Ok(Claim::InProgress);
+            }
+            // Expired or abandoned: take it over, unless another request just did.
+            let taken = on_pool!(self, pool => {
+                sqlx::query(
+                    "UPDATE idempotency SET request_hash = ?, status = ?, response = '', created_at = ? \
+                     WHERE key_id = ? AND idempotency_key = ? AND status = ? AND created_at = ?",
+                )
+                .bind(&request_hash[..])
+                .bind(CLAIMED)
+                .bind(now)
+                .bind(key_id)
+                .bind(idempotency_key)
+                .bind(row.status)
+                .bind(row.created_at)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            return Ok(if taken == 1 {
+                Claim::Fresh
+            } else {
+                Claim::InProgress
+            });
+        }
+        Ok(Claim::InProgress)
     }
 
-    /// Records the answer (replacing an expired one under the same key).
+    /// Records the answer to a claimed key.
     pub async fn record_answer(
         &self,
         key_id: &str,
         idempotency_key: &str,
         answer: &Recorded,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT OR REPLACE INTO idempotency \
-             (key_id, idempotency_key, request_hash, status, response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key_id)
-        .bind(idempotency_key)
-        .bind(&answer.request_hash[..])
-        .bind(i64::from(answer.status))
-        .bind(&answer.response)
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE idempotency SET request_hash = ?, status = ?, response = ? \
+                 WHERE key_id = ? AND idempotency_key = ?",
+            )
+            .bind(&answer.request_hash[..])
+            .bind(i64::from(answer.status))
+            .bind(&answer.response)
+            .bind(key_id)
+            .bind(idempotency_key)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
-    /// Forgets answers older than `ttl_ms`; returns how many.
-    pub async fn expire_answers(&self, ttl_ms: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM idempotency WHERE created_at <= ?")
-            .bind(now_ms() - ttl_ms)
-            .execute(self.pool())
+    /// Gives a claimed key back unanswered (the request failed in a way a retry may
+    /// not: overload, queue down), so a retry is handled anew.
+    pub async fn release(&self, key_id: &str, idempotency_key: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "DELETE FROM idempotency WHERE key_id = ? AND idempotency_key = ? AND status = ?",
+            )
+            .bind(key_id)
+            .bind(idempotency_key)
+            .bind(CLAIMED)
+            .execute(pool)
             .await?;
-        Ok(done.rows_affected())
+        });
+        Ok(())
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn answers_are_kept_per_key_until_they_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AppStore::open_in(dir.path()).await.unwrap();
-        let answer = Recorded {
-            request_hash: [7; 32],
-            status: 202,
-            response: r#"{"id":"x"}"#.into(),
-        };
-        store.record_answer("k1", "order-1", &answer).await.unwrap();
-        let day = 86_400_000;
-        assert_eq!(
-            store.idempotent_answer("k1", "order-1", day).await.unwrap(),
-            Some(answer)
-        );
-        assert_eq!(
-            store.idempotent_answer("k2", "order-1", day).await.unwrap(),
-            None
-        );
-        assert_eq!(store.expire_answers(day).await.unwrap(), 0);
-        // A TTL of -1 ms makes everything recorded so far expired.
-        assert_eq!(
-            store.idempotent_answer("k1", "order-1", -1).await.unwrap(),
-            None
-        );
-        assert_eq!(store.expire_answers(-1).await.unwrap(), 1);
+    /// Forgets answers and claims older than `ttl_ms`; returns how many.
+    pub async fn expire_answers(&self, ttl_ms: i64) -> Result<u64> {
+        let deleted = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM idempotency WHERE created_at <= ?")
+                .bind(now_ms() - ttl_ms)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
     }
 }

@@ -1,14 +1,12 @@
 //! API keys: `pr_` and 43 characters of base64url (256 random bits). Only the key's
 //! SHA-256 is stored; the key is printed once, by `postroad api-key create`.
 
+use super::{AppStore, Result, StoreError, now_ms, on_pool, text};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
-
-use super::{AppStore, Result, StoreError, now_ms};
 
 const KEY_PREFIX: &str = "pr_";
 /// Characters of the key kept in the clear, to recognise it in `api-key list`.
@@ -39,16 +37,37 @@ fn generate() -> String {
     format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        tenant: row.try_get("tenant")?,
-        prefix: row.try_get("prefix")?,
-        created_at_ms: row.try_get("created_at")?,
-        revoked_at_ms: row.try_get("revoked_at")?,
-    })
+/// A row of `api_keys`.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: Vec<u8>,
+    name: String,
+    tenant: Option<Vec<u8>>,
+    prefix: Vec<u8>,
+    hash: Vec<u8>,
+    created_at: i64,
+    revoked_at: Option<i64>,
 }
+
+impl KeyRow {
+    fn hash(&self) -> Result<[u8; 32]> {
+        <[u8; 32]>::try_from(self.hash.as_slice())
+            .map_err(|_| StoreError::Corrupt("api key hash is not 32 bytes".into()))
+    }
+
+    fn key(self) -> Result<ApiKey> {
+        Ok(ApiKey {
+            id: text(self.id)?,
+            name: self.name,
+            tenant: self.tenant.map(text).transpose()?,
+            prefix: text(self.prefix)?,
+            created_at_ms: self.created_at,
+            revoked_at_ms: self.revoked_at,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT id, name, tenant, prefix, hash, created_at, revoked_at FROM api_keys";
 
 impl AppStore {
     /// Creates a key; returns it (the only time it is seen) and its record.
@@ -62,40 +81,40 @@ impl AppStore {
             created_at_ms: now_ms(),
             revoked_at_ms: None,
         };
-        sqlx::query(
-            "INSERT INTO api_keys (id, name, tenant, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&record.id)
-        .bind(&record.name)
-        .bind(&record.tenant)
-        .bind(&record.prefix)
-        .bind(&hash(&key)[..])
-        .bind(record.created_at_ms)
-        .execute(self.pool())
-        .await?;
+        let hash = hash(&key);
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, tenant, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&record.id)
+            .bind(&record.name)
+            .bind(&record.tenant)
+            .bind(&record.prefix)
+            .bind(&hash[..])
+            .bind(record.created_at_ms)
+            .execute(pool)
+            .await?;
+        });
         Ok((key, record))
     }
 
     /// Every key, revoked ones too, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(from_row).collect()
+        let sql = format!("{SELECT} ORDER BY created_at, id");
+        let rows: Vec<KeyRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        rows.into_iter().map(KeyRow::key).collect()
     }
 
     /// The keys not revoked, with their hashes.
     pub async fn active_keys(&self) -> Result<Vec<([u8; 32], ApiKey)>> {
-        let rows = sqlx::query("SELECT * FROM api_keys WHERE revoked_at IS NULL")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let hash: Vec<u8> = row.try_get("hash")?;
-                let hash = <[u8; 32]>::try_from(hash.as_slice())
-                    .map_err(|_| StoreError::Corrupt("api key hash is not 32 bytes".into()))?;
-                Ok((hash, from_row(row)?))
-            })
+        let sql = format!("{SELECT} WHERE revoked_at IS NULL");
+        let rows: Vec<KeyRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(|row| Ok((row.hash()?, row.key()?)))
             .collect()
     }
 
@@ -113,11 +132,13 @@ impl AppStore {
             return Ok(None);
         };
         let now = now_ms();
-        sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&key.id)
-            .execute(self.pool())
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&key.id)
+                .execute(pool)
+                .await?;
+        });
         Ok(Some(ApiKey {
             revoked_at_ms: Some(now),
             ..key.clone()

@@ -4,10 +4,19 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
 
-use super::{AppStore, Result, StoreError, now_ms};
+use super::{AppStore, Result, StoreError, is_duplicate, now_ms, on_pool, text};
+
+/// Whether a `PUT` failed because a concurrent one took its version number (MySQL may
+/// also pick it as a deadlock victim).
+fn lost_race(error: &sqlx::Error) -> bool {
+    is_duplicate(error)
+        || matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("40001"))
+}
+
+/// Tries of a `PUT` that lost the race for its version number to concurrent ones.
+const PUT_TRIES: usize = 10;
 
 /// The parts of a template in one language.
 // Unknown fields are refused by `PUT` (every one named), not by serde: a
@@ -86,21 +95,37 @@ pub struct Template {
     pub created_at_ms: i64,
 }
 
-fn from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Template> {
-    let definition: String = row.try_get("definition")?;
-    let version: i64 = row.try_get("version")?;
-    Ok(Template {
-        email_type: row.try_get("email_type")?,
-        version: u32::try_from(version)
-            .map_err(|_| StoreError::Corrupt(format!("template version {version}")))?,
-        definition: serde_json::from_str(&definition)
-            .map_err(|e| StoreError::Corrupt(format!("template definition: {e}")))?,
-        created_at_ms: row.try_get("created_at")?,
-    })
+/// A row of `templates`.
+#[derive(sqlx::FromRow)]
+struct TemplateRow {
+    email_type: Vec<u8>,
+    version: i64,
+    definition: String,
+    created_at: i64,
 }
 
+impl TryFrom<TemplateRow> for Template {
+    type Error = StoreError;
+
+    fn try_from(row: TemplateRow) -> Result<Self> {
+        let version = row.version;
+        Ok(Template {
+            email_type: text(row.email_type)?,
+            version: u32::try_from(version)
+                .map_err(|_| StoreError::Corrupt(format!("template version {version}")))?,
+            definition: serde_json::from_str(&row.definition)
+                .map_err(|e| StoreError::Corrupt(format!("template definition: {e}")))?,
+            created_at_ms: row.created_at,
+        })
+    }
+}
+
+const SELECT: &str = "SELECT email_type, version, definition, created_at FROM templates";
+
 impl AppStore {
-    /// Stores `definition` as the next version of (tenant, email type).
+    /// Stores `definition` as the next version of (tenant, email type). Two `PUT`s at
+    /// once (on two nodes) both get a version: the one that loses the race for a number
+    /// takes the next.
     pub async fn put_template(
         &self,
         tenant: &str,
@@ -109,33 +134,57 @@ impl AppStore {
     ) -> Result<Template> {
         let json = serde_json::to_string(definition)
             .map_err(|e| StoreError::Corrupt(format!("template definition: {e}")))?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.insert_next_version(tenant, email_type, &json).await {
+                Ok((version, created_at_ms)) => {
+                    return Ok(Template {
+                        email_type: email_type.to_string(),
+                        version,
+                        definition: definition.clone(),
+                        created_at_ms,
+                    });
+                }
+                Err(StoreError::Database(e)) if lost_race(&e) && tries < PUT_TRIES => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn insert_next_version(
+        &self,
+        tenant: &str,
+        email_type: &str,
+        json: &str,
+    ) -> Result<(u32, i64)> {
         let now = now_ms();
-        let mut txn = self.pool().begin().await?;
-        let latest: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(version) FROM templates WHERE tenant = ? AND email_type = ?",
-        )
-        .bind(tenant)
-        .bind(email_type)
-        .fetch_one(&mut *txn)
-        .await?;
-        let version = latest.unwrap_or(0) + 1;
-        sqlx::query(
-            "INSERT INTO templates (tenant, email_type, version, definition, created_at) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(tenant)
-        .bind(email_type)
-        .bind(version)
-        .bind(json)
-        .bind(now)
-        .execute(&mut *txn)
-        .await?;
-        txn.commit().await?;
-        Ok(Template {
-            email_type: email_type.to_string(),
-            version: version as u32,
-            definition: definition.clone(),
-            created_at_ms: now,
-        })
+        let version = on_pool!(self, pool => {
+            let mut txn = pool.begin_with(self.begin_write()).await?;
+            let latest: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(version) FROM templates WHERE tenant = ? AND email_type = ?",
+            )
+            .bind(tenant)
+            .bind(email_type)
+            .fetch_one(&mut *txn)
+            .await?;
+            let version = latest.unwrap_or(0) + 1;
+            sqlx::query(
+                "INSERT INTO templates (tenant, email_type, version, definition, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(tenant)
+            .bind(email_type)
+            .bind(version)
+            .bind(json)
+            .bind(now)
+            .execute(&mut *txn)
+            .await?;
+            txn.commit().await?;
+            version
+        });
+        let version = u32::try_from(version)
+            .map_err(|_| StoreError::Corrupt(format!("template version {version}")))?;
+        Ok((version, now))
     }
 
     /// The given version, or the newest.
@@ -145,168 +194,96 @@ impl AppStore {
         email_type: &str,
         version: Option<u32>,
     ) -> Result<Option<Template>> {
-        let row = match version {
-            Some(v) => sqlx::query(
-                "SELECT * FROM templates WHERE tenant = ? AND email_type = ? AND version = ?",
-            )
-            .bind(tenant)
-            .bind(email_type)
-            .bind(i64::from(v))
-            .fetch_optional(self.pool())
-            .await?,
-            None => sqlx::query(
-                "SELECT * FROM templates WHERE tenant = ? AND email_type = ? ORDER BY version DESC LIMIT 1",
-            )
-            .bind(tenant)
-            .bind(email_type)
-            .fetch_optional(self.pool())
-            .await?,
+        let row: Option<TemplateRow> = match version {
+            Some(v) => {
+                let sql = format!("{SELECT} WHERE tenant = ? AND email_type = ? AND version = ?");
+                on_pool!(self, pool => {
+                    sqlx::query_as(&sql)
+                        .bind(tenant)
+                        .bind(email_type)
+                        .bind(i64::from(v))
+                        .fetch_optional(pool)
+                        .await?
+                })
+            }
+            None => {
+                let sql = format!(
+                    "{SELECT} WHERE tenant = ? AND email_type = ? ORDER BY version DESC LIMIT 1"
+                );
+                on_pool!(self, pool => {
+                    sqlx::query_as(&sql)
+                        .bind(tenant)
+                        .bind(email_type)
+                        .fetch_optional(pool)
+                        .await?
+                })
+            }
         };
-        row.as_ref().map(from_row).transpose()
+        row.map(Template::try_from).transpose()
     }
 
     /// The newest version of every template of `tenant`, by email type.
     pub async fn list_templates(&self, tenant: &str) -> Result<Vec<Template>> {
-        let rows = sqlx::query(
-            "SELECT t.* FROM templates t \
+        let sql = "SELECT t.email_type, t.version, t.definition, t.created_at FROM templates t \
              JOIN (SELECT email_type, MAX(version) AS version FROM templates WHERE tenant = ? GROUP BY email_type) newest \
              ON t.email_type = newest.email_type AND t.version = newest.version \
-             WHERE t.tenant = ? ORDER BY t.email_type",
-        )
-        .bind(tenant)
-        .bind(tenant)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(from_row).collect()
+             WHERE t.tenant = ? ORDER BY t.email_type";
+        let rows: Vec<TemplateRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(tenant)
+                .bind(tenant)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Template::try_from).collect()
     }
 
     /// Deletes every version; returns how many there were.
     pub async fn delete_template(&self, tenant: &str, email_type: &str) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM templates WHERE tenant = ? AND email_type = ?")
-            .bind(tenant)
-            .bind(email_type)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected())
+        let deleted = on_pool!(self, pool => {
+            sqlx::query("DELETE FROM templates WHERE tenant = ? AND email_type = ?")
+                .bind(tenant)
+                .bind(email_type)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
     }
 }
 
 /// Template changes still to announce to Redis.
 impl AppStore {
     pub async fn add_announcement(&self, tenant: &str, email_type: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO template_announcements (tenant, email_type) VALUES (?, ?)",
-        )
-        .bind(tenant)
-        .bind(email_type)
-        .execute(self.pool())
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query("REPLACE INTO template_announcements (tenant, email_type) VALUES (?, ?)")
+                .bind(tenant)
+                .bind(email_type)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn announcements(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT tenant, email_type FROM template_announcements")
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("tenant")?, row.try_get("email_type")?)))
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT tenant, email_type FROM template_announcements")
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(tenant, email_type)| Ok((text(tenant)?, text(email_type)?)))
             .collect()
     }
 
     pub async fn remove_announcement(&self, tenant: &str, email_type: &str) -> Result<()> {
-        sqlx::query("DELETE FROM template_announcements WHERE tenant = ? AND email_type = ?")
-            .bind(tenant)
-            .bind(email_type)
-            .execute(self.pool())
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("DELETE FROM template_announcements WHERE tenant = ? AND email_type = ?")
+                .bind(tenant)
+                .bind(email_type)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn definition(subject: &str) -> Definition {
-        Definition {
-            subject: subject.into(),
-            text: Some("Hi {{ name }}".into()),
-            ..Definition::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn versions_grow_per_type_and_tenant_and_delete_removes_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = AppStore::open_in(dir.path()).await.unwrap();
-        assert_eq!(
-            store
-                .put_template("", "welcome", &definition("v1"))
-                .await
-                .unwrap()
-                .version,
-            1
-        );
-        assert_eq!(
-            store
-                .put_template("", "welcome", &definition("v2"))
-                .await
-                .unwrap()
-                .version,
-            2
-        );
-        assert_eq!(
-            store
-                .put_template("acme", "welcome", &definition("a"))
-                .await
-                .unwrap()
-                .version,
-            1
-        );
-        store
-            .put_template("", "reset", &definition("r"))
-            .await
-            .unwrap();
-
-        let newest = store.template("", "welcome", None).await.unwrap().unwrap();
-        assert_eq!(
-            (newest.version, newest.definition.subject.as_str()),
-            (2, "v2")
-        );
-        let first = store
-            .template("", "welcome", Some(1))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.definition, definition("v1"));
-        assert!(
-            store
-                .template("", "welcome", Some(3))
-                .await
-                .unwrap()
-                .is_none()
-        );
-
-        let listed: Vec<_> = store
-            .list_templates("")
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|t| (t.email_type, t.version))
-            .collect();
-        assert_eq!(
-            listed,
-            [("reset".to_string(), 1), ("welcome".to_string(), 2)]
-        );
-
-        assert_eq!(store.delete_template("", "welcome").await.unwrap(), 2);
-        assert!(store.template("", "welcome", None).await.unwrap().is_none());
-        assert!(
-            store
-                .template("acme", "welcome", None)
-                .await
-                .unwrap()
-                .is_some()
-        );
     }
 }

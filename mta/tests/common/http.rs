@@ -4,12 +4,12 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// `postroad api-key ARGS` for this server; its standard output.
+/// `postroad api-key ARGS` for this server (its config: the keys live beside its
+/// history, in its data directory or its MySQL database); its standard output.
 pub fn api_key(server: &super::Server, args: &[&str]) -> String {
-    let data = server.data_dir();
     let mut all = vec!["api-key"];
     all.extend_from_slice(args);
-    all.extend(["--data-dir", data.to_str().unwrap()]);
+    all.extend(["--config", server.config_path.to_str().unwrap()]);
     let out = Command::new(super::binary()).args(&all).output().unwrap();
     assert!(
         out.status.success(),

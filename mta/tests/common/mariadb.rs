@@ -1,5 +1,7 @@
-//! A MariaDB server of a test's own (the machine's `mariadbd`, its own data directory
-//! and port), so the test can kill it and start it again while Postroad runs.
+//! MariaDB for tests: a database of a test's own on the machine's server
+//! (127.0.0.1:3306 as root), or a server of a test's own (the machine's `mariadbd`, its
+//! own data directory and port), so the test can kill it and start it again while
+//! Postroad runs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -114,5 +116,61 @@ impl PrivateMariadb {
 impl Drop for PrivateMariadb {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A database of a test's own on the machine's MariaDB (127.0.0.1:3306, root), dropped
+/// at the end.
+pub struct MachineDatabase {
+    pub name: String,
+}
+
+impl MachineDatabase {
+    /// A new empty database `name` (any `-` becomes `_`), replacing a leftover one.
+    pub fn create(name: &str) -> Self {
+        let db = Self {
+            name: name.replace('-', "_"),
+        };
+        db.sql(&format!(
+            "DROP DATABASE IF EXISTS {0}; CREATE DATABASE {0}",
+            db.name
+        ));
+        db
+    }
+
+    /// The database's URL for `[history] url`.
+    pub fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+
+    /// Runs `sql` with the `mariadb` client; its tab-separated output.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h127.0.0.1",
+                "-P3306",
+                "-uroot",
+                "-N",
+                "-B",
+            ])
+            .args(["-e", sql])
+            .output()
+            .expect("the mariadb client runs");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for MachineDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["--no-defaults", "-h127.0.0.1", "-P3306", "-uroot"])
+            .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])
+            .output();
     }
 }

@@ -1,0 +1,146 @@
+//! DKIM on a running server: mail from a domain with `[[dkim]]` keys (RSA and Ed25519,
+//! made by openssl) reaches the sink signed by both, and dkimpy, an independent
+//! implementation, verifies each signature of the bytes the sink received; mail from a
+//! domain without keys goes out unsigned; a key that cannot be read is refused by
+//! `check-config` (and `serve`, which loads the keys the same way) with the key named.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::relay_env::RelayEnv;
+use common::{Client, run, scripts_dir, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A new private key file in `dir` and the TXT record that publishes it.
+fn key(dir: &Path, ed25519: bool) -> (String, String) {
+    let path = dir.join(if ed25519 { "ed.pem" } else { "rsa.pem" });
+    let file = path.to_str().unwrap();
+    if ed25519 {
+        openssl(&["genpkey", "-algorithm", "ed25519", "-out", file]);
+    } else {
+        openssl(&["genrsa", "-traditional", "-out", file, "2048"]);
+    }
+    let pem = String::from_utf8(openssl(&["pkey", "-in", file, "-pubout"])).unwrap();
+    let spki: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let record = if ed25519 {
+        // RFC 8463: the raw 32-byte key, the last 32 bytes of the SubjectPublicKeyInfo.
+        let der = openssl(&["pkey", "-in", file, "-pubout", "-outform", "DER"]);
+        let raw = dir.join("ed.raw");
+        std::fs::write(&raw, &der[der.len() - 32..]).unwrap();
+        let b64 = openssl(&["base64", "-A", "-in", raw.to_str().unwrap()]);
+        format!("v=DKIM1; k=ed25519; p={}", String::from_utf8(b64).unwrap())
+    } else {
+        format!("v=DKIM1; k=rsa; p={spki}")
+    };
+    (file.to_string(), record)
+}
+
+fn delivered(env: &RelayEnv, message_id: &str) -> Vec<u8> {
+    let find = || {
+        env.sink
+            .messages()
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(message_id))
+    };
+    wait_until(
+        &format!("{message_id} delivered"),
+        WAIT,
+        || find().is_some(),
+        || env.server.log(),
+    );
+    find().unwrap().data
+}
+
+#[test]
+fn mail_is_signed_per_from_domain_and_dkimpy_verifies_every_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa, rsa_record) = key(dir.path(), false);
+    let (ed, ed_record) = key(dir.path(), true);
+    let dkim = format!(
+        "[[dkim]]\ndomain = \"src.test\"\nselector = \"r2026\"\nkey_file = \"{rsa}\"\n\n\
+         [[dkim]]\ndomain = \"src.test\"\nselector = \"e2026\"\nkey_file = \"{ed}\"\n"
+    );
+    let env = RelayEnv::start("", &dkim);
+
+    let body = "Message-ID: <signed.1@src.test>\r\nFrom: News <news@mail.src.test>\r\nTo: ann@fast.test\r\n\
+                Subject: Signed\r\nList-Unsubscribe: <mailto:u@src.test>\r\n\r\nHello.\r\n";
+    let mut client = Client::greeted(env.server.relay);
+    client.send_mail("bounces@src.test", &["ann@fast.test"], body);
+    let unsigned = "Message-ID: <plain.1@other.test>\r\nFrom: someone@other.test\r\nTo: ann@fast.test\r\n\
+                    Subject: Plain\r\n\r\nHello.\r\n";
+    client.send_mail("someone@other.test", &["ann@fast.test"], unsigned);
+
+    let signed = delivered(&env, "<signed.1@src.test>");
+    let text = String::from_utf8_lossy(&signed);
+    assert_eq!(text.matches("DKIM-Signature:").count(), 2, "{text}");
+    let records = [
+        format!("r2026._domainkey.src.test={rsa_record}"),
+        format!("e2026._domainkey.src.test={ed_record}"),
+    ];
+    let verifier = scripts_dir().join("dkim_verify.py");
+    let mut args = vec![verifier.to_str().unwrap()];
+    args.extend(records.iter().map(String::as_str));
+    let (ok, out) = run("python3", &args, Some(&signed));
+    assert!(ok, "{out}");
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "pass d=src.test s=e2026 a=ed25519-sha256",
+            "pass d=src.test s=r2026 a=rsa-sha256"
+        ],
+        "{out}"
+    );
+
+    // The same bytes with one character of the body changed no longer verify.
+    let tampered = text.replace("Hello.", "Hellp.").into_bytes();
+    let (_, out) = run("python3", &args, Some(&tampered));
+    assert_eq!(out.matches("fail").count(), 2, "{out}");
+
+    let plain = delivered(&env, "<plain.1@other.test>");
+    assert!(!String::from_utf8_lossy(&plain).contains("DKIM-Signature:"));
+    let metrics = env.metrics();
+    assert!(
+        metrics.contains("postroad_dkim_signed_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_unreadable_key_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("postroad.toml");
+    std::fs::write(
+        &config,
+        "[[dkim]]\ndomain = \"src.test\"\nselector = \"s1\"\nkey_file = \"/nonexistent/key.pem\"\n",
+    )
+    .unwrap();
+    let (ok, out) = run(
+        common::binary(),
+        &["check-config", "--config", config.to_str().unwrap()],
+        None,
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("src.test") && out.contains("/nonexistent/key.pem"),
+        "{out}"
+    );
+}
