@@ -114,6 +114,7 @@ wait_ready() {
 # $4 backend.
 write_config() {
     local name=$1 port=$2 sink=$3 backend=$4 conf=$WORK/$1.toml
+    printf '[default]\nconnection_limit = 20\n' >"$WORK/shaping.toml"
     cat >"$conf" <<EOF
 [server]
 hostname = "$name.compare.test"
@@ -143,7 +144,7 @@ max_connections_per_ip = 500
 [relay]
 tls = "none"
 smarthost = "127.0.0.1:$sink"
-connections_per_site = 20
+shaping_file = "$WORK/shaping.toml"
 
 [admin]
 listen = "127.0.0.1:$(free_port)"

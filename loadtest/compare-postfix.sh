@@ -30,7 +30,7 @@
 #   SIZE=4096               body bytes per message
 #   CONNECTIONS=16          concurrent inbound SMTP connections (loadtest -c)
 #   DELIVERY_CONNECTIONS=20 outbound connections to the sink, both MTAs (Postfix
-#                           *_destination_concurrency_limit, Postroad connections_per_site)
+#                           *_destination_concurrency_limit, Postroad's shaping connection_limit)
 #   ONLY=both               both | postfix | postroad
 #   DELIVERY_TIMEOUT=600    max seconds after the load for the sink to get everything
 #                           (loadtest e2e --drain-timeout)
@@ -222,6 +222,7 @@ if [ "$ONLY" != postfix ]; then
     PR_PORT=$(free_port)
     PR_CONF=$WORK/postroad.toml
     per_ip=$((CONNECTIONS > 90 ? CONNECTIONS + 10 : 100))
+    printf '[default]\nconnection_limit = %s\n' "$DELIVERY_CONNECTIONS" >"$WORK/shaping.toml"
     cat >"$PR_CONF" <<EOF
 # written by loadtest/compare-postfix.sh
 [server]
@@ -238,7 +239,7 @@ max_connections_per_ip = $per_ip
 [relay]
 enabled = true
 tls = "none"
-connections_per_site = $DELIVERY_CONNECTIONS
+shaping_file = "$WORK/shaping.toml"
 
 [admin]
 listen = "127.0.0.1:$(free_port)"

@@ -508,6 +508,7 @@ mod tests {
             .client
             .insert("socket.keepalive.enable".into(), "true".into());
         full.relay.tls_ca_file = Some("/ca.pem".into());
+        full.relay.shaping_file = Some("/shaping.toml".into());
         full.relay.routes.insert(
             "example.org".into(),
             postroad_relay::RouteConfig {

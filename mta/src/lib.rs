@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod migrate_cmd;
 pub mod roles;
 pub mod serve;
+pub mod shaping;
 pub mod smtp;
 pub mod tls;

@@ -64,6 +64,11 @@ enum Command {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check a shaping file (relay.shaping_file) and print its layers.
+    CheckShaping {
+        /// The shaping file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -175,9 +180,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::api_key_cmd::run(args)),
+        Command::CheckShaping { file } => postroad::shaping::check(&file),
         Command::CheckConfig { config } => {
             let mut config = Config::load(config.as_deref())?;
             postroad_dkim::Signer::load(&config.dkim)?;
+            postroad_relay::Shaping::load(config.relay.shaping_file.as_deref())?;
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
             }

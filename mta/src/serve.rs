@@ -189,11 +189,15 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         if let Some(signer) = &dkim {
             tracing::info!(domains = signer.domains(), "dkim signing on");
         }
+        let path = config.relay.shaping_file.clone();
+        let shaping = postroad_relay::Shaping::load(path.as_deref())?;
+        tracing::info!(source = %shaping.source, "shaping file loaded");
         Some(Relay::new(
             config.relay.clone(),
             &config.server.hostname,
             queue.clone(),
             dkim,
+            shaping,
         )?)
     } else {
         if roles.relay {
@@ -260,6 +264,14 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     if let Some(consumer) = events_consumer {
         parts.start("history", move |stop| consumer.run(history_sink, stop));
     }
+    let control = relay.as_ref().map(|relay| {
+        let reloader = Arc::new(crate::shaping::Reloader {
+            relay: relay.clone(),
+            path: config.relay.shaping_file.clone(),
+        });
+        reloader.clone().on_sighup();
+        reloader as Arc<dyn crate::admin::RelayControl>
+    });
     if let Some(relay) = relay {
         parts.start("relay", move |stop| relay.run(stop, grace));
     }
@@ -268,6 +280,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         &config.admin,
         &config.server.data_dir,
         admin_queue,
+        control,
         admin.clone(),
     )
     .await?;

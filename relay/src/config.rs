@@ -32,17 +32,11 @@ pub struct RelayConfig {
     pub tls: TlsPolicy,
     /// Extra trusted CA certificates (PEM) for `verify`, besides the system store.
     pub tls_ca_file: Option<PathBuf>,
-    /// Open connections per destination site (a site is the set of MX hosts).
-    pub connections_per_site: usize,
-    /// Messages sent over one connection before it is closed and reopened.
-    pub messages_per_connection: usize,
+    /// The shaping file: connections, messages per connection, message and connection
+    /// rates, idle time and TLS per site, provider and domain. `None`: the built-in one.
+    pub shaping_file: Option<PathBuf>,
     /// Most recipients in one SMTP transaction (RFC 5321 requires servers take 100).
     pub max_recipients_per_transaction: usize,
-    /// Messages per second per site; 0 = no limit.
-    pub site_rate_per_sec: f64,
-    /// How long an idle pooled connection stays open (`idle_timeout_secs`).
-    #[serde(rename = "idle_timeout_secs", with = "Secs")]
-    pub idle_timeout: Duration,
     /// Time for a TCP connection to be established (`connect_timeout_secs`).
     #[serde(rename = "connect_timeout_secs", with = "Secs")]
     pub connect_timeout: Duration,
@@ -83,11 +77,8 @@ impl Default for RelayConfig {
             helo_name: String::new(),
             tls: TlsPolicy::Opportunistic,
             tls_ca_file: None,
-            connections_per_site: 16,
-            messages_per_connection: 1000,
+            shaping_file: None,
             max_recipients_per_transaction: 100,
-            site_rate_per_sec: 0.0,
-            idle_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
@@ -118,11 +109,6 @@ impl RelayConfig {
     /// Rejects values that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, value) in [
-            ("relay.connections_per_site", self.connections_per_site),
-            (
-                "relay.messages_per_connection",
-                self.messages_per_connection,
-            ),
             (
                 "relay.max_recipients_per_transaction",
                 self.max_recipients_per_transaction,
@@ -136,9 +122,6 @@ impl RelayConfig {
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err("relay.retry_jitter must be in [0, 1)".into());
-        }
-        if self.site_rate_per_sec < 0.0 || !self.site_rate_per_sec.is_finite() {
-            return Err("relay.site_rate_per_sec must be 0 or positive".into());
         }
         if self.retry_first_secs == 0 || self.retry_max_secs < self.retry_first_secs {
             return Err(

@@ -168,8 +168,44 @@ pub enum Attempt {
     Stale(Job),
 }
 
-/// Delivers one job over an open session.
-pub async fn deliver(conn: &mut Connection, job: Job, ctx: &Arc<Context>) -> Attempt {
+/// What an attempt tells the site's adaptive control.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Recipients the server took.
+    pub delivered: usize,
+    /// The first reply that asked us to slow down ([`Response::is_throttle`]).
+    pub throttle: Option<Response>,
+    /// The server's other replies (temporary and permanent), for the reply rules.
+    pub replies: Vec<String>,
+}
+
+impl Report {
+    fn of<'a>(responses: impl IntoIterator<Item = &'a Response>) -> Self {
+        let mut report = Report::default();
+        for response in responses {
+            match response {
+                Response::Remote(r) if r.is_positive() => report.delivered += 1,
+                Response::Remote(_) => {
+                    if response.is_throttle() && report.throttle.is_none() {
+                        report.throttle = Some(response.clone());
+                    }
+                    report.replies.push(response.to_string());
+                }
+                Response::Local(_) => {}
+            }
+        }
+        report
+    }
+}
+
+/// Delivers one job over an open session. `bounces` names the reply rule, if any,
+/// that turns a temporary reply into a bounce.
+pub async fn deliver(
+    conn: &mut Connection,
+    job: Job,
+    ctx: &Arc<Context>,
+    bounces: &(dyn Fn(&Response) -> Option<String> + Sync),
+) -> (Attempt, Report) {
     let claimed = &job.message.claimed;
     let envelope = &claimed.envelope;
     let recipients: Vec<_> = job
@@ -199,22 +235,46 @@ pub async fn deliver(conn: &mut Connection, job: Job, ctx: &Arc<Context>) -> Att
                         (rcpt, _) => Outcome::decided_by(rcpt, host),
                     }
                 })
-                .collect();
+                .map(|outcome| bounced_by_rule(outcome, bounces))
+                .collect::<Vec<Outcome>>();
+            let report = Report::of(outcomes.iter().map(|o| &o.response));
             job.complete(outcomes, ctx);
-            Attempt::Reusable
+            (Attempt::Reusable, report)
         }
-        Err(e) if e.is_stale_connection() => Attempt::Stale(job),
+        Err(e) if e.is_stale_connection() => (Attempt::Stale(job), Report::default()),
         Err(e) => {
             tracing::info!(%host, id = %envelope.id, "delivery attempt failed: {e}");
+            let response = e.response();
+            let report = Report::of([&response]);
             let host = Some(host);
             let outcome = if e.is_permanent() {
-                Outcome::decided_by(e.response(), host)
+                Outcome::decided_by(response, host)
             } else {
-                Outcome::deferred(e.response(), host)
+                bounced_by_rule(Outcome::deferred(response, host), bounces)
             };
             job.fail_all(outcome, ctx);
-            Attempt::Dead
+            (Attempt::Dead, report)
         }
+    }
+}
+
+/// A deferral that a reply rule says to bounce, bounced (and logged).
+fn bounced_by_rule(
+    outcome: Outcome,
+    bounces: &(dyn Fn(&Response) -> Option<String> + Sync),
+) -> Outcome {
+    if outcome.disposition != Disposition::Deferred {
+        return outcome;
+    }
+    match bounces(&outcome.response) {
+        Some(rule) => {
+            tracing::info!(%rule, reply = %outcome.response, "automation bounces a temporary failure");
+            Outcome {
+                disposition: Disposition::Bounced,
+                ..outcome
+            }
+        }
+        None => outcome,
     }
 }
 

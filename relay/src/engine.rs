@@ -2,7 +2,7 @@
 //! and hands the sites their jobs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use postroad_queue::{Claimed, Queue};
@@ -14,7 +14,8 @@ use crate::config::RelayConfig;
 use crate::deliver::{Context, InFlight, Outcome, finish_without_jobs};
 use crate::retry::RetryPolicy;
 use crate::route::{RouteError, Router, RouterError};
-use crate::site::Site;
+use crate::shaping::Shaping;
+use crate::site::{Site, SiteView, site_key};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -32,6 +33,7 @@ pub struct Relay {
     /// Signs each claimed message (per its `From:` domain) before any send.
     dkim: Option<Arc<postroad_dkim::Signer>>,
     router: Router,
+    shaping: RwLock<Arc<Shaping>>,
     sites: Mutex<HashMap<String, Arc<Site>>>,
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
@@ -40,12 +42,14 @@ pub struct Relay {
 impl Relay {
     /// `helo_name` is used when `relay.helo_name` is empty. Each attempt's events (one
     /// per recipient) are recorded by the queue with the attempt's resolution. With
-    /// `dkim`, every message is signed once per attempt, before its first send.
+    /// `dkim`, every message is signed once per attempt, before its first send;
+    /// `shaping` sets each site's limits.
     pub fn new(
         config: RelayConfig,
         helo_name: &str,
         queue: Arc<dyn Queue>,
         dkim: Option<Arc<postroad_dkim::Signer>>,
+        shaping: Shaping,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -73,6 +77,7 @@ impl Relay {
             }),
             dkim,
             router,
+            shaping: RwLock::new(Arc::new(shaping)),
             sites: Mutex::new(HashMap::new()),
             in_flight,
             wake,
@@ -182,7 +187,7 @@ impl Relay {
         for (domain, recipients) in by_domain {
             match self.router.route(&domain).await {
                 Ok(destination) => {
-                    let site = self.site(destination);
+                    let site = self.site(&domain, destination);
                     for chunk in recipients.chunks(self.ctx.config.max_recipients_per_transaction) {
                         placed.push((site.clone(), chunk.to_vec()));
                     }
@@ -205,19 +210,64 @@ impl Relay {
         }
     }
 
-    fn site(&self, destination: crate::route::Destination) -> Arc<Site> {
+    /// The site that delivers `domain`'s mail to `destination`: the MX set's, or the
+    /// domain's own when it has a shaping entry.
+    fn site(&self, domain: &str, destination: crate::route::Destination) -> Arc<Site> {
+        let shaping = self.shaping();
+        let own = shaping.has_domain(domain).then(|| domain.to_string());
+        let key = site_key(own.as_deref(), &destination);
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        match sites.get(&destination.site) {
+        match sites.get(&key) {
             Some(site) => {
                 site.update(destination);
                 site.clone()
             }
             None => {
-                let site = Site::new(destination, self.ctx.config.site_rate_per_sec);
-                sites.insert(site.key.clone(), site.clone());
+                let site = Site::new(destination, own, &shaping);
+                sites.insert(key, site.clone());
                 site
             }
         }
+    }
+
+    fn shaping(&self) -> Arc<Shaping> {
+        self.shaping
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies a new shaping file to every site (its jobs keep their place; a domain
+    /// that gained or lost an entry of its own moves to its new site with its next
+    /// message).
+    pub fn reload_shaping(&self, shaping: Shaping) {
+        let shaping = Arc::new(shaping);
+        *self.shaping.write().unwrap_or_else(|e| e.into_inner()) = shaping.clone();
+        let sites: Vec<Arc<Site>> = self
+            .sites
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for site in sites {
+            site.reshape(&shaping);
+        }
+        tracing::info!(source = %shaping.source, "shaping reloaded");
+    }
+
+    /// Every site this relay has delivered to since it started, by key.
+    pub fn sites(&self) -> Vec<SiteView> {
+        let sites: Vec<Arc<Site>> = self
+            .sites
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut views: Vec<SiteView> = sites.iter().map(|s| s.view()).collect();
+        views.sort_by(|a, b| a.site.cmp(&b.site));
+        views
     }
 }
 

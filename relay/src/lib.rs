@@ -3,19 +3,26 @@
 //! [`Relay`] claims ready messages from the queue, groups recipients by destination
 //! site ([`route`]: smarthost, static routes, or MX with implicit and null MX; domains
 //! sharing MX hosts share a site), and keeps a pool of reusable SMTP connections per
-//! site ([`site`]) speaking through [`client`]. Each recipient's outcome (delivered,
+//! site ([`site`]) speaking through [`client`], within the limits the shaping file sets
+//! per site, provider and domain ([`shaping`]). Each recipient's outcome (delivered,
 //! deferred with backoff, bounced, expired) becomes one atomic queue resolution and one
 //! [`postroad_queue::DeliveryEvent`] ([`deliver`], [`retry`]).
 
+mod adaptive;
+mod automation;
 pub mod client;
 pub mod config;
 pub mod deliver;
 mod engine;
+mod pace;
 pub mod retry;
 pub mod route;
+pub mod shaping;
 pub mod site;
 mod tls_roots;
 
 pub use client::TlsPolicy;
 pub use config::{RelayConfig, RouteConfig};
 pub use engine::{Relay, RelayError};
+pub use shaping::{Shaping, ShapingError};
+pub use site::SiteView;

@@ -73,6 +73,11 @@ pub enum QueueCommand {
     },
     /// Make every deferred message due now.
     Flush,
+    /// Destination sites: limits (from the shaping file), state, connections, queue.
+    Sites,
+    /// Read the shaping file again (as SIGHUP does); a file that does not load is
+    /// refused and the running one stays.
+    ReloadShaping,
 }
 
 /// `postroad dlq ...`
@@ -147,6 +152,8 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<()> {
         },
         QueueCommand::Inspect { id, raw } => Call::Inspect { id, raw: *raw },
         QueueCommand::Flush => Call::Flush,
+        QueueCommand::Sites => Call::Sites,
+        QueueCommand::ReloadShaping => Call::ReloadShaping,
     };
     if json {
         return print_json(&client, &call);
@@ -171,6 +178,8 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<()> {
             let n = client.flush()?;
             format!("flushed: {n} deferred {} now due\n", plural(n, "message"))
         }
+        QueueCommand::Sites => super::sites::format_sites(&client.sites()?),
+        QueueCommand::ReloadShaping => client.reload_shaping()?,
     };
     write_stdout(out.as_bytes())
 }

@@ -68,6 +68,8 @@ pub enum Call<'a> {
     InspectDeadLetter { id: &'a str, raw: bool },
     Requeue { id: &'a str },
     Purge { id: &'a str },
+    Sites,
+    ReloadShaping,
 }
 
 impl Call<'_> {
@@ -83,6 +85,8 @@ impl Call<'_> {
             Call::InspectDeadLetter { id, raw: r } => ("GET", format!("/v1/dlq/{id}{}", raw(*r))),
             Call::Requeue { id } => ("POST", format!("/v1/dlq/{id}/requeue")),
             Call::Purge { id } => ("DELETE", format!("/v1/dlq/{id}")),
+            Call::Sites => ("GET", "/v1/queue/sites".into()),
+            Call::ReloadShaping => ("POST", "/v1/shaping/reload".into()),
         }
     }
 
@@ -253,6 +257,22 @@ impl AdminClient {
     /// Deletes a dead letter for good.
     pub fn purge(&self, id: &str) -> anyhow::Result<MessageId> {
         Ok(self.call::<Purged>(&Call::Purge { id })?.purged)
+    }
+
+    /// The relay's sites, as JSON objects (see `postroad_relay::SiteView`).
+    pub fn sites(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let list: serde_json::Value = self.call(&Call::Sites)?;
+        match list.get("sites") {
+            Some(serde_json::Value::Array(sites)) => Ok(sites.clone()),
+            _ => anyhow::bail!("unexpected answer from the admin endpoint at {}", self.base),
+        }
+    }
+
+    /// Reloads the shaping file; the summary of the file now in force.
+    pub fn reload_shaping(&self) -> anyhow::Result<String> {
+        Ok(self
+            .call::<super::ShapingReloaded>(&Call::ReloadShaping)?
+            .summary)
     }
 }
 

@@ -24,6 +24,7 @@
 pub mod cli;
 pub mod client;
 pub mod server;
+mod sites;
 
 #[cfg(test)]
 mod tests;
@@ -205,6 +206,7 @@ pub async fn start(
     config: &AdminConfig,
     data_dir: &Path,
     queue: Arc<dyn Queue>,
+    relay: Option<Arc<dyn RelayControl>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -223,7 +225,30 @@ pub async fn start(
     } else {
         tracing::info!(%address, "admin endpoint listening (token from admin.token)");
     }
-    Ok(tokio::spawn(serve_admin(listener, token, queue, shutdown)))
+    Ok(tokio::spawn(serve_admin(
+        listener, token, queue, relay, shutdown,
+    )))
+}
+
+/// What the admin endpoint asks of this process's relay, when it runs one.
+pub trait RelayControl: Send + Sync {
+    /// Every site delivered to since start, with its limits and state.
+    fn sites(&self) -> Vec<postroad_relay::SiteView>;
+    /// Reads the shaping file again and applies it; its summary, or why the running
+    /// file stays.
+    fn reload_shaping(&self) -> Result<String, String>;
+}
+
+/// `GET /v1/queue/sites`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteList {
+    pub sites: Vec<postroad_relay::SiteView>,
+}
+
+/// `POST /v1/shaping/reload`: the file now in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapingReloaded {
+    pub summary: String,
 }
 
 /// `GET /v1/queue/messages`: queued envelopes, oldest first.

@@ -23,12 +23,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     BodyEncoding, DEFAULT_LIST_LIMIT, DeadLetterDetail, DeadLetterList, ErrorBody, Flushed,
-    MAX_LIST_LIMIT, MessageDetail, MessageList, Purged, Requeued,
+    MAX_LIST_LIMIT, MessageDetail, MessageList, Purged, RelayControl, Requeued, ShapingReloaded,
+    SiteList,
 };
 
 #[derive(Clone)]
 struct AppState {
     queue: Arc<dyn Queue>,
+    relay: Option<Arc<dyn RelayControl>>,
     token: Arc<str>,
 }
 
@@ -43,9 +45,10 @@ pub async fn serve_admin(
     listener: TcpListener,
     token: String,
     queue: Arc<dyn Queue>,
+    relay: Option<Arc<dyn RelayControl>>,
     shutdown: CancellationToken,
 ) {
-    let app = router(token, queue);
+    let app = router(token, queue, relay);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -67,9 +70,14 @@ pub async fn serve_admin(
 }
 
 /// The admin API: every route, behind the token check.
-pub fn router(token: String, queue: Arc<dyn Queue>) -> Router {
+pub fn router(
+    token: String,
+    queue: Arc<dyn Queue>,
+    relay: Option<Arc<dyn RelayControl>>,
+) -> Router {
     let state = AppState {
         queue,
+        relay,
         token: token.into(),
     };
     Router::new()
@@ -78,6 +86,8 @@ pub fn router(token: String, queue: Arc<dyn Queue>) -> Router {
         .route("/v1/queue/messages", get(queue_list))
         .route("/v1/queue/messages/{id}", get(queue_get))
         .route("/v1/queue/flush", post(queue_flush))
+        .route("/v1/queue/sites", get(queue_sites))
+        .route("/v1/shaping/reload", post(shaping_reload))
         .route("/v1/dlq", get(dlq_list))
         .route("/v1/dlq/{id}", get(dlq_get).delete(dlq_purge))
         .route("/v1/dlq/{id}/requeue", post(dlq_requeue))
@@ -147,6 +157,33 @@ impl IntoResponse for ApiError {
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn relay(state: &AppState) -> Result<&Arc<dyn RelayControl>, ApiError> {
+    state.relay.as_ref().ok_or_else(|| {
+        ApiError::not_found("this process runs no relay (relay.enabled is off, or no relay role)")
+    })
+}
+
+/// `GET /v1/queue/sites`: every site with its limits, state and queue.
+async fn queue_sites(State(state): State<AppState>) -> ApiResult<SiteList> {
+    Ok(Json(SiteList {
+        sites: relay(&state)?.sites(),
+    }))
+}
+
+/// `POST /v1/shaping/reload`: reads the shaping file again; a file that does not load
+/// is `422` and the running one stays.
+async fn shaping_reload(State(state): State<AppState>) -> ApiResult<ShapingReloaded> {
+    let relay = relay(&state)?.clone();
+    match tokio::task::spawn_blocking(move || relay.reload_shaping()).await {
+        Ok(Ok(summary)) => Ok(Json(ShapingReloaded { summary })),
+        Ok(Err(reason)) => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
+    }
+}
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let given = request

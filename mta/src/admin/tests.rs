@@ -41,6 +41,7 @@ impl Harness {
             listener,
             token.clone(),
             queue.clone(),
+            None,
             stop.clone(),
         ));
         Harness {
@@ -464,7 +465,13 @@ fn start_binds_logs_and_stops() {
     };
     let stopped = CancellationToken::new();
     let e = rt
-        .block_on(start(&config, dir.path(), queue.clone(), stopped.clone()))
+        .block_on(start(
+            &config,
+            dir.path(),
+            queue.clone(),
+            None,
+            stopped.clone(),
+        ))
         .unwrap_err();
     assert!(
         format!("{e:#}").contains(&config.listen.to_string()),
@@ -478,7 +485,7 @@ fn start_binds_logs_and_stops() {
         token: String::new(),
     };
     let e = rt
-        .block_on(start(&public, dir.path(), queue.clone(), stopped))
+        .block_on(start(&public, dir.path(), queue.clone(), None, stopped))
         .unwrap_err();
     assert!(e.to_string().contains("admin.token"), "{e}");
 
@@ -495,7 +502,7 @@ fn start_binds_logs_and_stops() {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let task = rt
-        .block_on(start(&config, dir.path(), queue, stopped))
+        .block_on(start(&config, dir.path(), queue, None, stopped))
         .unwrap();
     let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
     let client = AdminClient::new(&format!("http://127.0.0.1:{port}/"), token.trim()).unwrap();

@@ -246,6 +246,12 @@ tls = "implicit"
         }
     }
 
+    /// SIGHUP: reload what can be reloaded (the shaping file).
+    pub fn hangup(&self) {
+        let child = self.child.as_ref().expect("the server runs");
+        signal(child, libc::SIGHUP);
+    }
+
     /// SIGKILL: the crash case.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -1,0 +1,109 @@
+//! `postroad queue sites`: the relay's sites as a table.
+
+use serde_json::Value;
+
+/// One line per site: its key, provider or own domain, state (and until when), open
+/// connections over the limit, the message rate limit, waiting jobs, and why.
+pub fn format_sites(sites: &[Value]) -> String {
+    if sites.is_empty() {
+        return "no sites yet (the relay has delivered to none since it started)\n".into();
+    }
+    let rows: Vec<[String; 7]> = sites.iter().map(row).collect();
+    let header = [
+        "SITE",
+        "SHAPED BY",
+        "STATE",
+        "CONNS",
+        "RATE",
+        "QUEUED",
+        "WHY",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn row(site: &Value) -> [String; 7] {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let shape = &site["shape"];
+    let shaped_by = match (text(&shape["domain"]), text(&shape["provider"])) {
+        (Some(domain), _) => format!("domain {domain}"),
+        (None, Some(provider)) => format!("provider {provider}"),
+        (None, None) => "default".into(),
+    };
+    let mut state = text(&site["state"]).unwrap_or_default();
+    if let Some(until) = site["until_ms"].as_i64()
+        && let Some(at) = chrono::DateTime::from_timestamp_millis(until)
+    {
+        state.push_str(&format!(" until {}", at.format("%H:%M:%SZ")));
+    }
+    [
+        text(&site["site"]).unwrap_or_default(),
+        shaped_by,
+        state,
+        format!(
+            "{}/{}",
+            site["connections"].as_u64().unwrap_or(0),
+            shape["connection_limit"].as_u64().unwrap_or(0)
+        ),
+        text(&shape["max_message_rate"]).unwrap_or_else(|| "-".into()),
+        site["queued"].as_u64().unwrap_or(0).to_string(),
+        text(&site["reason"]).unwrap_or_default(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_show_what_shapes_them_and_why_they_wait() {
+        let sites = serde_json::json!([
+            {"site": "aspmx.l.google.com", "state": "normal", "until_ms": null, "reason": null,
+             "connections": 3, "queued": 12,
+             "shape": {"provider": "gmail", "domain": null, "connection_limit": 10, "max_message_rate": "50/s"}},
+            {"site": "example.com@mx.example.com", "state": "backoff", "until_ms": 1764892800000u64,
+             "reason": "unreachable: 421 4.7.0 try later", "connections": 0, "queued": 2,
+             "shape": {"provider": null, "domain": "example.com", "connection_limit": 2, "max_message_rate": null}}
+        ]);
+        let table = format_sites(sites.as_array().unwrap());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("SITE") && lines[0].ends_with("WHY"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("provider gmail")
+                && lines[1].contains("3/10")
+                && lines[1].contains("50/s"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("domain example.com") && lines[2].contains("backoff until 00:00:00Z"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("unreachable: 421 4.7.0 try later"),
+            "{table}"
+        );
+        assert!(format_sites(&[]).contains("no sites yet"));
+    }
+}
