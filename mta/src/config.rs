@@ -58,7 +58,8 @@ pub struct Config {
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
-/// changes announced on its pub/sub), and user preferences are its hashes.
+/// changes announced on its pub/sub), user preferences are its hashes, and each site's
+/// `max_message_rate` holds for every relay process together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {

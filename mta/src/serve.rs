@@ -198,6 +198,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             queue.clone(),
             dkim,
             shaping,
+            config.redis.link().map_err(anyhow::Error::msg)?,
         )?)
     } else {
         if roles.relay {

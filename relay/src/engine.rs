@@ -34,6 +34,8 @@ pub struct Relay {
     dkim: Option<Arc<postroad_dkim::Signer>>,
     router: Router,
     shaping: RwLock<Arc<Shaping>>,
+    /// With `[redis] url`: message rates shared by every relay process.
+    redis: Option<postroad_redis_link::RedisLink>,
     sites: Mutex<HashMap<String, Arc<Site>>>,
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
@@ -43,13 +45,15 @@ impl Relay {
     /// `helo_name` is used when `relay.helo_name` is empty. Each attempt's events (one
     /// per recipient) are recorded by the queue with the attempt's resolution. With
     /// `dkim`, every message is signed once per attempt, before its first send;
-    /// `shaping` sets each site's limits.
+    /// `shaping` sets each site's limits; with `redis`, each site's `max_message_rate`
+    /// is shared by every relay process.
     pub fn new(
         config: RelayConfig,
         helo_name: &str,
         queue: Arc<dyn Queue>,
         dkim: Option<Arc<postroad_dkim::Signer>>,
         shaping: Shaping,
+        redis: Option<postroad_redis_link::RedisLink>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -78,6 +82,7 @@ impl Relay {
             dkim,
             router,
             shaping: RwLock::new(Arc::new(shaping)),
+            redis,
             sites: Mutex::new(HashMap::new()),
             in_flight,
             wake,
@@ -223,7 +228,7 @@ impl Relay {
                 site.clone()
             }
             None => {
-                let site = Site::new(destination, own, &shaping);
+                let site = Site::new(destination, own, &shaping, self.redis.as_ref());
                 sites.insert(key, site.clone());
                 site
             }

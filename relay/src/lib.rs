@@ -18,6 +18,7 @@ mod pace;
 pub mod retry;
 pub mod route;
 pub mod shaping;
+pub mod shared_rate;
 pub mod site;
 mod tls_roots;
 

@@ -1,7 +1,8 @@
 //! A destination site: its ready queue, its pool of connections (each a task that takes
 //! jobs and keeps its SMTP session open between them), the limits its shape sets
 //! (connections, messages per connection, message and connection rates, idle time,
-//! TLS), and a back-off while none of its hosts answer.
+//! TLS) as adaptive control and the reply rules adjust them, the rate it shares with
+//! other relay processes, and a back-off while none of its hosts answer.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use crate::deliver::{Attempt, Context, Job, Outcome, Report, deliver};
 use crate::pace::Pacer;
 use crate::route::Destination;
 use crate::shaping::{Shape, Shaping};
+use crate::shared_rate::SharedRate;
 
 pub struct Site {
     pub key: String,
@@ -40,6 +42,8 @@ pub struct Site {
     messages: Pacer,
     /// Spaces new connections (`max_connection_rate`).
     connections: Pacer,
+    /// With Redis, `max_message_rate` held by every relay process together.
+    shared: Option<SharedRate>,
     /// The rate and connection count in force, below the shape's, learned from replies.
     control: Mutex<Controller>,
 }
@@ -74,7 +78,9 @@ impl Site {
         destination: Destination,
         domain: Option<String>,
         shaping: &Arc<Shaping>,
+        redis: Option<&postroad_redis_link::RedisLink>,
     ) -> Arc<Self> {
+        let key = site_key(domain.as_deref(), &destination);
         let (tx, rx) = mpsc::unbounded_channel();
         let shape = shaping.shape(domain.as_deref(), host_names(&destination));
         let rules = shaping.rules_for(shape.provider.as_deref(), domain.as_deref());
@@ -85,7 +91,8 @@ impl Site {
             tokio::time::Instant::now(),
         );
         Arc::new(Self {
-            key: site_key(domain.as_deref(), &destination),
+            shared: redis.map(|link| SharedRate::new(link.clone(), &key)),
+            key,
             domain,
             destination: Mutex::new(destination),
             shaping: Mutex::new(shaping.clone()),
@@ -415,6 +422,9 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
                 }
             }
             site.messages.acquire().await;
+            if let (Some(shared), Some(rate)) = (&site.shared, site.shape().max_message_rate) {
+                shared.acquire(rate.per_sec()).await;
+            }
             let Some(session) = conn.as_mut() else {
                 break;
             };
