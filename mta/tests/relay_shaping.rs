@@ -51,6 +51,15 @@ fn check_shaping_prints_the_layers_or_names_the_mistake() {
     );
 }
 
+/// `postroad ARGS` against the server's admin endpoint (text output); (ok, output).
+fn admin_cli(env: &RelayEnv, args: &[&str]) -> (bool, String) {
+    let admin = format!("http://127.0.0.1:{}", env.admin);
+    let data = env.server.data_dir();
+    let mut all = args.to_vec();
+    all.extend(["--admin", &admin, "--data-dir", data.to_str().unwrap()]);
+    run(binary(), &all, None)
+}
+
 fn sites(env: &RelayEnv) -> Vec<Value> {
     env.cli_json(&["queue", "sites"])["sites"]
         .as_array()
@@ -163,20 +172,7 @@ fn a_throttling_receiver_makes_its_site_back_off_and_reloads_change_the_limits()
 
     // A broken file is refused; the running one stays.
     std::fs::write(&shaping, "[domain.\"later.test\"]\nconnection_limit = 0\n").unwrap();
-    let admin = format!("http://127.0.0.1:{}", env.admin);
-    let data = env.server.data_dir();
-    let (ok, out) = run(
-        binary(),
-        &[
-            "queue",
-            "reload-shaping",
-            "--admin",
-            &admin,
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, out) = admin_cli(&env, &["queue", "reload-shaping"]);
     assert!(
         !ok && out.contains("connection_limit must be above 0"),
         "{out}"
@@ -188,34 +184,12 @@ fn a_throttling_receiver_makes_its_site_back_off_and_reloads_change_the_limits()
     );
 
     std::fs::write(&shaping, "[domain.\"later.test\"]\nconnection_limit = 3\n").unwrap();
-    let (ok, out) = run(
-        binary(),
-        &[
-            "queue",
-            "reload-shaping",
-            "--admin",
-            &admin,
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, out) = admin_cli(&env, &["queue", "reload-shaping"]);
     assert!(
         ok && out.contains("domain later.test: connection_limit = 3"),
         "{out}"
     );
-    let (ok, table) = run(
-        binary(),
-        &[
-            "queue",
-            "sites",
-            "--admin",
-            &admin,
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, table) = admin_cli(&env, &["queue", "sites"]);
     assert!(ok, "{table}");
     let line = table
         .lines()

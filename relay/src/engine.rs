@@ -248,29 +248,25 @@ impl Relay {
     pub fn reload_shaping(&self, shaping: Shaping) {
         let shaping = Arc::new(shaping);
         *self.shaping.write().unwrap_or_else(|e| e.into_inner()) = shaping.clone();
-        let sites: Vec<Arc<Site>> = self
-            .sites
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for site in sites {
+        for site in self.all_sites() {
             site.reshape(&shaping);
         }
         tracing::info!(source = %shaping.source, "shaping reloaded");
     }
 
-    /// Every site this relay has delivered to since it started, by key.
-    pub fn sites(&self) -> Vec<SiteView> {
-        let sites: Vec<Arc<Site>> = self
-            .sites
+    /// The sites, out of the lock.
+    fn all_sites(&self) -> Vec<Arc<Site>> {
+        self.sites
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        let mut views: Vec<SiteView> = sites.iter().map(|s| s.view()).collect();
+            .collect()
+    }
+
+    /// Every site this relay has delivered to since it started, by key.
+    pub fn sites(&self) -> Vec<SiteView> {
+        let mut views: Vec<SiteView> = self.all_sites().iter().map(|s| s.view()).collect();
         views.sort_by(|a, b| a.site.cmp(&b.site));
         views
     }
