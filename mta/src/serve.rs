@@ -184,6 +184,8 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         }
     };
     let fanout = Fanout::start(queue.clone(), sinks);
+    // One link to Redis for the relay's shared rates and the API.
+    let redis = config.redis.link().map_err(anyhow::Error::msg)?;
     let relay = if relaying {
         let dkim = postroad_dkim::Signer::load(&config.dkim)?.map(Arc::new);
         if let Some(signer) = &dkim {
@@ -198,7 +200,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             queue.clone(),
             dkim,
             shaping,
-            config.redis.link().map_err(anyhow::Error::msg)?,
+            redis.clone(),
         )?)
     } else {
         if roles.relay {
@@ -215,7 +217,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         let tls = tls.clone().filter(|_| api_tls);
         let history = Arc::new(StoreReader(history_reads.clone()));
         let alerts = alerts.clone().map(|a| a as Arc<dyn AlertSource>);
-        Some(bind_api(&config, queue.clone(), waker, tls, history, alerts).await?)
+        Some(bind_api(&config, queue.clone(), waker, tls, history, alerts, redis).await?)
     } else {
         None
     };
@@ -372,6 +374,7 @@ async fn bind_api(
     tls: Option<Arc<rustls::ServerConfig>>,
     history: Arc<dyn HistoryReader>,
     alerts: Option<Arc<dyn AlertSource>>,
+    redis: Option<postroad_api::RedisLink>,
 ) -> anyhow::Result<(Api, AppStore)> {
     let store = crate::app_store::open(config).await?;
     let deps = Deps {
@@ -383,7 +386,7 @@ async fn bind_api(
         queue,
         store: store.clone(),
         relay_waker,
-        redis: config.redis.link().map_err(anyhow::Error::msg)?,
+        redis,
         history: Some(history),
         alerts,
         tls,

@@ -49,7 +49,6 @@ pub struct Controller {
     last_conn_cut: Option<Instant>,
     last_raise: Instant,
     last_conn_raise: Instant,
-    delivered_since_raise: u64,
     /// The last throttle reply and when.
     last_throttle: Option<(Instant, String)>,
     meter: Meter,
@@ -75,7 +74,6 @@ impl Controller {
             last_conn_cut: None,
             last_raise: now,
             last_conn_raise: now,
-            delivered_since_raise: 0,
             last_throttle: None,
             meter: Meter::default(),
         }
@@ -144,13 +142,12 @@ impl Controller {
         };
         self.cut_from = from;
         self.now.rate = Some((from * CUT).max(MIN_RATE));
-        self.delivered_since_raise = 0;
         Some(self.now)
     }
 
-    /// A message was delivered. Returns the new limits when they rose.
+    /// Messages were delivered (any number, at `now`). Returns the new limits when
+    /// they rose.
     pub fn delivered(&mut self, now: Instant) -> Option<Limits> {
-        self.delivered_since_raise += 1;
         if !self.enabled {
             return None;
         }
@@ -175,7 +172,6 @@ impl Controller {
                 None => Some(raised),
             };
             changed = self.now.rate != Some(rate);
-            self.delivered_since_raise = 0;
         }
         if self.now.connections < self.conn_ceiling
             && now - self.last_conn_raise >= CONN_RAISE_EVERY

@@ -10,6 +10,7 @@
 //! so once per outage. Without Redis the pacer alone holds the rate, per process.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postroad_redis_link::RedisLink;
@@ -50,7 +51,7 @@ pub struct SharedRate {
     /// Slots taken and not used yet.
     local: Mutex<u64>,
     /// Set while Redis fails (said once).
-    failing: Mutex<bool>,
+    failing: AtomicBool,
 }
 
 /// What one script call gave.
@@ -68,7 +69,7 @@ impl SharedRate {
             key: format!("postroad:rate:{site}"),
             script: redis::Script::new(SCRIPT),
             local: Mutex::new(0),
-            failing: Mutex::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 
@@ -95,9 +96,7 @@ impl SharedRate {
                     tokio::time::sleep(grant.wait.max(Duration::from_millis(1))).await;
                 }
                 Err(e) => {
-                    let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-                    if !*failing {
-                        *failing = true;
+                    if !self.failing.swap(true, Ordering::Relaxed) {
                         tracing::warn!(key = %self.key, error = %e, "shared rate unavailable; pacing this process alone");
                     }
                     return;
@@ -107,9 +106,7 @@ impl SharedRate {
     }
 
     fn recovered(&self) {
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        if *failing {
-            *failing = false;
+        if self.failing.swap(false, Ordering::Relaxed) {
             tracing::info!(key = %self.key, "shared rate available again");
         }
     }

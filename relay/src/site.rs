@@ -181,7 +181,7 @@ impl Site {
                 tracing::info!(site = %self.key, rate = ?limits.rate, connections = limits.connections, %reply, "throttled; limits cut");
             }
         }
-        for _ in 0..report.delivered {
+        if report.delivered > 0 {
             changed = control.delivered(now).or(changed);
         }
         drop(control);
