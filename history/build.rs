@@ -1,4 +1,6 @@
-// `sqlx::migrate!` reads ../migrations/sqlite at compile time; rebuild when it changes.
+// `sqlx::migrate!` reads ../migrations/{sqlite,mysql} at compile time; rebuild when they
+// change.
 fn main() {
     println!("cargo:rerun-if-changed=../migrations/sqlite");
+    println!("cargo:rerun-if-changed=../migrations/mysql");
 }

@@ -96,6 +96,9 @@ pub struct RecipientView {
     pub remote_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyView>,
+    /// The id the provider (SES, SendGrid) that accepted the message gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +130,9 @@ pub struct EventView {
     pub remote_host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplyView>,
+    /// The id the provider that accepted the message gave it (on `delivered`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
 }
 
 impl From<&DeliveryEvent> for EventView {
@@ -139,6 +145,7 @@ impl From<&DeliveryEvent> for EventView {
             attempt: e.attempt,
             remote_host: e.remote_host.clone(),
             reply: e.reply.as_ref().map(ReplyView::from),
+            provider_message_id: e.provider_message_id.clone(),
         }
     }
 }

@@ -72,6 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     campaign: Some("spring-sale".into()),
                     ..Metadata::default()
                 },
+                provider_message_id: None,
             }
         })
         .collect();

@@ -142,6 +142,7 @@ mod tests {
                 .map(|_| "mx1.example.net [192.0.2.1]:25".into()),
             reply,
             meta: Default::default(),
+            provider_message_id: None,
         }
     }
 

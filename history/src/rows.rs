@@ -15,14 +15,14 @@ use crate::{HistoryError, RecipientStatus, Result};
 /// expression turning a time column into Unix ms, which differs per backend.
 pub(crate) const STATUS_SELECT: &str = "id, {t:sent_at} AS sent_at, message_id, recipient, status, \
      {t:status_at} AS status_at, attempts, sender, domain, remote_host, reply_code, reply_enhanced, \
-     reply_text, tenant, campaign, user_id, email_type, variant, priority, tags";
+     reply_text, tenant, campaign, user_id, email_type, variant, priority, tags, provider_message_id";
 
 /// Columns of `email_events e` joined with `email_history h` selected into an
 /// [`EventRow`].
 pub(crate) const EVENT_SELECT: &str = "h.id AS id, e.event_id, e.message_id, e.recipient, \
      {t:e.created_at} AS created_at, e.kind, e.attempt, e.remote_host, e.reply_code, \
      e.reply_enhanced, e.reply_text, h.sender, h.domain, h.tenant, h.campaign, h.user_id, \
-     h.email_type, h.variant, h.priority, h.tags";
+     h.email_type, h.variant, h.priority, h.tags, e.provider_message_id";
 
 /// `template` with every `{t:column}` replaced by `to_ms(column)`.
 pub(crate) fn with_times(template: &str, to_ms: impl Fn(&str) -> String) -> String {
@@ -49,6 +49,7 @@ pub(crate) struct StatusRow {
     attempts: i64,
     sender: String,
     domain: String,
+    provider_message_id: Option<String>,
     #[sqlx(flatten)]
     reply: ReplyColumns,
     #[sqlx(flatten)]
@@ -66,6 +67,7 @@ pub(crate) struct EventRow {
     attempt: i64,
     sender: String,
     domain: String,
+    provider_message_id: Option<String>,
     #[sqlx(flatten)]
     reply: ReplyColumns,
     #[sqlx(flatten)]
@@ -110,6 +112,7 @@ impl StatusRow {
             remote_host,
             reply,
             meta: self.meta.decode(&corrupt)?,
+            provider_message_id: self.provider_message_id,
         })
     }
 }
@@ -132,6 +135,7 @@ impl EventRow {
             remote_host,
             reply,
             meta: self.meta.decode(&corrupt)?,
+            provider_message_id: self.provider_message_id,
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct RecipientStatus {
     pub remote_host: Option<String>,
     pub reply: Option<Response>,
     pub meta: Metadata,
+    /// The id the provider that accepted the message gave it (SES, SendGrid).
+    pub provider_message_id: Option<String>,
 }
 
 /// Orders statuses: a stored status is replaced only by one of the same or a higher
@@ -132,6 +134,7 @@ mod tests {
             remote_host: None,
             reply: None,
             meta: Metadata::default(),
+            provider_message_id: None,
         }
     }
 

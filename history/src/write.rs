@@ -14,7 +14,7 @@ use crate::status::{StatusUpdate, fold};
 use crate::{InsertOutcome, Result};
 
 /// The event log's columns, in the order [`event_row`] gives their values.
-const EVENT_COLUMNS: [&str; 11] = [
+const EVENT_COLUMNS: [&str; 12] = [
     "event_id",
     "sent_at",
     "message_id",
@@ -26,10 +26,11 @@ const EVENT_COLUMNS: [&str; 11] = [
     "reply_code",
     "reply_enhanced",
     "reply_text",
+    "provider_message_id",
 ];
 
 /// `email_history`'s written columns, in the order [`status_row`] gives their values.
-const STATUS_COLUMNS: [&str; 20] = [
+const STATUS_COLUMNS: [&str; 21] = [
     "sent_at",
     "message_id",
     "recipient",
@@ -50,6 +51,7 @@ const STATUS_COLUMNS: [&str; 20] = [
     "variant",
     "priority",
     "tags",
+    "provider_message_id",
 ];
 
 /// The columns that describe the current status: replaced together when an incoming
@@ -108,6 +110,11 @@ impl Statements {
             c.greatest,
             new("attempts")
         )];
+        // Once known, a provider's message id stays (later events, opens say, have none).
+        sets.push(format!(
+            "provider_message_id = COALESCE({}, provider_message_id)",
+            new("provider_message_id")
+        ));
         sets.extend(
             STATUS_DETAIL
                 .iter()
@@ -191,7 +198,7 @@ where
     Ok(())
 }
 
-fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 11] {
+fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 12] {
     [
         Param::Blob(&w.event_id),
         Param::Time(w.sent_at_ms),
@@ -204,10 +211,11 @@ fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 11] {
         Param::Int(w.reply_code),
         Param::Text(w.reply_enhanced.as_deref()),
         Param::Text(w.reply_text),
+        Param::Text(e.provider_message_id.as_deref()),
     ]
 }
 
-fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 20] {
+fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 21] {
     let e = u.event;
     [
         Param::Time(w.sent_at_ms),
@@ -230,6 +238,7 @@ fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 20] {
         Param::Text(e.meta.variant.as_deref()),
         Param::Text(w.priority),
         Param::Text(w.tags.as_deref()),
+        Param::Text(e.provider_message_id.as_deref()),
     ]
 }
 
@@ -256,6 +265,6 @@ mod tests {
         assert_eq!(assigned.first(), Some(&"attempts"));
         assert_eq!(assigned.last(), Some(&"status_rank"));
         assert_eq!(assigned[assigned.len() - 2], "status_at");
-        assert_eq!(assigned.len(), STATUS_DETAIL.len() + 2);
+        assert_eq!(assigned.len(), STATUS_DETAIL.len() + 3);
     }
 }

@@ -148,6 +148,7 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
         let mut delivered = event(m, bob, EventKind::Delivered, T0 + 1000);
         delivered.attempt = 1;
         delivered.reply = Some(Response::Remote(Reply::new(250, "2.0.0", "ok")));
+        delivered.provider_message_id = Some("0100019abc-ses".into());
         store
             .insert(&[event(m, bob, EventKind::Queued, T0), delivered])
             .await
@@ -178,12 +179,25 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
         assert_eq!(rows[0].status, EventKind::Complained, "{}", each.name);
         // No server replied to a complaint; the delivery's reply is in the event log.
         assert_eq!(rows[0].reply, None, "{}", each.name);
+        // The provider's id stays on the row (its webhooks name the message by it).
+        assert_eq!(
+            rows[0].provider_message_id.as_deref(),
+            Some("0100019abc-ses"),
+            "{}",
+            each.name
+        );
         let timeline = store.by_message_id(m, 100).await.unwrap();
         let delivery = timeline
             .iter()
             .find(|e| e.kind == EventKind::Delivered)
             .unwrap();
         assert!(delivery.reply.is_some(), "{}", each.name);
+        assert_eq!(
+            delivery.provider_message_id.as_deref(),
+            Some("0100019abc-ses"),
+            "{}",
+            each.name
+        );
         assert_eq!(rows[0].status_at_ms, T0 + 90_000, "{}", each.name);
         let complained = store
             .query(&postroad_history::HistoryQuery {

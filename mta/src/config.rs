@@ -520,6 +520,34 @@ mod tests {
         full.relay
             .nameservers
             .push("127.0.0.1:5353".parse().unwrap());
+        let mut ses = postroad_relay::ProviderConfig::new(postroad_relay::ProviderKind::Ses);
+        for key in [
+            &mut ses.endpoint,
+            &mut ses.region,
+            &mut ses.access_key_id,
+            &mut ses.secret_access_key,
+            &mut ses.session_token,
+            &mut ses.configuration_set,
+        ] {
+            *key = Some("x".into());
+        }
+        ses.max_message_rate = Some(postroad_relay::shaping::Rate::parse("14/s").unwrap());
+        let mut sendgrid =
+            postroad_relay::ProviderConfig::new(postroad_relay::ProviderKind::Sendgrid);
+        sendgrid.endpoint = Some("x".into());
+        sendgrid.api_key = Some("x".into());
+        sendgrid.max_message_rate = ses.max_message_rate;
+        full.relay.providers.insert("ses".into(), ses);
+        full.relay.providers.insert("sendgrid".into(), sendgrid);
+        full.relay
+            .routing
+            .push(postroad_relay::provider::routing::RoutingRule {
+                domains: vec!["x".into()],
+                tenants: vec!["x".into()],
+                email_types: vec!["x".into()],
+                via: vec!["ses".into()],
+                weights: vec![1],
+            });
         full.auth.users.push(UserConfig {
             username: "u".into(),
             password_hash: "h".into(),

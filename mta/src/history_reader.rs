@@ -90,6 +90,7 @@ fn view(s: RecipientStatus) -> RecipientView {
         domain: s.domain,
         remote_host: s.remote_host,
         reply: s.reply.as_ref().map(ReplyView::from),
+        provider_message_id: s.provider_message_id,
         user_id: s.meta.user_id,
         email_type: s.meta.email_type,
         tenant: s.meta.tenant,

@@ -185,6 +185,10 @@ fn main() -> anyhow::Result<()> {
             let mut config = Config::load(config.as_deref())?;
             postroad_dkim::Signer::load(&config.dkim)?;
             postroad_relay::Shaping::load(config.relay.shaping_file.as_deref())?;
+            postroad_relay::provider::check(&config.relay.providers).map_err(anyhow::Error::msg)?;
+            for provider in config.relay.providers.values_mut() {
+                *provider = provider.redacted();
+            }
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
             }

@@ -63,6 +63,10 @@ impl RelayControl for Reloader {
         self.relay.sites()
     }
 
+    fn providers(&self) -> Vec<postroad_relay::ProviderView> {
+        self.relay.providers()
+    }
+
     fn reload_shaping(&self) -> Result<String, String> {
         self.reload()
     }

@@ -41,6 +41,7 @@ fn old_mail(first_day: &str, n: u64) -> Vec<DeliveryEvent> {
                 remote_host: None,
                 reply: None,
                 meta: Metadata::default(),
+                provider_message_id: None,
             });
         }
     }

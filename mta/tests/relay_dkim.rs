@@ -6,51 +6,12 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::relay_env::RelayEnv;
-use common::{Client, run, scripts_dir, wait_until};
+use common::{Client, dkim_keys, run, scripts_dir, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// A new private key file in `dir` and the TXT record that publishes it.
-fn key(dir: &Path, ed25519: bool) -> (String, String) {
-    let path = dir.join(if ed25519 { "ed.pem" } else { "rsa.pem" });
-    let file = path.to_str().unwrap();
-    if ed25519 {
-        openssl(&["genpkey", "-algorithm", "ed25519", "-out", file]);
-    } else {
-        openssl(&["genrsa", "-traditional", "-out", file, "2048"]);
-    }
-    let pem = String::from_utf8(openssl(&["pkey", "-in", file, "-pubout"])).unwrap();
-    let spki: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let record = if ed25519 {
-        // RFC 8463: the raw 32-byte key, the last 32 bytes of the SubjectPublicKeyInfo.
-        let der = openssl(&["pkey", "-in", file, "-pubout", "-outform", "DER"]);
-        let raw = dir.join("ed.raw");
-        std::fs::write(&raw, &der[der.len() - 32..]).unwrap();
-        let b64 = openssl(&["base64", "-A", "-in", raw.to_str().unwrap()]);
-        format!("v=DKIM1; k=ed25519; p={}", String::from_utf8(b64).unwrap())
-    } else {
-        format!("v=DKIM1; k=rsa; p={spki}")
-    };
-    (file.to_string(), record)
-}
 
 fn delivered(env: &RelayEnv, message_id: &str) -> Vec<u8> {
     let find = || {
@@ -71,8 +32,8 @@ fn delivered(env: &RelayEnv, message_id: &str) -> Vec<u8> {
 #[test]
 fn mail_is_signed_per_from_domain_and_dkimpy_verifies_every_signature() {
     let dir = tempfile::tempdir().unwrap();
-    let (rsa, rsa_record) = key(dir.path(), false);
-    let (ed, ed_record) = key(dir.path(), true);
+    let (rsa, rsa_record) = dkim_keys::key(dir.path(), false);
+    let (ed, ed_record) = dkim_keys::key(dir.path(), true);
     let dkim = format!(
         "[[dkim]]\ndomain = \"src.test\"\nselector = \"r2026\"\nkey_file = \"{rsa}\"\n\n\
          [[dkim]]\ndomain = \"src.test\"\nselector = \"e2026\"\nkey_file = \"{ed}\"\n"

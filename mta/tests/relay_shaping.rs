@@ -4,7 +4,9 @@
 //! (its rate cut, the reply shown as the reason) and every message still arrives once;
 //! SIGHUP and `postroad queue reload-shaping` apply a changed file, and a broken one is
 //! refused while the running one stays; reply rules bounce a temporary failure they
-//! name and suspend a site (its next message deferred, saying why).
+//! name and suspend a site (its next message deferred, saying why); a provider's
+//! aggregate rate holds for its sites together, and a provider-wide rule suspends
+//! every site of the provider.
 
 mod common;
 
@@ -60,6 +62,15 @@ fn admin_cli(env: &RelayEnv, args: &[&str]) -> (bool, String) {
     run(binary(), &all, None)
 }
 
+/// A server whose relay runs under the shaping file `text` (the directory holds it).
+fn with_shaping(text: &str) -> (tempfile::TempDir, std::path::PathBuf, RelayEnv) {
+    let dir = tempfile::tempdir().unwrap();
+    let shaping = dir.path().join("shaping.toml");
+    std::fs::write(&shaping, text).unwrap();
+    let env = RelayEnv::start(&format!("shaping_file = \"{}\"\n", shaping.display()), "");
+    (dir, shaping, env)
+}
+
 fn sites(env: &RelayEnv) -> Vec<Value> {
     env.cli_json(&["queue", "sites"])["sites"]
         .as_array()
@@ -75,10 +86,7 @@ fn site<'a>(sites: &'a [Value], key_part: &str) -> Option<&'a Value> {
 
 #[test]
 fn a_throttling_receiver_makes_its_site_back_off_and_reloads_change_the_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let shaping = dir.path().join("shaping.toml");
-    std::fs::write(&shaping, "[domain.\"later.test\"]\nconnection_limit = 4\n").unwrap();
-    let env = RelayEnv::start(&format!("shaping_file = \"{}\"\n", shaping.display()), "");
+    let (_dir, shaping, env) = with_shaping("[domain.\"later.test\"]\nconnection_limit = 4\n");
     // later.test's receiver takes 20 messages a second; more get 421 4.7.0.
     let limited = Faults {
         rate_limit: Some(20.0),
@@ -203,10 +211,7 @@ fn a_throttling_receiver_makes_its_site_back_off_and_reloads_change_the_limits()
 
 #[test]
 fn reply_rules_bounce_what_they_name_and_suspend_a_site() {
-    let dir = tempfile::tempdir().unwrap();
-    let shaping = dir.path().join("shaping.toml");
-    std::fs::write(
-        &shaping,
+    let (_dir, _, env) = with_shaping(
         r#"
 [domain."later.test"]
 connection_limit = 2
@@ -227,9 +232,7 @@ regex = ['5\.1\.1']
 action = "suspend"
 duration = "10m"
 "#,
-    )
-    .unwrap();
-    let env = RelayEnv::start(&format!("shaping_file = \"{}\"\n", shaping.display()), "");
+    );
     let tempfail = Faults {
         tempfail_share: 1.0,
         ..Faults::default()
@@ -286,4 +289,123 @@ duration = "10m"
     // Other sites go on.
     let other = send(&mut client, "dee@fast.test");
     env.wait_for_event(&other, "dee@fast.test", "delivered", WAIT);
+}
+
+#[test]
+fn a_provider_holds_all_its_sites_to_one_rate_and_one_suspension() {
+    // fast.test (MX mx1+mx2.sink.test), later.test and postfix.test (MX mx1.sink.test)
+    // are different sites of one provider; implicit.test (no MX) is not its.
+    let (_dir, shaping, env) = with_shaping(
+        r#"
+[provider.sinkco]
+match = [{ MXSuffix = ".sink.test" }]
+provider_max_message_rate = "10/s"
+
+[[automation]]
+name = "sinkco blocks us"
+provider = "sinkco"
+scope = "provider"
+regex = ['5\.1\.1']
+action = "suspend"
+duration = "10m"
+"#,
+    );
+    let (ok, out) = check_shaping(&std::fs::read_to_string(&shaping).unwrap());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("all its sites together: 10/s")
+            && out.contains("suspend for 10m, at once (provider sinkco, all its sites)"),
+        "{out}"
+    );
+
+    // 15 messages to each of two sites, at once: 10 a second for both together.
+    let key = api_key(&env.server, &["create", "--name", "app"]);
+    let messages: Vec<Value> = (0..30)
+        .map(|i| {
+            let domain = if i % 2 == 0 {
+                "fast.test"
+            } else {
+                "later.test"
+            };
+            json!({"from": "a@src.test", "to": [format!("r{i}@{domain}")],
+                "subject": format!("paced {i}"), "text": "Hi.",
+                "headers": {"Message-ID": format!("<paced.{i}@src.test>")}})
+        })
+        .collect();
+    send_batch(env.server.http, key.trim(), &messages);
+    wait_until(
+        "all 30 delivered",
+        WAIT,
+        || {
+            env.sink
+                .messages()
+                .iter()
+                .filter(|m| {
+                    m.message_id
+                        .as_deref()
+                        .is_some_and(|id| id.starts_with("<paced."))
+                })
+                .count()
+                >= 30
+        },
+        || env.server.log(),
+    );
+    let mut times: Vec<u64> = env
+        .sink
+        .messages()
+        .iter()
+        .filter(|m| {
+            m.message_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("<paced."))
+        })
+        .map(|m| m.received_at_us)
+        .collect();
+    times.sort_unstable();
+    let spread = Duration::from_micros(times[29] - times[0]);
+    // The first slot is free, each next one 100 ms later: at least 2.9 s for 30.
+    assert!(
+        spread >= Duration::from_millis(2800),
+        "30 messages to two sites of a 10/s provider arrived within {spread:?}"
+    );
+
+    // A 550 5.1.1 at postfix.test's site suspends the provider: fast.test's site
+    // (another MX set) holds its mail too, implicit.test's goes on.
+    env.sink
+        .set_faults(
+            Faults::default(),
+            HashMap::from([(
+                "postfix.test".to_string(),
+                Faults {
+                    permfail_share: 1.0,
+                    ..Faults::default()
+                },
+            )]),
+        )
+        .unwrap();
+    let mut client = Client::greeted(env.server.relay);
+    let mut send = |to: &str| {
+        let reply = client.send_mail("a@src.test", &[to], "Subject: rules\r\n\r\nHi.\r\n");
+        queued_id(&reply).to_string()
+    };
+    let first = send("bob@postfix.test");
+    env.wait_for_event(&first, "bob@postfix.test", "bounced", WAIT);
+    let held = send("cy@fast.test");
+    let events = env.wait_for_event(&held, "cy@fast.test", "deferred", WAIT);
+    let deferred = events.iter().find(|e| e["kind"] == "deferred").unwrap();
+    let reply = deferred["reply"]["text"].as_str().unwrap();
+    assert!(
+        reply.contains("provider sinkco suspended") && reply.contains("sinkco blocks us"),
+        "{deferred:#}"
+    );
+    let all = sites(&env);
+    let fast = site(&all, "mx1.sink.test,mx2.sink.test")
+        .unwrap_or_else(|| panic!("fast.test's site: {all:#?}"));
+    assert_eq!(fast["state"], "suspended", "{fast:#}");
+    assert!(
+        fast["reason"].as_str().unwrap().contains("550 5.1.1"),
+        "{fast:#}"
+    );
+    let free = send("dee@implicit.test");
+    env.wait_for_event(&free, "dee@implicit.test", "delivered", WAIT);
 }

@@ -101,6 +101,10 @@ pub struct DeliveryEvent {
     pub reply: Option<Response>,
     /// The message's metadata (user id, email type, tenant, campaign, ...).
     pub meta: Metadata,
+    /// The id a provider (SES, SendGrid) gave the message it accepted: what its
+    /// webhooks name the message by.
+    #[serde(default)]
+    pub provider_message_id: Option<String>,
 }
 
 impl DeliveryEvent {
@@ -119,6 +123,7 @@ impl DeliveryEvent {
             remote_host: None,
             reply: None,
             meta: envelope.meta.clone(),
+            provider_message_id: None,
         }
     }
 }

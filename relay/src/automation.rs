@@ -4,13 +4,18 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::shaping::{Action, Limits, Rule, Trigger};
+use crate::shaping::{Action, Limits, Rule, Scope, Trigger};
 
 /// What a rule that fired asks of the site.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fired {
-    /// Hold all mail until then (the reason says which rule and reply).
-    Suspend { until: Instant, why: String },
+    /// Hold all mail until then (the reason says which rule and reply): the site's,
+    /// or with `provider_wide` every site of its provider.
+    Suspend {
+        until: Instant,
+        why: String,
+        provider_wide: bool,
+    },
     /// Run under these limits until then.
     Set {
         until: Instant,
@@ -68,10 +73,15 @@ impl Automation {
             match &rule.action {
                 Action::Suspend(d) => {
                     let until = now + *d;
-                    if self.suspended.as_ref().is_none_or(|(u, _)| *u < until) {
+                    let provider_wide = rule.scope == Scope::Provider;
+                    if !provider_wide && self.suspended.as_ref().is_none_or(|(u, _)| *u < until) {
                         self.suspended = Some((until, why.clone()));
                     }
-                    fired.push(Fired::Suspend { until, why });
+                    fired.push(Fired::Suspend {
+                        until,
+                        why,
+                        provider_wide,
+                    });
                 }
                 Action::Set(limits, d) => {
                     let until = now + *d;
@@ -164,6 +174,14 @@ domain = "other.test"
 regex = "."
 action = "suspend"
 duration = "1s"
+
+[[automation]]
+name = "gmail blocks us"
+provider = "gmail"
+scope = "provider"
+regex = "5\\.7\\.26"
+action = "suspend"
+duration = "2h"
 "#;
 
     #[test]
@@ -173,11 +191,18 @@ duration = "1s"
         assert!(a.observe("250 2.0.0 ok", t).is_empty());
         let fired = a.observe("554 5.7.1 You are BLOCKED", t);
         assert!(
-            matches!(&fired[..], [Fired::Suspend { until, why }] if *until == t + Duration::from_secs(600) && why.contains("blocked")),
+            matches!(&fired[..], [Fired::Suspend { until, why, provider_wide: false }] if *until == t + Duration::from_secs(600) && why.contains("blocked")),
             "{fired:?}"
         );
         assert!(a.suspended(t + Duration::from_secs(599)).is_some());
         assert!(a.suspended(t + Duration::from_secs(600)).is_none());
+        // A provider-wide suspension is the provider's to hold, not the site's.
+        let fired = a.observe("550 5.7.26 unauthenticated", t);
+        assert!(
+            matches!(&fired[..], [Fired::Suspend { until, provider_wide: true, .. }] if *until == t + Duration::from_secs(7200)),
+            "{fired:?}"
+        );
+        assert!(a.suspended(t).is_none());
 
         // Three within a minute; the two older than a minute do not count.
         for s in [0, 10] {
@@ -256,6 +281,18 @@ duration = "1s"
                 "regex = \"x\"\naction = \"suspend\"\nduration = \"1m\"\nprovider = \"yahoo\"\n",
                 "no [provider.yahoo]",
             ),
+            (
+                "regex = \"x\"\naction = \"suspend\"\nduration = \"1m\"\nscope = \"provider\"\n",
+                "needs provider",
+            ),
+            (
+                "regex = \"x\"\naction = \"bounce\"\nprovider = \"gmail\"\nscope = \"provider\"\n",
+                "goes with action = \"suspend\"",
+            ),
+            (
+                "regex = \"x\"\naction = \"suspend\"\nduration = \"1m\"\nscope = \"world\"\n",
+                "world",
+            ),
             ("regex = \"x\"\naction = \"explode\"\n", "explode"),
         ] {
             let error = Shaping::parse(&format!("{base}{rule}"), "t.toml")
@@ -265,5 +302,11 @@ duration = "1s"
         }
         let summary = Shaping::parse(FILE, "t.toml").unwrap().summary();
         assert!(summary.contains("automation \"slow\": set connection_limit = 1, max_message_rate = \"1/s\" for 1h, after 3 in 1m (provider gmail)"), "{summary}");
+        assert!(
+            summary.contains(
+                "automation \"gmail blocks us\": suspend for 2h, at once (provider gmail, all its sites)"
+            ),
+            "{summary}"
+        );
     }
 }

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 type Secs = serde_with::As<serde_with::DurationSeconds<u64>>;
 
 use crate::client::TlsPolicy;
+use crate::provider::ProviderConfig;
+use crate::provider::routing::RoutingRule;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +66,12 @@ pub struct RelayConfig {
     pub claim_batch: usize,
     /// Milliseconds between queue polls when there is nothing to do.
     pub poll_interval_ms: u64,
+    /// HTTP providers (`[relay.providers.NAME]`, `kind = "ses"` or `"sendgrid"`) that
+    /// routing rules can send through.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Which transports carry which mail (`[[relay.routing]]`, first match wins); no
+    /// match: direct SMTP.
+    pub routing: Vec<RoutingRule>,
 }
 
 impl Default for RelayConfig {
@@ -90,6 +98,8 @@ impl Default for RelayConfig {
             max_in_flight: 10_000,
             claim_batch: 512,
             poll_interval_ms: 100,
+            providers: BTreeMap::new(),
+            routing: Vec::new(),
         }
     }
 }
@@ -135,6 +145,6 @@ impl RelayConfig {
             crate::route::parse_host_port(&route.host, 25)
                 .map_err(|e| format!("relay.routes.{domain:?}: {e}"))?;
         }
-        Ok(())
+        crate::provider::validate(&self.providers, &self.routing)
     }
 }

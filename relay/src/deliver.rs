@@ -14,6 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::client::{ClientConfig, Connection, TlsPolicy};
 use crate::config::RelayConfig;
 use crate::retry::RetryPolicy;
+use crate::transport::Transport;
 
 /// What every delivery task needs.
 pub struct Context {
@@ -45,12 +46,14 @@ pub enum Disposition {
 }
 
 /// What happened to one recipient in this attempt: what was decided, why (the reply,
-/// or a local reason), and which host answered.
+/// or a local reason), which host (or provider) answered, and the id a provider gave
+/// the message it accepted.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub disposition: Disposition,
     pub response: Response,
     pub host: Option<String>,
+    pub provider_message_id: Option<String>,
 }
 
 impl Outcome {
@@ -59,6 +62,7 @@ impl Outcome {
             disposition: Disposition::Deferred,
             response,
             host,
+            provider_message_id: None,
         }
     }
 
@@ -67,6 +71,17 @@ impl Outcome {
             disposition: Disposition::Bounced,
             response,
             host,
+            provider_message_id: None,
+        }
+    }
+
+    /// Taken by a provider, under the id it gave.
+    pub fn accepted(response: Response, host: String, provider_message_id: Option<String>) -> Self {
+        Self {
+            disposition: Disposition::Delivered,
+            response,
+            host: Some(host),
+            provider_message_id,
         }
     }
 
@@ -83,6 +98,7 @@ impl Outcome {
             disposition,
             response,
             host,
+            provider_message_id: None,
         }
     }
 }
@@ -114,31 +130,85 @@ impl InFlight {
         }
     }
 
-    /// Creates the jobs; the message is finished when all of them have reported.
-    pub fn jobs(self: &Arc<Self>, groups: Vec<Vec<usize>>) -> Vec<Job> {
+    /// Creates the jobs (recipients, and the transports that take what the first
+    /// defers); the message is finished when all of them have reported.
+    pub fn jobs(self: &Arc<Self>, groups: Vec<(Vec<usize>, Fallbacks)>) -> Vec<Job> {
         self.pending_jobs.store(groups.len(), Ordering::SeqCst);
         groups
             .into_iter()
-            .map(|recipients| Job {
+            .map(|(recipients, fallbacks)| Job {
                 message: self.clone(),
                 recipients,
+                fallbacks,
             })
             .collect()
     }
 }
 
-/// Some recipients of one message, for one transaction at one site.
+/// The transports after the current one in a route, in the order they are tried.
+pub type Fallbacks = Vec<Arc<dyn Transport>>;
+
+/// Some recipients of one message, for one transaction at one site (or one request to
+/// a provider), and where what it defers goes next.
 pub struct Job {
     pub message: Arc<InFlight>,
     pub recipients: Vec<usize>,
+    pub fallbacks: Fallbacks,
 }
 
 impl Job {
-    /// Reports this job's outcomes; the last job of a message resolves it.
+    /// Reports this job's outcomes; the last job of a message resolves it. Recipients
+    /// deferred while the route has a fallback go to it, in the same attempt.
     pub fn complete(self, outcomes: Vec<Outcome>, ctx: &Arc<Context>) {
+        let mut deferred = Vec::new();
+        let mut reply = None;
+        if !self.fallbacks.is_empty() {
+            for (&recipient, outcome) in self.recipients.iter().zip(&outcomes) {
+                if outcome.disposition == Disposition::Deferred {
+                    deferred.push(recipient);
+                    reply.get_or_insert_with(|| outcome.response.to_string());
+                }
+            }
+        }
+        // Recorded before anything is passed on: a passed-on recipient keeps its
+        // deferral until the next transport reports (it always does), and that report
+        // must not be overwritten by this one.
         self.message.set_each(&self.recipients, outcomes);
+        if let Some(reply) = reply {
+            self.pass_on(deferred, &reply, ctx);
+        }
         if self.message.pending_jobs.fetch_sub(1, Ordering::SeqCst) == 1 {
             tokio::spawn(finish(self.message, ctx.clone()));
+        }
+    }
+
+    /// Gives `recipients` to the route's next transport, in jobs of the size it takes.
+    fn pass_on(&self, recipients: Vec<usize>, reply: &str, ctx: &Arc<Context>) {
+        let Some((next, rest)) = self.fallbacks.split_first() else {
+            return;
+        };
+        tracing::info!(
+            id = %self.message.claimed.envelope.id,
+            recipients = recipients.len(),
+            to = next.name(),
+            %reply,
+            "deferred; passing to the next transport of the route"
+        );
+        metrics::counter!("postroad_fallovers_total", "to" => next.name().to_string()).increment(1);
+        let chunks = recipients.chunks(next.max_recipients(&ctx.config).max(1));
+        // Counted before this job reports, so the message cannot finish in between.
+        self.message
+            .pending_jobs
+            .fetch_add(chunks.len(), Ordering::SeqCst);
+        for chunk in chunks {
+            next.clone().submit(
+                Job {
+                    message: self.message.clone(),
+                    recipients: chunk.to_vec(),
+                    fallbacks: rest.to_vec(),
+                },
+                ctx,
+            );
         }
     }
 
@@ -294,6 +364,7 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             disposition,
             response,
             host,
+            provider_message_id,
         }) = outcome
         else {
             // Every recipient is in some job or routing result; this is a bug guard.
@@ -331,6 +402,7 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             attempt,
             remote_host: host,
             reply: Some(response),
+            provider_message_id,
             ..DeliveryEvent::new(kind, envelope, recipient, unix_ms(now))
         });
     }

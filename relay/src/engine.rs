@@ -11,11 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::ClientConfig;
 use crate::config::RelayConfig;
-use crate::deliver::{Context, InFlight, Outcome, finish_without_jobs};
+use crate::deliver::{Context, Fallbacks, InFlight, Outcome, finish_without_jobs};
+use crate::mx_provider::MxProviders;
+use crate::provider::{ProviderLane, ProviderView, routing};
 use crate::retry::RetryPolicy;
 use crate::route::{RouteError, Router, RouterError};
 use crate::shaping::Shaping;
-use crate::site::{Site, SiteView, site_key};
+use crate::site::{Site, SiteView, local_reply, site_key};
+use crate::transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -25,6 +28,8 @@ pub enum RelayError {
     Router(#[from] RouterError),
     #[error("cannot read relay.tls_ca_file {path}: {reason}")]
     CaFile { path: String, reason: String },
+    #[error("cannot set up the providers' HTTP client: {0}")]
+    Http(String),
 }
 
 /// The delivery engine. Cheap to share; `run` drives it.
@@ -37,6 +42,10 @@ pub struct Relay {
     /// With `[redis] url`: message rates shared by every relay process.
     redis: Option<postroad_redis_link::RedisLink>,
     sites: Mutex<HashMap<String, Arc<Site>>>,
+    /// What the sites of each shaping provider share.
+    mx_providers: Arc<MxProviders>,
+    /// The HTTP providers routing rules can send through, by name.
+    providers: BTreeMap<String, Arc<ProviderLane>>,
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
 }
@@ -69,6 +78,7 @@ impl Relay {
             data_timeout: config.data_timeout,
             tls_roots: Arc::new(crate::tls_roots::load(config.tls_ca_file.as_deref())?),
         };
+        let providers = providers(&config, redis.as_ref())?;
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         // A backend that learns of new work by itself (Kafka) wakes the claim loop.
         let wake = queue.ready_signal().unwrap_or_default();
@@ -82,8 +92,10 @@ impl Relay {
             dkim,
             router,
             shaping: RwLock::new(Arc::new(shaping)),
+            mx_providers: Arc::new(MxProviders::new(redis.clone())),
             redis,
             sites: Mutex::new(HashMap::new()),
+            providers,
             in_flight,
             wake,
         }))
@@ -185,34 +197,78 @@ impl Relay {
         message
     }
 
-    /// Routes each recipient domain of a message and queues its jobs at the sites.
+    /// Routes each recipient domain of a message and queues its jobs at the first
+    /// transport of its route (an SMTP site or a provider), the rest as fallbacks.
     async fn dispatch(&self, message: Arc<InFlight>) {
         let by_domain = group_by_domain(&message.claimed);
-        let mut placed = Vec::new();
+        let mut placed: Vec<(Arc<dyn Transport>, Vec<usize>, Fallbacks)> = Vec::new();
         for (domain, recipients) in by_domain {
-            match self.router.route(&domain).await {
-                Ok(destination) => {
-                    let site = self.site(&domain, destination);
-                    for chunk in recipients.chunks(self.ctx.config.max_recipients_per_transaction) {
-                        placed.push((site.clone(), chunk.to_vec()));
-                    }
+            let mut transports = match self.transports(&domain, &message.claimed).await {
+                Ok(transports) => transports,
+                Err(outcome) => {
+                    message.set(&recipients, &outcome);
+                    continue;
                 }
-                Err(RouteError::Temporary(reply)) => {
-                    message.set(&recipients, &Outcome::deferred(reply, None))
-                }
-                Err(RouteError::Permanent(reply)) => {
-                    message.set(&recipients, &Outcome::bounced(reply, None))
-                }
+            };
+            let first = transports.remove(0);
+            for chunk in recipients.chunks(first.max_recipients(&self.ctx.config).max(1)) {
+                placed.push((first.clone(), chunk.to_vec(), transports.clone()));
             }
         }
         if placed.is_empty() {
             finish_without_jobs(message, &self.ctx);
             return;
         }
-        let (sites, groups): (Vec<_>, Vec<_>) = placed.into_iter().unzip();
-        for (site, job) in sites.into_iter().zip(message.jobs(groups)) {
-            site.submit(job, &self.ctx);
+        let (firsts, groups): (Vec<_>, Vec<_>) = placed
+            .into_iter()
+            .map(|(first, recipients, rest)| (first, (recipients, rest)))
+            .unzip();
+        for (first, job) in firsts.into_iter().zip(message.jobs(groups)) {
+            first.submit(job, &self.ctx);
         }
+    }
+
+    /// The route of `domain`'s recipients of a message, at least one transport; or the
+    /// outcome they get when there is none: direct SMTP to a null MX bounces, a DNS
+    /// failure defers (unless a provider of the route can take the mail).
+    async fn transports(
+        &self,
+        domain: &str,
+        claimed: &Claimed,
+    ) -> Result<Vec<Arc<dyn Transport>>, Outcome> {
+        let names = routing::route(
+            &self.ctx.config.routing,
+            domain,
+            &claimed.envelope.meta,
+            claimed.envelope.id,
+        );
+        let mut transports: Vec<Arc<dyn Transport>> = Vec::with_capacity(names.len());
+        let mut unroutable = None;
+        for name in names {
+            if name != routing::SMTP {
+                // Validation made sure every name is a provider.
+                if let Some(lane) = self.providers.get(name) {
+                    transports.push(lane.clone());
+                }
+                continue;
+            }
+            match self.router.route(domain).await {
+                Ok(destination) => transports.push(self.site(domain, destination)),
+                Err(RouteError::Temporary(reply)) => {
+                    unroutable = Some(Outcome::deferred(reply, None))
+                }
+                Err(RouteError::Permanent(reply)) => return Err(Outcome::bounced(reply, None)),
+            }
+        }
+        if transports.is_empty() {
+            return Err(unroutable.unwrap_or_else(|| {
+                Outcome::deferred(
+                    local_reply("4.3.5", "no transport for this mail".into()),
+                    None,
+                )
+            }));
+        }
+        Ok(transports)
     }
 
     /// The site that delivers `domain`'s mail to `destination`: the MX set's, or the
@@ -228,7 +284,13 @@ impl Relay {
                 site.clone()
             }
             None => {
-                let site = Site::new(destination, own, &shaping, self.redis.as_ref());
+                let site = Site::new(
+                    destination,
+                    own,
+                    &shaping,
+                    self.redis.as_ref(),
+                    &self.mx_providers,
+                );
                 sites.insert(key, site.clone());
                 site
             }
@@ -248,6 +310,7 @@ impl Relay {
     pub fn reload_shaping(&self, shaping: Shaping) {
         let shaping = Arc::new(shaping);
         *self.shaping.write().unwrap_or_else(|e| e.into_inner()) = shaping.clone();
+        self.mx_providers.reshape(&shaping);
         for site in self.all_sites() {
             site.reshape(&shaping);
         }
@@ -264,12 +327,41 @@ impl Relay {
             .collect()
     }
 
+    /// The configured providers, by name.
+    pub fn providers(&self) -> Vec<ProviderView> {
+        self.providers.values().map(|p| p.view()).collect()
+    }
+
     /// Every site this relay has delivered to since it started, by key.
     pub fn sites(&self) -> Vec<SiteView> {
         let mut views: Vec<SiteView> = self.all_sites().iter().map(|s| s.view()).collect();
         views.sort_by(|a, b| a.site.cmp(&b.site));
         views
     }
+}
+
+/// A lane per configured provider, sharing one HTTP client (its connection pool).
+fn providers(
+    config: &RelayConfig,
+    redis: Option<&postroad_redis_link::RedisLink>,
+) -> Result<BTreeMap<String, Arc<ProviderLane>>, RelayError> {
+    if config.providers.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| RelayError::Http(e.to_string()))?;
+    config
+        .providers
+        .iter()
+        .map(|(name, provider)| {
+            ProviderLane::new(name, provider, http.clone(), redis)
+                .map(|lane| (name.clone(), lane))
+                .map_err(RelayError::Config)
+        })
+        .collect()
 }
 
 /// Recipient indices by lowercased domain, in a stable order.

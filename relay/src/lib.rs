@@ -6,7 +6,9 @@
 //! site ([`site`]) speaking through [`client`], within the limits the shaping file sets
 //! per site, provider and domain ([`shaping`]). Each recipient's outcome (delivered,
 //! deferred with backoff, bounced, expired) becomes one atomic queue resolution and one
-//! [`postroad_queue::DeliveryEvent`] ([`deliver`], [`retry`]).
+//! [`postroad_queue::DeliveryEvent`] ([`deliver`], [`retry`]). Routing rules can send
+//! mail through HTTP providers instead, with fallbacks ([`provider`]): SMTP sites and
+//! providers are the [`transport`]s of a message's route.
 
 mod adaptive;
 mod automation;
@@ -14,16 +16,20 @@ pub mod client;
 pub mod config;
 pub mod deliver;
 mod engine;
+pub mod mx_provider;
 mod pace;
+pub mod provider;
 pub mod retry;
 pub mod route;
 pub mod shaping;
 pub mod shared_rate;
 pub mod site;
 mod tls_roots;
+pub mod transport;
 
 pub use client::TlsPolicy;
 pub use config::{RelayConfig, RouteConfig};
 pub use engine::{Relay, RelayError};
+pub use provider::{ProviderConfig, ProviderKind, ProviderView};
 pub use shaping::{Shaping, ShapingError};
 pub use site::SiteView;

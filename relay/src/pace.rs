@@ -37,15 +37,21 @@ impl Pacer {
 
     /// Waits for the next slot.
     pub async fn acquire(&self) {
+        self.acquire_many(1).await;
+    }
+
+    /// Waits for the next `n` slots together (one request for `n` recipients): the
+    /// wait is for the first, the `n - 1` after it are spoken for.
+    pub async fn acquire_many(&self, n: usize) {
         let interval = self.interval_ns.load(Ordering::Relaxed);
-        if interval == 0 {
+        if interval == 0 || n == 0 {
             return;
         }
         let at = {
             let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let at = (*next).max(now);
-            *next = at + Duration::from_nanos(interval);
+            *next = at + Duration::from_nanos(interval.saturating_mul(n as u64));
             at
         };
         tokio::time::sleep_until(at).await;
@@ -72,5 +78,12 @@ mod tests {
         pacer.set_rate(None);
         pacer.acquire().await;
         assert_eq!(start.elapsed(), Duration::from_millis(1000));
+        // Ten slots at once (after the one promised at 2/s, at 1.5 s), and the next
+        // one waits for all ten.
+        pacer.set_rate(Some(10.0));
+        pacer.acquire_many(10).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        pacer.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_millis(2500));
     }
 }

@@ -16,6 +16,7 @@ use crate::adaptive::Controller;
 use crate::automation::{Automation, Fired};
 use crate::client::{ClientError, Connection, TlsPolicy};
 use crate::deliver::{Attempt, Context, Job, Outcome, Report, deliver};
+use crate::mx_provider::{MxProvider, MxProviders};
 use crate::pace::Pacer;
 use crate::route::Destination;
 use crate::shaping::{Shape, Shaping};
@@ -46,6 +47,9 @@ pub struct Site {
     shared: Option<SharedRate>,
     /// The rate and connection count in force, below the shape's, learned from replies.
     control: Mutex<Controller>,
+    /// What the sites of each shaping provider share, and this site's provider's.
+    mx_providers: Arc<MxProviders>,
+    mx_provider: Mutex<Option<Arc<MxProvider>>>,
 }
 
 /// What `postroad queue sites` shows of a site.
@@ -79,6 +83,7 @@ impl Site {
         domain: Option<String>,
         shaping: &Arc<Shaping>,
         redis: Option<&postroad_redis_link::RedisLink>,
+        mx_providers: &Arc<MxProviders>,
     ) -> Arc<Self> {
         let key = site_key(domain.as_deref(), &destination);
         let (tx, rx) = mpsc::unbounded_channel();
@@ -90,6 +95,10 @@ impl Site {
             shape.connection_limit,
             tokio::time::Instant::now(),
         );
+        let mx_provider = shape
+            .provider
+            .as_deref()
+            .map(|p| mx_providers.get(p, shaping));
         Arc::new(Self {
             shared: redis.map(|link| SharedRate::new(link.clone(), &key)),
             key,
@@ -107,6 +116,8 @@ impl Site {
             idle: AtomicUsize::new(0),
             down: Mutex::new(None),
             control: Mutex::new(control),
+            mx_providers: mx_providers.clone(),
+            mx_provider: Mutex::new(mx_provider),
         })
     }
 
@@ -141,6 +152,10 @@ impl Site {
             shaping.shape(self.domain.as_deref(), host_names(&destination))
         };
         let rules = shaping.rules_for(base.provider.as_deref(), self.domain.as_deref());
+        *lock(&self.mx_provider) = base
+            .provider
+            .as_deref()
+            .map(|p| self.mx_providers.get(p, &shaping));
         let shape = {
             let mut automation = lock(&self.automation);
             automation.set_rules(rules);
@@ -195,7 +210,16 @@ impl Site {
         let fired = lock(&self.automation).observe(reply, Instant::now());
         for fired in fired {
             match fired {
-                Fired::Suspend { until, why } => {
+                Fired::Suspend {
+                    until,
+                    why,
+                    provider_wide: true,
+                } => {
+                    if let Some(provider) = self.mx_provider() {
+                        provider.suspend(until, why);
+                    }
+                }
+                Fired::Suspend { until, why, .. } => {
                     let secs = until.saturating_duration_since(Instant::now()).as_secs();
                     tracing::warn!(site = %self.key, %why, for_secs = secs, "site suspended");
                 }
@@ -231,6 +255,25 @@ impl Site {
         lock(&self.shape).clone()
     }
 
+    fn mx_provider(&self) -> Option<Arc<MxProvider>> {
+        lock(&self.mx_provider).clone()
+    }
+
+    /// A suspension of the site by a reply rule, or of its whole provider: until when,
+    /// and why.
+    fn suspension(&self) -> Option<(Instant, String)> {
+        let now = Instant::now();
+        let own = lock(&self.automation).suspended(now);
+        let provider = self.mx_provider().and_then(|p| {
+            p.suspended(now)
+                .map(|(until, why)| (until, format!("provider {} suspended by {why}", p.name())))
+        });
+        match (own, provider) {
+            (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The site as `postroad queue sites` shows it.
     pub fn view(&self) -> SiteView {
         let down = lock(&self.down)
@@ -240,7 +283,7 @@ impl Site {
             let control = lock(&self.control);
             (control.limits(), control.backoff())
         };
-        let suspended = lock(&self.automation).suspended(Instant::now());
+        let suspended = self.suspension();
         let until = suspended
             .as_ref()
             .map(|(until, _)| *until)
@@ -330,7 +373,7 @@ impl Site {
 
     /// Why the site's mail waits now: a reply rule's suspension, or its hosts down.
     fn hold_reply(&self) -> Option<Response> {
-        if let Some((until, why)) = lock(&self.automation).suspended(Instant::now()) {
+        if let Some((until, why)) = self.suspension() {
             let left = until.saturating_duration_since(Instant::now()).as_secs();
             return Some(local_reply(
                 "4.7.0",
@@ -355,6 +398,20 @@ impl Site {
     /// How many jobs wait for a connection.
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::SeqCst)
+    }
+}
+
+impl crate::transport::Transport for Site {
+    fn name(&self) -> &str {
+        &self.key
+    }
+
+    fn max_recipients(&self, config: &crate::config::RelayConfig) -> usize {
+        config.max_recipients_per_transaction
+    }
+
+    fn submit(self: Arc<Self>, job: Job, ctx: &Arc<Context>) {
+        Site::submit(&self, job, ctx);
     }
 }
 
@@ -424,6 +481,9 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
             site.messages.acquire().await;
             if let (Some(shared), Some(rate)) = (&site.shared, site.shape().max_message_rate) {
                 shared.acquire(rate.per_sec()).await;
+            }
+            if let Some(provider) = site.mx_provider() {
+                provider.acquire().await;
             }
             let Some(session) = conn.as_mut() else {
                 break;

@@ -41,6 +41,7 @@ pub fn event(message_id: MessageId, recipient: &str, kind: EventKind, at_ms: u64
         remote_host: None,
         reply: None,
         meta: Metadata::default(),
+        provider_message_id: None,
     }
 }
 

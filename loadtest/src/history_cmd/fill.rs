@@ -145,6 +145,7 @@ impl Synthetic {
                 .map(|_| format!("mx1.{domain} [192.0.2.{}]:25", user % 250)),
             reply,
             meta: meta.clone(),
+            provider_message_id: None,
         };
         let outcome = Self::outcome(i);
         let reply = match outcome {

@@ -75,6 +75,8 @@ pub enum QueueCommand {
     Flush,
     /// Destination sites: limits (from the shaping file), state, connections, queue.
     Sites,
+    /// HTTP providers (SES, SendGrid): state (paused, circuit open), rate, requests.
+    Providers,
     /// Read the shaping file again (as SIGHUP does); a file that does not load is
     /// refused and the running one stays.
     ReloadShaping,
@@ -153,6 +155,7 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<()> {
         QueueCommand::Inspect { id, raw } => Call::Inspect { id, raw: *raw },
         QueueCommand::Flush => Call::Flush,
         QueueCommand::Sites => Call::Sites,
+        QueueCommand::Providers => Call::Providers,
         QueueCommand::ReloadShaping => Call::ReloadShaping,
     };
     if json {
@@ -179,6 +182,7 @@ pub fn queue(args: QueueArgs) -> anyhow::Result<()> {
             format!("flushed: {n} deferred {} now due\n", plural(n, "message"))
         }
         QueueCommand::Sites => super::sites::format_sites(&client.sites()?),
+        QueueCommand::Providers => super::sites::format_providers(&client.providers()?),
         QueueCommand::ReloadShaping => client.reload_shaping()?,
     };
     write_stdout(out.as_bytes())

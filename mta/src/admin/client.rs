@@ -69,6 +69,7 @@ pub enum Call<'a> {
     Requeue { id: &'a str },
     Purge { id: &'a str },
     Sites,
+    Providers,
     ReloadShaping,
 }
 
@@ -86,6 +87,7 @@ impl Call<'_> {
             Call::Requeue { id } => ("POST", format!("/v1/dlq/{id}/requeue")),
             Call::Purge { id } => ("DELETE", format!("/v1/dlq/{id}")),
             Call::Sites => ("GET", "/v1/queue/sites".into()),
+            Call::Providers => ("GET", "/v1/queue/providers".into()),
             Call::ReloadShaping => ("POST", "/v1/shaping/reload".into()),
         }
     }
@@ -264,6 +266,15 @@ impl AdminClient {
         let list: serde_json::Value = self.call(&Call::Sites)?;
         match list.get("sites") {
             Some(serde_json::Value::Array(sites)) => Ok(sites.clone()),
+            _ => anyhow::bail!("unexpected answer from the admin endpoint at {}", self.base),
+        }
+    }
+
+    /// The relay's providers, as JSON objects (see `postroad_relay::ProviderView`).
+    pub fn providers(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let list: serde_json::Value = self.call(&Call::Providers)?;
+        match list.get("providers") {
+            Some(serde_json::Value::Array(providers)) => Ok(providers.clone()),
             _ => anyhow::bail!("unexpected answer from the admin endpoint at {}", self.base),
         }
     }

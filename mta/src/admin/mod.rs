@@ -234,6 +234,8 @@ pub async fn start(
 pub trait RelayControl: Send + Sync {
     /// Every site delivered to since start, with its limits and state.
     fn sites(&self) -> Vec<postroad_relay::SiteView>;
+    /// The configured HTTP providers, with their state.
+    fn providers(&self) -> Vec<postroad_relay::ProviderView>;
     /// Reads the shaping file again and applies it; its summary, or why the running
     /// file stays.
     fn reload_shaping(&self) -> Result<String, String>;
@@ -243,6 +245,12 @@ pub trait RelayControl: Send + Sync {
 #[derive(Debug, Clone, Serialize)]
 pub struct SiteList {
     pub sites: Vec<postroad_relay::SiteView>,
+}
+
+/// `GET /v1/queue/providers`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderList {
+    pub providers: Vec<postroad_relay::ProviderView>,
 }
 
 /// `POST /v1/shaping/reload`: the file now in force.

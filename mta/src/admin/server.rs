@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     BodyEncoding, DEFAULT_LIST_LIMIT, DeadLetterDetail, DeadLetterList, ErrorBody, Flushed,
-    MAX_LIST_LIMIT, MessageDetail, MessageList, Purged, RelayControl, Requeued, ShapingReloaded,
-    SiteList,
+    MAX_LIST_LIMIT, MessageDetail, MessageList, ProviderList, Purged, RelayControl, Requeued,
+    ShapingReloaded, SiteList,
 };
 
 #[derive(Clone)]
@@ -87,6 +87,7 @@ pub fn router(
         .route("/v1/queue/messages/{id}", get(queue_get))
         .route("/v1/queue/flush", post(queue_flush))
         .route("/v1/queue/sites", get(queue_sites))
+        .route("/v1/queue/providers", get(queue_providers))
         .route("/v1/shaping/reload", post(shaping_reload))
         .route("/v1/dlq", get(dlq_list))
         .route("/v1/dlq/{id}", get(dlq_get).delete(dlq_purge))
@@ -168,6 +169,13 @@ fn relay(state: &AppState) -> Result<&Arc<dyn RelayControl>, ApiError> {
 async fn queue_sites(State(state): State<AppState>) -> ApiResult<SiteList> {
     Ok(Json(SiteList {
         sites: relay(&state)?.sites(),
+    }))
+}
+
+/// `GET /v1/queue/providers`: every configured provider with its state and rate.
+async fn queue_providers(State(state): State<AppState>) -> ApiResult<ProviderList> {
+    Ok(Json(ProviderList {
+        providers: relay(&state)?.providers(),
     }))
 }
 

@@ -1,4 +1,5 @@
-//! `postroad queue sites`: the relay's sites as a table.
+//! `postroad queue sites` and `postroad queue providers`: the relay's sites and
+//! providers as tables.
 
 use serde_json::Value;
 
@@ -17,16 +18,60 @@ pub fn format_sites(sites: &[Value]) -> String {
         "RATE",
         "QUEUED",
         "WHY",
-    ]
-    .map(String::from);
+    ];
+    table(header, &rows)
+}
+
+/// One line per provider: name, kind, state (and until when), the rate allowed now,
+/// requests in flight and waiting, and why.
+pub fn format_providers(providers: &[Value]) -> String {
+    if providers.is_empty() {
+        return "no providers configured ([relay.providers.NAME])\n".into();
+    }
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_default();
+    let rows: Vec<[String; 6]> = providers
+        .iter()
+        .map(|p| {
+            [
+                format!("{} ({})", text(&p["name"]), text(&p["kind"])),
+                state(p),
+                p["message_rate"]
+                    .as_f64()
+                    .map_or_else(|| "-".into(), |r| format!("{r:.1}/s")),
+                p["in_flight"].as_u64().unwrap_or(0).to_string(),
+                p["queued"].as_u64().unwrap_or(0).to_string(),
+                text(&p["reason"]),
+            ]
+        })
+        .collect();
+    table(
+        ["PROVIDER", "STATE", "RATE", "IN FLIGHT", "QUEUED", "WHY"],
+        &rows,
+    )
+}
+
+/// `state`, with ` until HH:MM:SSZ` when it has an end.
+fn state(item: &Value) -> String {
+    let mut state = item["state"].as_str().unwrap_or_default().to_string();
+    if let Some(until) = item["until_ms"].as_i64()
+        && let Some(at) = chrono::DateTime::from_timestamp_millis(until)
+    {
+        state.push_str(&format!(" until {}", at.format("%H:%M:%SZ")));
+    }
+    state
+}
+
+/// Columns padded to their widest cell, the last one free.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let header = header.map(String::from);
     let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             if i + 1 == row.len() {
@@ -49,16 +94,10 @@ fn row(site: &Value) -> [String; 7] {
         (None, Some(provider)) => format!("provider {provider}"),
         (None, None) => "default".into(),
     };
-    let mut state = text(&site["state"]).unwrap_or_default();
-    if let Some(until) = site["until_ms"].as_i64()
-        && let Some(at) = chrono::DateTime::from_timestamp_millis(until)
-    {
-        state.push_str(&format!(" until {}", at.format("%H:%M:%SZ")));
-    }
     [
         text(&site["site"]).unwrap_or_default(),
         shaped_by,
-        state,
+        state(site),
         format!(
             "{}/{}",
             site["connections"].as_u64().unwrap_or(0),
@@ -105,5 +144,33 @@ mod tests {
             "{table}"
         );
         assert!(format_sites(&[]).contains("no sites yet"));
+    }
+
+    #[test]
+    fn providers_show_their_state_and_rate() {
+        let providers = serde_json::json!([
+            {"name": "sendgrid", "kind": "sendgrid", "state": "open", "until_ms": 1764892800000u64,
+             "reason": "repeated failures", "message_rate": 100.0, "in_flight": 0, "queued": 3},
+            {"name": "ses", "kind": "ses", "state": "normal", "until_ms": null, "reason": null,
+             "message_rate": null, "in_flight": 2, "queued": 0}
+        ]);
+        let table = format_providers(providers.as_array().unwrap());
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("PROVIDER") && lines[0].ends_with("WHY"),
+            "{table}"
+        );
+        assert!(
+            lines[1].starts_with("sendgrid (sendgrid)")
+                && lines[1].contains("open until 00:00:00Z")
+                && lines[1].contains("100.0/s")
+                && lines[1].ends_with("repeated failures"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("ses (ses)") && lines[2].contains("normal"),
+            "{table}"
+        );
+        assert!(format_providers(&[]).contains("no providers configured"));
     }
 }

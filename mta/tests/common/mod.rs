@@ -2,12 +2,14 @@
 //! as a plain SMTP client.
 #![allow(dead_code)]
 
+pub mod dkim_keys;
 pub mod http;
 pub mod influxdb;
 pub mod kafka_env;
 pub mod mariadb;
 pub mod moto;
 pub mod relay_env;
+pub mod sendgrid;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

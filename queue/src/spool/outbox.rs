@@ -21,8 +21,46 @@ use crate::{DeliveryEvent, MessageId, QueueError, Result};
 
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
-/// Format version of outbox records.
+/// Format versions of outbox records: 2 added [`DeliveryEvent::provider_message_id`];
+/// records of version 1 (written before) are still read.
 const BATCH_V1: u8 = 1;
+const BATCH_V2: u8 = 2;
+
+/// An event as version 1 records hold it.
+#[derive(serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
+struct EventV1 {
+    event_id: uuid::Uuid,
+    kind: crate::EventKind,
+    message_id: MessageId,
+    sender: String,
+    recipient: String,
+    domain: String,
+    at_ms: u64,
+    attempt: u32,
+    remote_host: Option<String>,
+    reply: Option<crate::Response>,
+    meta: crate::Metadata,
+}
+
+impl From<EventV1> for DeliveryEvent {
+    fn from(e: EventV1) -> Self {
+        DeliveryEvent {
+            event_id: e.event_id,
+            kind: e.kind,
+            message_id: e.message_id,
+            sender: e.sender,
+            recipient: e.recipient,
+            domain: e.domain,
+            at_ms: e.at_ms,
+            attempt: e.attempt,
+            remote_host: e.remote_host,
+            reply: e.reply,
+            meta: e.meta,
+            provider_message_id: None,
+        }
+    }
+}
 
 /// The outbox's sequence numbers: the next to hand out, and the last committed.
 pub(crate) struct EventLog {
@@ -94,7 +132,7 @@ impl<'txn> Outbox<'txn> {
     /// Adds encoded events to this commit's record.
     pub(crate) fn append(&mut self, encoded: &[u8]) {
         if self.record.is_empty() && !encoded.is_empty() {
-            self.record.push(BATCH_V1);
+            self.record.push(BATCH_V2);
         }
         self.record.extend_from_slice(encoded);
     }
@@ -193,8 +231,8 @@ pub(crate) fn read_after(
 }
 
 fn decode(record: &[u8]) -> std::result::Result<Vec<DeliveryEvent>, String> {
-    let mut rest = match record {
-        [BATCH_V1, rest @ ..] => rest,
+    let (version, mut rest) = match record {
+        [v @ (BATCH_V1 | BATCH_V2), rest @ ..] => (*v, rest),
         [v, ..] => return Err(format!("unknown outbox record format version {v}")),
         [] => return Err("empty outbox record".into()),
     };
@@ -207,9 +245,12 @@ fn decode(record: &[u8]) -> std::result::Result<Vec<DeliveryEvent>, String> {
         let Some((event, tail)) = tail.split_at_checked(len) else {
             return Err("outbox record is truncated".into());
         };
-        events.push(
-            postcard::from_bytes(event).map_err(|e| format!("cannot decode outbox event: {e}"))?,
-        );
+        let decoded = if version == BATCH_V1 {
+            postcard::from_bytes::<EventV1>(event).map(DeliveryEvent::from)
+        } else {
+            postcard::from_bytes::<DeliveryEvent>(event)
+        };
+        events.push(decoded.map_err(|e| format!("cannot decode outbox event: {e}"))?);
         rest = tail;
     }
     Ok(events)
@@ -230,13 +271,40 @@ mod tests {
             "192.0.2.1".parse().unwrap(),
         );
         let events = crate::queued_events(&envelope);
-        let mut record = vec![BATCH_V1];
+        let mut record = vec![BATCH_V2];
         record.extend(Outbox::encode(&events).unwrap());
         record.extend(Outbox::encode(&events[..1]).unwrap());
         let decoded = decode(&record).unwrap();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded[..2], events[..]);
         assert_eq!(decoded[2], events[0]);
+        // A version 1 record (written before provider message ids) still reads.
+        let e = &events[0];
+        let v1 = EventV1 {
+            event_id: e.event_id,
+            kind: e.kind,
+            message_id: e.message_id,
+            sender: e.sender.clone(),
+            recipient: e.recipient.clone(),
+            domain: e.domain.clone(),
+            at_ms: e.at_ms,
+            attempt: e.attempt,
+            remote_host: Some("mx.example.net [192.0.2.9]:25".into()),
+            reply: None,
+            meta: e.meta.clone(),
+        };
+        let body = postcard::to_stdvec(&v1).unwrap();
+        let mut old = vec![BATCH_V1];
+        old.extend((body.len() as u32).to_le_bytes());
+        old.extend(body);
+        let read = decode(&old).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].event_id, e.event_id);
+        assert_eq!(
+            read[0].remote_host.as_deref(),
+            Some("mx.example.net [192.0.2.9]:25")
+        );
+        assert_eq!(read[0].provider_message_id, None);
         for bad in [
             &record[..record.len() - 1],
             &record[..3],

@@ -8,7 +8,8 @@
 //! A domain with its own `[domain]` entry gets a connection pool of its own (its limits
 //! are its own, not shared with other domains on the same MX hosts); other domains on
 //! the same MX hosts share one site, as without shaping. Provider limits apply to each
-//! site of the provider.
+//! site of the provider; `provider_max_message_rate` holds for all of them together
+//! ([`crate::mx_provider`]).
 //!
 //! Without `relay.shaping_file`, the file shipped in the binary (`shaping.toml` at the
 //! crate root) is used: conservative settings for Gmail, Outlook/Hotmail, Yahoo/AOL and
@@ -24,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use rate::Rate;
-pub use rules::{Action, Rule, Trigger};
+pub use rules::{Action, Rule, Scope, Trigger};
 
 use crate::client::TlsPolicy;
 
@@ -117,8 +118,21 @@ pub enum Match {
 struct ProviderEntry {
     #[serde(rename = "match")]
     matches: Vec<Match>,
+    /// Most messages per period to all of the provider's sites together (each site
+    /// still has its own `max_message_rate`).
+    #[serde(default)]
+    provider_max_message_rate: Option<Rate>,
     #[serde(flatten)]
     limits: Limits,
+}
+
+/// A provider as the file sets it.
+#[derive(Debug, Clone)]
+struct Provider {
+    limits: Limits,
+    /// The MX suffixes as written.
+    suffixes: Vec<String>,
+    aggregate_rate: Option<Rate>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,8 +205,7 @@ pub struct Shaping {
     /// Providers with their MX suffixes (lowercased, with a leading dot or not as
     /// written), longest suffix first.
     suffixes: Vec<(String, String)>,
-    /// Each provider's limits and its suffixes as written.
-    providers: BTreeMap<String, (Limits, Vec<String>)>,
+    providers: BTreeMap<String, Provider>,
     domains: BTreeMap<String, Limits>,
     /// `[[automation]]`, in file order.
     rules: Vec<Rule>,
@@ -252,7 +265,14 @@ impl Shaping {
                 written.push(suffix.clone());
                 suffixes.push((suffix, name.clone()));
             }
-            providers.insert(name.clone(), (entry.limits.clone(), written));
+            providers.insert(
+                name.clone(),
+                Provider {
+                    limits: entry.limits.clone(),
+                    suffixes: written,
+                    aggregate_rate: entry.provider_max_message_rate,
+                },
+            );
         }
         suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
         let mut domains = BTreeMap::new();
@@ -307,8 +327,8 @@ impl Shaping {
     ) -> Shape {
         let provider = self.provider_of(hosts).map(str::to_string);
         let mut limits = self.base.clone();
-        if let Some((p, _)) = provider.as_ref().and_then(|p| self.providers.get(p)) {
-            limits = limits.overlaid(p);
+        if let Some(p) = provider.as_ref().and_then(|p| self.providers.get(p)) {
+            limits = limits.overlaid(&p.limits);
         }
         let domain = domain.filter(|d| self.domains.contains_key(*d));
         if let Some(d) = domain.and_then(|d| self.domains.get(d)) {
@@ -325,6 +345,11 @@ impl Shaping {
             provider,
             domain: domain.map(str::to_string),
         }
+    }
+
+    /// `provider_max_message_rate` of `provider`: the rate all its sites share.
+    pub fn provider_rate(&self, provider: &str) -> Option<Rate> {
+        self.providers.get(provider)?.aggregate_rate
     }
 
     /// The rules that apply to a site of `provider`, or `domain`'s own site.
@@ -344,11 +369,15 @@ impl Shaping {
             "default: {}\n",
             show(&self.base).trim_end_matches("; ")
         ));
-        for (name, (limits, suffixes)) in &self.providers {
+        for (name, p) in &self.providers {
+            let aggregate = p
+                .aggregate_rate
+                .map(|r| format!("; all its sites together: {r}"))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "provider {name} (MX {}): {}\n",
-                suffixes.join(", "),
-                show(limits).trim_end_matches("; ")
+                "provider {name} (MX {}): {}{aggregate}\n",
+                p.suffixes.join(", "),
+                show(&p.limits).trim_end_matches("; ")
             ));
         }
         for (name, limits) in &self.domains {

@@ -1,7 +1,8 @@
 //! Reply rules (`[[automation]]`, KumoMTA's automation and PowerMTA's backoff mode):
 //! a regular expression on the remote reply, scoped to a provider or a domain or not
-//! at all, that suspends the site, sets limits for a while, or bounces the recipient,
-//! at once or once it matched often enough (`trigger = "3/hr"`).
+//! at all, that suspends the site (or with `scope = "provider"` every site of the
+//! provider), sets limits for a while, or bounces the recipient, at once or once it
+//! matched often enough (`trigger = "3/hr"`).
 //!
 //! ```toml
 //! [[automation]]
@@ -42,6 +43,17 @@ pub enum Trigger {
     },
 }
 
+/// What a suspension holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// The site whose server replied.
+    #[default]
+    Site,
+    /// Every site of the rule's provider, whatever MX set it delivers to.
+    Provider,
+}
+
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -51,6 +63,7 @@ pub struct Rule {
     domain: Option<String>,
     pub action: Action,
     pub trigger: Trigger,
+    pub scope: Scope,
 }
 
 impl Rule {
@@ -81,6 +94,9 @@ impl Rule {
             }
         };
         let scope = match (&self.provider, &self.domain) {
+            (Some(p), _) if self.scope == Scope::Provider => {
+                format!(" (provider {p}, all its sites)")
+            }
             (Some(p), _) => format!(" (provider {p})"),
             (None, Some(d)) => format!(" (domain {d})"),
             (None, None) => String::new(),
@@ -124,6 +140,9 @@ pub(super) struct RuleEntry {
     set: Option<Limits>,
     /// `"immediate"` (the default) or a count per period, `"3/hr"`.
     trigger: Option<String>,
+    /// `"site"` (the default) or `"provider"`: what a suspension holds.
+    #[serde(default)]
+    scope: Scope,
 }
 
 impl RuleEntry {
@@ -190,6 +209,18 @@ impl RuleEntry {
                 "{at}: action bounce acts on each matching reply (no trigger)"
             ));
         }
+        if self.scope == Scope::Provider {
+            if self.provider.is_none() {
+                return Err(format!(
+                    "{at}: scope = \"provider\" needs provider = \"NAME\""
+                ));
+            }
+            if !matches!(action, Action::Suspend(_)) {
+                return Err(format!(
+                    "{at}: scope = \"provider\" goes with action = \"suspend\""
+                ));
+            }
+        }
         let trigger = match self.trigger.as_deref().map(str::trim) {
             None | Some("immediate") => Trigger::Immediate,
             Some(text) => {
@@ -210,6 +241,7 @@ impl RuleEntry {
             domain,
             action,
             trigger,
+            scope: self.scope,
         })
     }
 }

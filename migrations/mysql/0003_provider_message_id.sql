@@ -1,0 +1,7 @@
+-- The id a provider (SES, SendGrid) gave a message it accepted, on the event that
+-- recorded it and on the recipient's status row, where it stays once known: provider
+-- webhooks name messages by it.
+ALTER TABLE email_events ADD COLUMN provider_message_id VARCHAR(255) NULL;
+ALTER TABLE email_history
+    ADD COLUMN provider_message_id VARCHAR(255) NULL,
+    ADD KEY email_history_provider_message (provider_message_id);
