@@ -1,108 +1,115 @@
-//! Message rates shared by every relay process, with Redis (`[redis] url`): the
-//! `max_message_rate` of a site is one GCRA (generic cell rate algorithm) in Redis per
-//! site key (`postroad:rate:<site>`: its theoretical arrival time, in microseconds of
-//! Redis's clock), run by a Lua script, so that all processes together stay within it.
-//! A process takes its send slots in batches of a fifth of a second's worth: one round
-//! trip per batch, never per message. Slots taken are always used (messages wait for
-//! them), so the processes together send at most the rate plus one batch per process.
+//! Message rates shared by every relay process, with Redis (`[redis] url`): a rate
+//! (a site's `max_message_rate`, a provider's) is one schedule in Redis per key
+//! (`postroad:rate:<key>`: the time its next free slot starts, in microseconds of
+//! Redis's clock; GCRA's theoretical arrival time), advanced by a Lua script. A process
+//! reserves its send slots in batches of a fifth of a second's worth: one round trip
+//! per batch, never per message. Reservations follow each other in the order they
+//! were asked for, so the processes take turns (each gets a share) and together never
+//! send faster than the rate: a slot is used at its time, and slots a process fell
+//! behind on are given up rather than used late.
 //!
 //! Redis down: each process paces alone (its own pacer still holds the rate), and says
 //! so once per outage. Without Redis the pacer alone holds the rate, per process.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postroad_redis_link::RedisLink;
+use tokio::time::Instant;
 
-/// A batch is this much of the rate's worth of slots.
+/// A reservation is this much of the rate's worth of slots.
 const BATCH_SPAN: Duration = Duration::from_millis(200);
 
-/// Takes slots `want` at a time: returns `{granted, wait_us}` (when nothing is granted,
-/// how long until a slot frees). ARGV: interval_us, burst_us, want, [now_us].
+/// Reserves `want` slots of `interval_us` after the last reservation (or now): returns
+/// the microseconds until the first of them. ARGV: interval_us, want, [now_us].
 const SCRIPT: &str = r#"
 local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
+local want = tonumber(ARGV[2])
 local now
-if ARGV[4] then
-  now = tonumber(ARGV[4])
+if ARGV[3] then
+  now = tonumber(ARGV[3])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local room = math.floor((now + burst - tat) / interval)
-if room < 1 then
-  return {0, tat - burst - now + interval}
-end
-local granted = math.min(want, room)
-tat = tat + granted * interval
+local start = tat
+tat = tat + want * interval
 redis.call('SET', KEYS[1], tat, 'PX', math.floor((tat - now) / 1000) + 1000)
-return {granted, 0}
+return start - now
 "#;
 
-/// The slots of one site.
+/// The slots of one rate.
 pub struct SharedRate {
     link: RedisLink,
     key: String,
     script: redis::Script,
-    /// Slots taken and not used yet.
-    local: Mutex<u64>,
+    /// What is left of this process's reservation (one reserver at a time).
+    reserved: tokio::sync::Mutex<Reserved>,
     /// Set while Redis fails (said once).
     failing: AtomicBool,
 }
 
-/// What one script call gave.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Grant {
-    pub granted: u64,
-    /// When nothing was granted: wait this long before asking again.
-    pub wait: Duration,
+/// The unused part of a reservation: `left` slots, `interval` apart from `next`.
+#[derive(Debug, Clone, Copy)]
+struct Reserved {
+    next: Instant,
+    left: u64,
+    interval: Duration,
 }
 
 impl SharedRate {
-    pub fn new(link: RedisLink, site: &str) -> Self {
+    pub fn new(link: RedisLink, key: &str) -> Self {
         Self {
             link,
-            key: format!("postroad:rate:{site}"),
+            key: format!("postroad:rate:{key}"),
             script: redis::Script::new(SCRIPT),
-            local: Mutex::new(0),
+            reserved: tokio::sync::Mutex::new(Reserved {
+                next: Instant::now(),
+                left: 0,
+                interval: Duration::ZERO,
+            }),
             failing: AtomicBool::new(false),
         }
     }
 
     /// Waits for a slot under `per_sec` shared by every process.
     pub async fn acquire(&self, per_sec: f64) {
-        loop {
-            {
-                let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                if *local > 0 {
-                    *local -= 1;
-                    return;
-                }
+        let interval = interval(per_sec);
+        let slot = {
+            let mut reserved = self.reserved.lock().await;
+            let now = Instant::now();
+            // A slot more than an interval old is given up: used now it would add to
+            // what the other processes send now.
+            if reserved.interval != interval || reserved.next + interval < now {
+                reserved.left = 0;
             }
-            let want = (per_sec * BATCH_SPAN.as_secs_f64()).ceil().max(1.0) as u64;
-            match self.take(per_sec, want, None).await {
-                Ok(grant) if grant.granted > 0 => {
-                    self.recovered();
-                    let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
-                    *local += grant.granted - 1;
-                    return;
-                }
-                Ok(grant) => {
-                    self.recovered();
-                    tokio::time::sleep(grant.wait.max(Duration::from_millis(1))).await;
-                }
-                Err(e) => {
-                    if !self.failing.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(key = %self.key, error = %e, "shared rate unavailable; pacing this process alone");
+            if reserved.left == 0 {
+                let want = batch(per_sec);
+                match self.reserve(per_sec, want, None).await {
+                    Ok(wait) => {
+                        self.recovered();
+                        *reserved = Reserved {
+                            next: now + wait,
+                            left: want,
+                            interval,
+                        };
                     }
-                    return;
+                    Err(e) => {
+                        if !self.failing.swap(true, Ordering::Relaxed) {
+                            tracing::warn!(key = %self.key, error = %e, "shared rate unavailable; pacing this process alone");
+                        }
+                        return;
+                    }
                 }
             }
-        }
+            let slot = reserved.next;
+            reserved.next += interval;
+            reserved.left -= 1;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
     }
 
     fn recovered(&self) {
@@ -111,25 +118,33 @@ impl SharedRate {
         }
     }
 
-    /// One script call: up to `want` slots at `per_sec` (burst: one batch). `now_us`
-    /// stands in for Redis's clock in tests.
-    pub async fn take(
+    /// One script call: reserves `want` slots at `per_sec` after those already
+    /// reserved; how long until the first of them. `now_us` stands in for Redis's
+    /// clock in tests.
+    pub async fn reserve(
         &self,
         per_sec: f64,
         want: u64,
         now_us: Option<u64>,
-    ) -> Result<Grant, postroad_redis_link::RedisError> {
-        let interval_us = (1e6 / per_sec).max(1.0) as u64;
-        let burst_us = interval_us * want.max(1);
+    ) -> Result<Duration, postroad_redis_link::RedisError> {
         let mut invocation = self.script.key(&self.key);
-        invocation.arg(interval_us).arg(burst_us).arg(want);
+        invocation
+            .arg(interval(per_sec).as_micros() as u64)
+            .arg(want.max(1));
         if let Some(now) = now_us {
             invocation.arg(now);
         }
-        let (granted, wait_us): (u64, u64) = self.link.invoke(&invocation).await?;
-        Ok(Grant {
-            granted,
-            wait: Duration::from_micros(wait_us),
-        })
+        let wait_us: u64 = self.link.invoke(&invocation).await?;
+        Ok(Duration::from_micros(wait_us))
     }
+}
+
+/// Time between two slots at `per_sec` (at least a microsecond).
+fn interval(per_sec: f64) -> Duration {
+    Duration::from_micros((1e6 / per_sec).max(1.0) as u64)
+}
+
+/// Slots reserved at once at `per_sec`: a fifth of a second's worth, at least one.
+pub fn batch(per_sec: f64) -> u64 {
+    (per_sec * BATCH_SPAN.as_secs_f64()).ceil().max(1.0) as u64
 }
