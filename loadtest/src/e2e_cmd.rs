@@ -129,6 +129,22 @@ pub struct E2eArgs {
     /// Sink: wait this long before every reply.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pub sink_delay_ms: u64,
+
+    /// Sink: faults of one recipient domain, `DOMAIN:key=value,...` (keys as for
+    /// `loadtest sink --domain`: rate, burst, tempfail, permfail, drop, delay-ms,
+    /// conns); repeatable. The report draws its rate over time against its limit.
+    #[arg(long = "sink-domain", value_name = "DOMAIN:FAULTS")]
+    pub sink_domains: Vec<String>,
+
+    /// Sink: from SECS seconds into the load on, DOMAIN's faults are FAULTS
+    /// (`SECS:DOMAIN:key=value,...`); repeatable.
+    #[arg(long = "sink-change", value_name = "SECS:DOMAIN:FAULTS")]
+    pub sink_changes: Vec<String>,
+
+    /// Write each --sink-domain domain's rate-against-its-limit chart as an SVG file
+    /// of its own, DIR/rate-DOMAIN.svg.
+    #[arg(long, value_name = "DIR")]
+    pub limits_svg_dir: Option<PathBuf>,
 }
 
 /// The HTTP generator's arguments for the load `load` describes (always stamped; the
@@ -199,6 +215,7 @@ pub fn zone(mix: &DomainMix) -> Zone {
     z
 }
 
+pub mod limits;
 mod report;
 pub use report::{E2eReport, SpawnInfo};
 
@@ -217,6 +234,14 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.load.run.html {
         let html = report.html(&crate::load_page::command_line());
         std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &args.limits_svg_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for trace in &report.limits {
+            let path = dir.join(format!("rate-{}.svg", trace.domain));
+            let svg = crate::html::standalone_svg(&report::limits_chart(trace));
+            std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     Ok(if report.ok {
         ExitCode::SUCCESS
@@ -244,6 +269,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         ..Faults::default()
     };
     faults.validate().map_err(anyhow::Error::msg)?;
+    let schedule = limits::Schedule::parse(&args.sink_domains, &args.sink_changes)?;
     let quiet = args.load.run.no_progress || !std::io::stderr().is_terminal();
 
     let run_id: u64 = rand::random();
@@ -266,6 +292,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         listen: args.sink_addr(),
         verify: true,
         faults: faults.clone(),
+        domain_faults: schedule.initial(),
         max_recipients: 100_000,
         observer: Some(observer),
         ..SinkConfig::default()
@@ -290,7 +317,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
                     }
                 },
                 connections: args.load.run.connections,
-                fast_retries: faults.tempfail_share > 0.0,
+                fast_retries: faults.tempfail_share > 0.0 || schedule.defers(),
                 log_filter: args.postroad_log.clone(),
                 work_root: args.work_dir.clone(),
                 keep: args.keep_work_dir,
@@ -355,6 +382,10 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         stamp: true,
         progress: Some(progress),
     };
+    // The domains' limits follow their schedule from the start of the load.
+    let (stop_following, stopped) = tokio::sync::watch::channel(false);
+    let following = (!schedule.is_empty())
+        .then(|| tokio::spawn(limits::follow(schedule, sink.control(), stopped)));
     let result = match args.via {
         Via::Smtp => smtp_cmd::execute_with(&load_args, hooks).await,
         Via::Http => {
@@ -447,6 +478,11 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         None => None,
     };
     drop(postroad);
+    let _ = stop_following.send(true);
+    let limits = match following {
+        Some(task) => task.await.context("following the sink's limits")??,
+        None => Vec::new(),
+    };
     let sink_stats = sink.shutdown().await;
     dns.shutdown().await;
 
@@ -541,6 +577,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         problems,
         load,
         timeline: timeline.seconds_until(Some(rec.last_delivery_us.max(load_end_us))),
+        limits,
     })
 }
 

@@ -104,6 +104,31 @@ svg{width:100%;height:auto;display:block}svg text{font-size:12px;fill:#444}\
 .grid{stroke:#e6e6e6;stroke-width:1}.axis{stroke:#888;stroke-width:1}\
 p.note{color:#555;font-size:13px}";
 
+/// One chart as an SVG document of its own (to embed in other documents): the
+/// chart's title above it, its styles inside.
+pub fn standalone_svg(chart: &Chart) -> String {
+    let inner = svg(chart);
+    let body = inner
+        .strip_prefix(&format!(
+            "<svg viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">",
+            escape(&chart.title)
+        ))
+        .and_then(|rest| rest.strip_suffix("</svg>"))
+        .unwrap_or(&inner);
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 -24 {W} {}\" width=\"{W}\" height=\"{}\" \
+         role=\"img\" aria-label=\"{title}\"><style>text{{font:12px sans-serif;fill:#444}}\
+         .title{{font-size:14px;font-weight:600;fill:#222}}\
+         .grid{{stroke:#e6e6e6;stroke-width:1}}.axis{{stroke:#888;stroke-width:1}}</style>\
+         <rect x=\"0\" y=\"-24\" width=\"{W}\" height=\"{}\" fill=\"#fff\"/>\
+         <text class=\"title\" x=\"{LEFT}\" y=\"-4\">{title}</text>{body}</svg>\n",
+        H + 24.0,
+        H + 24.0,
+        H + 24.0,
+        title = escape(&chart.title),
+    )
+}
+
 /// The whole page.
 pub fn render(page: &Page) -> String {
     let mut h = String::with_capacity(32 * 1024);
@@ -410,5 +435,17 @@ mod tests {
         for banned in ["<script", "src=", "href=", "url(", "@import", "http"] {
             assert!(!html.contains(banned), "{banned}");
         }
+        // The same chart as an SVG document of its own: one root element with the
+        // SVG namespace, its title, its styles and its lines.
+        let doc = standalone_svg(&page.charts[0]);
+        assert!(
+            doc.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""),
+            "{doc}"
+        );
+        assert!(doc.ends_with("</svg>\n"));
+        assert_eq!(doc.matches("<svg").count(), 1);
+        assert_eq!(doc.matches("</svg>").count(), 1);
+        assert!(doc.contains("<style>") && doc.contains(">Rate</text>"));
+        assert_eq!(doc.matches("<polyline").count(), 3);
     }
 }

@@ -126,6 +126,8 @@ impl SinkArgs {
             permfail_share: self.permfail_share,
             drop_share: self.drop_share,
             delay: Duration::from_millis(self.delay_ms),
+            // Connection limits of all domains together: --max-connections.
+            max_connections: None,
         };
         faults.validate().map_err(anyhow::Error::msg)?;
         let mut domain_faults = HashMap::new();
@@ -207,6 +209,13 @@ impl SinkReport {
             }
         );
         let _ = writeln!(t, "dropped      {} connections mid-data", s.dropped);
+        for (domain, d) in &s.domains {
+            let _ = writeln!(
+                t,
+                "domain       {domain}: {} delivered, {} throttled (421), {} refused",
+                d.delivered, d.throttled, d.refused
+            );
+        }
         if verify {
             let _ = writeln!(
                 t,

@@ -61,6 +61,8 @@ fn postroad_binary() -> PathBuf {
     bin
 }
 
+/// Runs `loadtest e2e` with `extra`; (exit code, JSON report, output). The HTML page
+/// must have the three charts of every run, one more per `--sink-domain`.
 fn e2e(extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("e2e.json");
@@ -88,7 +90,8 @@ fn e2e(extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     )
     .unwrap();
     let page = std::fs::read_to_string(&html).unwrap();
-    assert_eq!(page.matches("<svg").count(), 3, "HTML charts");
+    let domains = extra.iter().filter(|a| **a == "--sink-domain").count();
+    assert_eq!(page.matches("<svg").count(), 3 + domains, "HTML charts");
     (out.status.code(), report, text)
 }
 
@@ -174,4 +177,69 @@ fn e2e_over_the_http_api_loses_and_duplicates_nothing() {
             "{text}"
         );
     }
+}
+
+/// A domain whose receiver limit rises mid-run: every message still arrives once, and
+/// the report follows the domain second by second in two phases, one per limit.
+#[test]
+fn a_receiver_limit_that_changes_is_followed_in_the_report() {
+    let svg = tempfile::tempdir().unwrap();
+    let (code, r, text) = e2e(&[
+        "--to-domain",
+        "limited.test",
+        "--rate",
+        "60",
+        "--duration",
+        "12",
+        "-c",
+        "8",
+        "--sink-domain",
+        "limited.test:rate=20,burst=5",
+        "--sink-change",
+        "6:limited.test:rate=40,burst=5",
+        "--limits-svg-dir",
+        svg.path().to_str().unwrap(),
+        "--drain-timeout",
+        "120",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(0)),
+        "{text}"
+    );
+    let limits = r["limits"].as_array().unwrap();
+    assert_eq!(limits.len(), 1, "{text}");
+    let trace = &limits[0];
+    assert_eq!(trace["domain"], "limited.test");
+    let phases = trace["phases"].as_array().unwrap();
+    let limit_of = |p: &serde_json::Value| p["limit"].as_f64();
+    assert_eq!(
+        phases.iter().map(limit_of).collect::<Vec<_>>(),
+        [Some(20.0), Some(40.0)],
+        "{text}"
+    );
+    assert_eq!(phases[0]["from_secs"], 0);
+    assert_eq!(phases[1]["from_secs"], 6, "the change 6 s into the load");
+    // Every delivery and every throttle reply of the domain is in some second.
+    let seconds = trace["seconds"].as_array().unwrap();
+    let sum = |key: &str| {
+        seconds
+            .iter()
+            .map(|s| s[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum("delivered"), r["delivered"].as_u64().unwrap(), "{text}");
+    assert_eq!(
+        sum("throttled"),
+        r["sink_rejections_by_code"]["421"].as_u64().unwrap_or(0),
+        "{text}"
+    );
+    assert!(
+        text.contains("limits       limited.test 0-6 s, limit 20/s"),
+        "{text}"
+    );
+    let chart = std::fs::read_to_string(svg.path().join("rate-limited.test.svg")).unwrap();
+    assert!(chart.starts_with("<svg xmlns"), "{chart}");
+    assert!(chart.contains("Rate at limited.test against its limit"));
 }

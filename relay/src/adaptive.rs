@@ -1,12 +1,15 @@
-//! Adaptive control of one site (AIMD, as TCP does for its window): a throttle reply
-//! (421, a 4.7.x status, "rate limited" and the like) cuts the message rate to
-//! [`CUT`] of what was being sent, at most once per [`COOLDOWN`] (the replies to
-//! messages already in flight belong to the same overload); every [`RAISE_EVERY`]
-//! without a throttle and with deliveries adds a step of 5% of the rate the cut was
-//! made from, up to the shape's `max_message_rate`. Throttles at connect, or that speak
-//! of connections, cut the connection count instead, the same way; it grows back by
-//! one every [`CONN_RAISE_EVERY`] without such a throttle. Without a configured rate, the learned one is dropped after
-//! [`FORGET_AFTER`] without a throttle.
+//! Adaptive control of one site, as TCP controls its window: a throttle reply (421, a
+//! 4.7.x status, "rate limited" and the like) cuts the message rate to [`CUT`] of what
+//! was being sent, at most once per [`COOLDOWN`] (the replies to messages already in
+//! flight belong to the same overload). Without a throttle and with deliveries, the
+//! rate grows back every [`RAISE_EVERY`] along CUBIC's curve (RFC 9438, in seconds,
+//! scaled to the rate the cut was made from): quickly at first, flat near that rate,
+//! which it reaches again after [`RECOVER`], then faster and faster above it, so a
+//! receiver that raised its limit is found in seconds, and a cut made too deep heals
+//! as fast. It never goes above the shape's `max_message_rate`. Throttles at connect,
+//! or that speak of connections, cut the connection count instead; it grows back by
+//! one every [`CONN_RAISE_EVERY`] without such a throttle. Without a configured rate,
+//! the learned one is dropped after [`FORGET_AFTER`] without a throttle.
 
 use std::time::Duration;
 
@@ -18,14 +21,18 @@ pub const CUT: f64 = 0.7;
 pub const COOLDOWN: Duration = Duration::from_secs(1);
 /// How often the rate rises while deliveries succeed.
 pub const RAISE_EVERY: Duration = Duration::from_secs(1);
+/// After a cut, the time the rate takes to return to the one it was cut from.
+pub const RECOVER: Duration = Duration::from_secs(5);
 /// How often one connection is given back.
 pub const CONN_RAISE_EVERY: Duration = Duration::from_secs(5);
 /// Without a configured rate, a learned one lasts this long after the last throttle.
 pub const FORGET_AFTER: Duration = Duration::from_secs(300);
 /// The lowest rate a cut goes to, messages per second.
 const MIN_RATE: f64 = 0.1;
-/// Sends per second are measured over this window.
+/// Sends per second are measured over this window...
 const METER_WINDOW: Duration = Duration::from_secs(2);
+/// ...or the time since the first send in it, when shorter, but not less than this.
+const METER_MIN_SPAN: Duration = Duration::from_millis(100);
 
 /// What a change asks the site to apply.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +50,7 @@ pub struct Controller {
     rate_ceiling: Option<f64>,
     conn_ceiling: usize,
     now: Limits,
-    /// The rate the last cut was made from (the step is 5% of it).
+    /// The rate the last cut was made from (what the rate grows back to, then past).
     cut_from: f64,
     last_rate_cut: Option<Instant>,
     last_conn_cut: Option<Instant>,
@@ -154,12 +161,12 @@ impl Controller {
         let calm = |cut: Option<Instant>, since: Duration| cut.is_none_or(|at| now - at >= since);
         let mut changed = false;
         if let Some(rate) = self.now.rate
+            && let Some(cut) = self.last_rate_cut
             && now - self.last_raise >= RAISE_EVERY
-            && calm(self.last_rate_cut, RAISE_EVERY)
+            && now - cut >= RAISE_EVERY
         {
             self.last_raise = now;
-            let step = (self.cut_from * 0.05).max(MIN_RATE);
-            let raised = rate + step;
+            let raised = cubic(self.cut_from, now - cut).max(rate);
             self.now.rate = match self.rate_ceiling {
                 Some(ceiling) => Some(raised.min(ceiling)),
                 None if self
@@ -223,7 +230,9 @@ impl Meter {
         }
     }
 
-    /// Sends per second over the time the window covers (at least a second).
+    /// Sends per second over the time the window covers: since its first send, at
+    /// least [`METER_MIN_SPAN`] (a site that has just started sending, fast, is
+    /// measured at its pace, not as if the second before had been idle).
     fn per_sec(&mut self, now: Instant) -> f64 {
         self.expire(now);
         let sends: u32 = self.slots.iter().map(|(_, n)| n).sum();
@@ -231,9 +240,19 @@ impl Meter {
             .slots
             .front()
             .map_or(Duration::ZERO, |(start, _)| now - *start)
-            .clamp(Duration::from_secs(1), METER_WINDOW);
+            .clamp(METER_MIN_SPAN, METER_WINDOW);
         sends as f64 / span.as_secs_f64()
     }
+}
+
+/// The rate `since` a cut from `from` (CUBIC's window function, RFC 9438 section 4.2,
+/// with C scaled so that it starts at [`CUT`] of `from` and is back at `from` after
+/// [`RECOVER`]).
+fn cubic(from: f64, since: Duration) -> f64 {
+    let k = RECOVER.as_secs_f64();
+    let c = (1.0 - CUT) / k.powi(3);
+    let t = since.as_secs_f64() - k;
+    (from * (1.0 + c * t.powi(3))).max(MIN_RATE)
 }
 
 #[cfg(test)]

@@ -76,6 +76,9 @@ pub struct E2eReport {
     pub load: Report,
     /// Per-second buckets: accepted, failed, delivered, ack and e2e p50/p99.
     pub timeline: Vec<Second>,
+    /// The domains given faults of their own (`--sink-domain`): each second's
+    /// deliveries, throttle replies and limit, and each phase's figures.
+    pub limits: Vec<limits::DomainTrace>,
 }
 
 impl E2eReport {
@@ -152,6 +155,11 @@ impl E2eReport {
             "ack latency  p50 {:.3} ms, p95 {:.3} ms, p99 {:.3} ms, max {:.3} ms (from {})",
             a.p50, a.p95, a.p99, a.max, self.ack_latency_from
         );
+        for trace in &self.limits {
+            for line in trace.text().lines() {
+                let _ = writeln!(s, "limits       {line}");
+            }
+        }
         if self.ok {
             let _ = writeln!(s, "result       OK: nothing lost, nothing duplicated");
         } else {
@@ -231,45 +239,72 @@ impl E2eReport {
                 ms3(&self.ack_latency_ms),
             ),
         ]);
+        for trace in &self.limits {
+            rows.push(section(&format!("Limits of {}", trace.domain)));
+            for p in &trace.phases {
+                let limit = p
+                    .limit
+                    .map_or_else(|| "no limit".to_string(), |l| format!("{l:.0}/s"));
+                let converge = p
+                    .converge_secs
+                    .map_or_else(|| "never reached 80%".to_string(), |c| format!("{c} s"));
+                let share = p
+                    .share_of_limit
+                    .map(|s| format!(" ({:.0}% of the limit)", s * 100.0))
+                    .unwrap_or_default();
+                rows.push(item(
+                    &format!("{}–{} s, limit {limit}", p.from_secs, p.to_secs),
+                    format!(
+                        "converged in {converge}; then {:.1}/s{share}; peak 5 s average {}; {:.1}% of attempts throttled",
+                        p.delivered_per_sec,
+                        p.peak_share_of_limit
+                            .map_or_else(|| "-".into(), |s| format!("{:.0}% of the limit", s * 100.0)),
+                        p.throttled_share * 100.0
+                    ),
+                ));
+            }
+        }
         let tl = &self.timeline;
+        let mut charts = vec![
+            Chart {
+                title: "Rate per second".into(),
+                unit: "messages/s".into(),
+                series: vec![
+                    series(tl, "accepted", html::BLUE, false, |s| {
+                        html::rate(s, s.accepted)
+                    }),
+                    series(tl, "delivered", html::GREEN, true, |s| {
+                        html::rate(s, s.delivered)
+                    }),
+                    series(tl, "failed", html::RED, true, |s| html::rate(s, s.failed)),
+                ],
+            },
+            Chart {
+                title: "Submit → delivered latency, by second of delivery".into(),
+                unit: "ms".into(),
+                series: vec![
+                    series(tl, "p50", html::GREEN, false, |s| s.e2e_p50_ms),
+                    series(tl, "p99", html::PURPLE, false, |s| s.e2e_p99_ms),
+                ],
+            },
+            Chart {
+                title: format!(
+                    "Ack latency (from {}), by second of the reply",
+                    self.ack_latency_from
+                ),
+                unit: "ms".into(),
+                series: vec![
+                    series(tl, "p50", html::BLUE, false, |s| s.ack_p50_ms),
+                    series(tl, "p99", html::ORANGE, false, |s| s.ack_p99_ms),
+                ],
+            },
+        ];
+        charts.extend(self.limits.iter().map(limits_chart));
         let page = Page {
             title: format!("loadtest e2e: {}", self.target),
             subtitle: vec![command.to_owned()],
             rows,
-            charts: vec![
-                Chart {
-                    title: "Rate per second".into(),
-                    unit: "messages/s".into(),
-                    series: vec![
-                        series(tl, "accepted", html::BLUE, false, |s| {
-                            html::rate(s, s.accepted)
-                        }),
-                        series(tl, "delivered", html::GREEN, true, |s| {
-                            html::rate(s, s.delivered)
-                        }),
-                        series(tl, "failed", html::RED, true, |s| html::rate(s, s.failed)),
-                    ],
-                },
-                Chart {
-                    title: "Submit → delivered latency, by second of delivery".into(),
-                    unit: "ms".into(),
-                    series: vec![
-                        series(tl, "p50", html::GREEN, false, |s| s.e2e_p50_ms),
-                        series(tl, "p99", html::PURPLE, false, |s| s.e2e_p99_ms),
-                    ],
-                },
-                Chart {
-                    title: format!(
-                        "Ack latency (from {}), by second of the reply",
-                        self.ack_latency_from
-                    ),
-                    unit: "ms".into(),
-                    series: vec![
-                        series(tl, "p50", html::BLUE, false, |s| s.ack_p50_ms),
-                        series(tl, "p99", html::ORANGE, false, |s| s.ack_p99_ms),
-                    ],
-                },
-            ],
+            charts,
             notes: vec![
                 "accepted: messages the MTA answered 250 to; delivered: (message, recipient) \
                  pairs the sink received for the first time. Submit → delivered runs from \
@@ -278,8 +313,50 @@ impl E2eReport {
                  (the rate of a last, partial second is over the part the run covered, and \
                  not drawn when that is under 0.2 s)."
                     .into(),
+                "Limits of a domain: what the sink accepted for it each second (by second \
+                 since the start of the load), the 421 4.7.0 throttle replies it gave for \
+                 its rate or connection limit, and the rate limit in force. A phase \
+                 converged once the 5-second average of deliveries reached 80% of its \
+                 limit."
+                    .into(),
             ],
         };
         html::render(&page)
+    }
+}
+
+/// A domain's rate over time against its limit.
+pub(super) fn limits_chart(trace: &limits::DomainTrace) -> crate::html::Chart {
+    use crate::html::{self, Chart, Series};
+    let points = |f: &dyn Fn(&limits::DomainSecond) -> Option<f64>| {
+        trace
+            .seconds
+            .iter()
+            .map(|s| (s.t as f64, f(s)))
+            .collect::<Vec<_>>()
+    };
+    Chart {
+        title: format!("Rate at {} against its limit", trace.domain),
+        unit: "messages/s".into(),
+        series: vec![
+            Series {
+                name: "delivered".into(),
+                color: html::GREEN,
+                dashed: false,
+                points: points(&|s| Some(s.delivered as f64)),
+            },
+            Series {
+                name: "throttled (421)".into(),
+                color: html::RED,
+                dashed: false,
+                points: points(&|s| Some(s.throttled as f64)),
+            },
+            Series {
+                name: "limit".into(),
+                color: html::PURPLE,
+                dashed: true,
+                points: points(&|s| s.limit),
+            },
+        ],
     }
 }

@@ -24,7 +24,9 @@
 //!    `tempfail` → `451 4.3.0`, both at RCPT.
 //! 2. Rate limits: the global one is charged at MAIL, a domain's at the first RCPT for
 //!    that domain in the transaction; over the limit the reply is `421 4.7.0` and the
-//!    sink closes the connection.
+//!    sink closes the connection. So does a domain's connection limit (`conns`), at
+//!    the first RCPT for that domain on a connection while that many other connections
+//!    have had its mail.
 //! 3. Shares: a seeded draw per RCPT gives `550 5.1.1` with `permfail_share`,
 //!    `451 4.3.0` with `tempfail_share`.
 //! 4. At DATA/BDAT: local part `dropdata`, or a draw under `drop_share`, makes the sink
@@ -38,9 +40,12 @@
 //! recipients instead of the global shares, rate and delay (the global rate limit
 //! still applies at MAIL).
 
+mod domains;
 mod session;
 #[cfg(test)]
 mod tests;
+
+pub use domains::DomainStats;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -185,11 +190,14 @@ pub struct Faults {
     /// Wait this long before each reply (for a domain: before its RCPT replies and the
     /// data reply of transactions it has recipients in).
     pub delay: Duration,
+    /// For a domain: most connections that may carry its mail at once; the next one
+    /// gets `421 4.7.0` at its first RCPT for the domain and is closed.
+    pub max_connections: Option<usize>,
 }
 
 impl Faults {
     /// Parses `key=value` pairs separated by commas: `rate=10`, `burst=20`,
-    /// `tempfail=0.1`, `permfail=0.05`, `drop=0.01`, `delay-ms=50`.
+    /// `tempfail=0.1`, `permfail=0.05`, `drop=0.01`, `delay-ms=50`, `conns=4`.
     pub fn parse_kv(spec: &str) -> Result<Self, String> {
         let mut f = Self::default();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -210,13 +218,22 @@ impl Faults {
                 "tempfail" | "tempfail-share" => f.tempfail_share = num(v)?,
                 "permfail" | "permfail-share" => f.permfail_share = num(v)?,
                 "drop" | "drop-share" => f.drop_share = num(v)?,
+                "conns" | "max-connections" => {
+                    let n = num(v)?;
+                    if n.fract() != 0.0 || n < 1.0 {
+                        return Err(format!(
+                            "{item:?}: a whole number of connections, at least 1"
+                        ));
+                    }
+                    f.max_connections = Some(n as usize);
+                }
                 "delay-ms" | "delay" => {
                     f.delay = Duration::try_from_secs_f64(num(v)? / 1000.0)
                         .map_err(|e| format!("{item:?}: {e}"))?;
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?} (known: rate, burst, tempfail, permfail, drop, delay-ms)"
+                        "unknown fault {other:?} (known: rate, burst, tempfail, permfail, drop, delay-ms, conns)"
                     ));
                 }
             }
@@ -426,6 +443,8 @@ pub struct SinkStats {
     /// Seconds from the first connection to the last accepted message: the time
     /// the sink was busy, for throughput figures.
     pub busy_secs: f64,
+    /// Per domain with faults of its own: deliveries, throttle replies, refusals.
+    pub domains: BTreeMap<String, DomainStats>,
 }
 
 impl SinkStats {
@@ -467,8 +486,10 @@ impl Sink {
             }
             None => (None, None),
         };
-        let plan = FaultPlan::new(&config.faults, &config.domain_faults);
+        let domains = domains::Domains::default();
+        let plan = FaultPlan::new(&config.faults, &config.domain_faults, &domains);
         let shared = Arc::new(Shared {
+            domains,
             plan: RwLock::new(Arc::new(plan)),
             counters: Counters::default(),
             codes: (0..600).map(|_| AtomicU64::new(0)).collect(),
@@ -526,6 +547,11 @@ impl SinkHandle {
         self.shared.stats()
     }
 
+    /// The counters of the domains with faults of their own.
+    pub fn domain_stats(&self) -> BTreeMap<String, DomainStats> {
+        self.control().domain_stats()
+    }
+
     /// (Message-ID, recipient) pairs delivered more than once (with `verify`).
     pub fn duplicates(&self) -> Vec<Duplicate> {
         let map = lock(&self.shared.deliveries);
@@ -560,21 +586,19 @@ impl SinkHandle {
         lock(&self.shared.records).clone()
     }
 
-    /// Replaces the faults; sessions use the new ones from their next MAIL on. Rate
-    /// limit buckets start full again.
+    /// Replaces the faults; see [`SinkControl::set_faults`].
     pub fn set_faults(
         &self,
         faults: Faults,
         domain_faults: HashMap<String, Faults>,
     ) -> anyhow::Result<()> {
-        faults.validate().map_err(anyhow::Error::msg)?;
-        for (d, f) in &domain_faults {
-            f.validate()
-                .map_err(|e| anyhow::anyhow!("faults for {d}: {e}"))?;
-        }
-        let plan = Arc::new(FaultPlan::new(&faults, &domain_faults));
-        *self.shared.plan.write().unwrap_or_else(|e| e.into_inner()) = plan;
-        Ok(())
+        self.control().set_faults(faults, domain_faults)
+    }
+
+    /// A handle that changes the faults and reads the domain counters from anywhere
+    /// (another task), while the sink runs.
+    pub fn control(&self) -> SinkControl {
+        SinkControl(self.shared.clone())
     }
 
     /// Waits until `pred` holds for the counters (checked after every change), at
@@ -635,6 +659,35 @@ impl SinkHandle {
     }
 }
 
+/// Changes a running sink's faults and reads its domain counters; cheap to clone.
+#[derive(Clone)]
+pub struct SinkControl(Arc<Shared>);
+
+impl SinkControl {
+    /// Replaces the faults; sessions use the new ones from their next MAIL on. Rate
+    /// limit buckets start full again; domain counters and connection counts carry on.
+    pub fn set_faults(
+        &self,
+        faults: Faults,
+        domain_faults: HashMap<String, Faults>,
+    ) -> anyhow::Result<()> {
+        faults.validate().map_err(anyhow::Error::msg)?;
+        for (d, f) in &domain_faults {
+            f.validate()
+                .map_err(|e| anyhow::anyhow!("faults for {d}: {e}"))?;
+        }
+        let plan = Arc::new(FaultPlan::new(&faults, &domain_faults, &self.0.domains));
+        *self.0.plan.write().unwrap_or_else(|e| e.into_inner()) = plan;
+        Ok(())
+    }
+
+    /// The counters of the domains with faults of their own (cheaper than
+    /// [`SinkHandle::stats`], for sampling).
+    pub fn domain_stats(&self) -> BTreeMap<String, DomainStats> {
+        self.0.domains.stats()
+    }
+}
+
 impl Drop for SinkHandle {
     fn drop(&mut self) {
         self.abort.abort();
@@ -663,6 +716,7 @@ struct Counters {
 
 struct Shared {
     config: SinkConfig,
+    domains: domains::Domains,
     plan: RwLock<Arc<FaultPlan>>,
     counters: Counters,
     /// Replies sent by code (index = code).
@@ -734,6 +788,7 @@ impl Shared {
                 let last = self.last_message_us.load(SeqCst);
                 last.saturating_sub(first) as f64 / 1e6
             },
+            domains: self.domains.stats(),
         }
     }
 
@@ -818,6 +873,7 @@ impl Bucket {
 struct DomainPlan {
     faults: Faults,
     bucket: Option<Bucket>,
+    counters: Arc<domains::DomainCounters>,
 }
 
 struct FaultPlan {
@@ -827,35 +883,39 @@ struct FaultPlan {
 }
 
 impl FaultPlan {
-    fn new(global: &Faults, domains: &HashMap<String, Faults>) -> Self {
+    fn new(
+        global: &Faults,
+        by_domain: &HashMap<String, Faults>,
+        counts: &domains::Domains,
+    ) -> Self {
         let bucket = |f: &Faults| f.rate_limit.map(|r| Bucket::new(r, f.rate_burst));
         Self {
             global: global.clone(),
             global_bucket: bucket(global),
-            domains: domains
+            domains: by_domain
                 .iter()
                 .map(|(d, f)| {
                     let d = d.trim().trim_end_matches('.').to_ascii_lowercase();
-                    (
-                        d,
-                        DomainPlan {
-                            faults: f.clone(),
-                            bucket: bucket(f),
-                        },
-                    )
+                    let plan = DomainPlan {
+                        faults: f.clone(),
+                        bucket: bucket(f),
+                        counters: counts.counters(&d),
+                    };
+                    (d, plan)
                 })
                 .collect(),
         }
     }
 
-    /// The faults for a recipient domain, and its own rate bucket if it has one.
-    fn for_domain(&self, domain: &str) -> (&Faults, Option<(&str, &Bucket)>) {
+    /// The faults for a recipient domain, and its own plan (under its lowercased name)
+    /// when it has one.
+    fn for_domain(&self, domain: &str) -> (&Faults, Option<(&str, &DomainPlan)>) {
         if self.domains.is_empty() {
             return (&self.global, None);
         }
         let key = domain.trim_end_matches('.').to_ascii_lowercase();
         match self.domains.get_key_value(key.as_str()) {
-            Some((k, p)) => (&p.faults, p.bucket.as_ref().map(|b| (k.as_str(), b))),
+            Some((k, p)) => (&p.faults, Some((k.as_str(), p))),
             None => (&self.global, None),
         }
     }

@@ -13,6 +13,7 @@ use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use super::domains::{DomainCounters, Holds};
 use super::{ConnGuard, Delivery, FaultPlan, Shared, parse_headers};
 
 /// Longest command line, CRLF included.
@@ -171,6 +172,8 @@ impl Special {
 struct Rcpt {
     address: String,
     tempfail_once: bool,
+    /// Its domain's counters, when the domain has faults of its own.
+    counters: Option<Arc<DomainCounters>>,
 }
 
 struct Tx {
@@ -201,6 +204,8 @@ struct Session {
     errors: u32,
     skip_line: bool,
     msg: Vec<u8>,
+    /// Domains with a connection limit whose mail this connection has carried.
+    holds: Holds,
 }
 
 /// Serves one connection until it ends.
@@ -210,6 +215,10 @@ pub(super) async fn run(sock: TcpStream, sh: Arc<Shared>, guard: ConnGuard) {
     let timeout = sh.config.idle_timeout;
     let mut s = Session {
         plan: sh.plan(),
+        holds: Holds {
+            shared: sh.clone(),
+            held: Vec::new(),
+        },
         sh,
         helo: false,
         tls: false,
@@ -579,7 +588,8 @@ impl Session {
         };
         let plan = self.plan.clone();
         let domain = to.address.rsplit_once('@').map_or("", |(_, d)| d);
-        let (faults, bucket) = plan.for_domain(domain);
+        let (faults, own) = plan.for_domain(domain);
+        let counters = own.map(|(_, p)| &p.counters);
         let delay = faults.delay;
         let refuse = |code, enh: &'static str, text: &'static str| Some((code, enh, text));
         let refusal = if tx.rcpts.len() >= max_rcpts {
@@ -600,6 +610,11 @@ impl Session {
             return Flow::Continue;
         }
         let special = Special::of(&to.address);
+        if matches!(special, Special::Permfail | Special::Tempfail)
+            && let Some(c) = counters
+        {
+            c.refused();
+        }
         match special {
             Special::Permfail => {
                 self.reply(conn, delay, 550, "5.1.1", "Recipient rejected (permfail)")
@@ -613,10 +628,35 @@ impl Session {
             }
             _ => {}
         }
-        if let Some((key, bucket)) = bucket
+        if let Some((key, limit)) = own.and_then(|(k, p)| Some((k, p.faults.max_connections?)))
+            && !self.holds.held.iter().any(|h| h == key)
+        {
+            if !self.sh.domains.hold(key, limit) {
+                if let Some(c) = counters {
+                    c.throttled();
+                }
+                self.reply(
+                    conn,
+                    delay,
+                    421,
+                    "4.7.0",
+                    "Too many concurrent connections, try again later",
+                )
+                .await;
+                return Flow::Close;
+            }
+            self.holds.held.push(key.to_owned());
+        }
+        let Some(tx) = &mut self.tx else {
+            return Flow::Continue;
+        };
+        if let Some((key, bucket)) = own.and_then(|(k, p)| Some((k, p.bucket.as_ref()?)))
             && !tx.charged.iter().any(|c| c == key)
         {
             if !bucket.take() {
+                if let Some(c) = counters {
+                    c.throttled();
+                }
                 self.reply(
                     conn,
                     delay,
@@ -632,6 +672,11 @@ impl Session {
         let (perm, temp) = (faults.permfail_share, faults.tempfail_share);
         if perm + temp > 0.0 {
             let r = self.sh.draw();
+            if r < perm + temp
+                && let Some(c) = counters
+            {
+                c.refused();
+            }
             if r < perm {
                 self.reply(conn, delay, 550, "5.1.1", "Recipient rejected (injected)")
                     .await;
@@ -649,6 +694,7 @@ impl Session {
         tx.rcpts.push(Rcpt {
             address: to.address,
             tempfail_once: special == Special::TempfailOnce,
+            counters: counters.cloned(),
         });
         self.reply(conn, delay, 250, "2.1.5", "Ok").await;
         Flow::Continue
@@ -881,6 +927,14 @@ impl Session {
             tx.rcpts.iter().map(|r| r.address.as_str()).collect()
         };
         let queue_id = sh.queue_id();
+        for (r, fresh) in tx.rcpts.iter().zip(&fresh) {
+            if let Some(c) = &r.counters
+                && !accepted.is_empty()
+                && !(lmtp && *fresh)
+            {
+                c.delivered();
+            }
+        }
         if !accepted.is_empty() {
             sh.accept(Delivery {
                 queue_id: &queue_id,

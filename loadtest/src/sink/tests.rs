@@ -337,6 +337,57 @@ async fn domain_rate_limit_gives_421_at_rcpt() {
 }
 
 #[tokio::test]
+async fn domain_connection_limit_and_counters() {
+    let limited = Faults {
+        max_connections: Some(2),
+        permfail_share: 0.0,
+        ..Faults::default()
+    };
+    let sink = start(SinkConfig {
+        domain_faults: HashMap::from([("busy.test".to_owned(), limited)]),
+        ..SinkConfig::default()
+    })
+    .await;
+    let addr = sink.local_addr();
+    let (mut a, mut b, mut c) = (
+        connect(addr).await,
+        connect(addr).await,
+        connect(addr).await,
+    );
+    // Two connections carry busy.test's mail, on as many transactions as they like.
+    for conn in [&mut a, &mut b] {
+        let (codes, d) = transaction(conn, &["x@busy.test"], b"\r\nx\r\n").await;
+        assert_eq!((codes, d), (vec![250], Some(250)));
+    }
+    let (codes, _) = transaction(&mut a, &["x2@busy.test"], b"\r\nx\r\n").await;
+    assert_eq!(codes, vec![250]);
+    // A third gets 421 4.7.0 at its first RCPT for the domain and is closed; other
+    // domains are not counted.
+    let (codes, _) = transaction(&mut c, &["y@other.test"], b"\r\nx\r\n").await;
+    assert_eq!(codes, vec![250]);
+    assert_eq!(cmd(&mut c, "MAIL FROM:<a@b.test>").await, 250);
+    assert_eq!(cmd(&mut c, "RCPT TO:<z@busy.test>").await, 421);
+    assert!(c.command(b"NOOP\r\n").await.is_err());
+    // One of the two leaves (the sink has closed it once only `a` is open): the next
+    // connection gets its turn.
+    assert_eq!(cmd(&mut b, "QUIT").await, 221);
+    sink.wait_until(Duration::from_secs(5), |s| s.active_connections == 1)
+        .await
+        .unwrap();
+    let mut d = connect(addr).await;
+    let (codes, _) = transaction(&mut d, &["w@busy.test"], b"\r\nx\r\n").await;
+    assert_eq!(codes, vec![250]);
+    let busy = sink.domain_stats()["busy.test"];
+    assert_eq!((busy.delivered, busy.throttled, busy.refused), (4, 1, 0));
+    assert!(!sink.domain_stats().contains_key("other.test"));
+    let f = Faults::parse_kv("conns=3").unwrap();
+    assert_eq!(f.max_connections, Some(3));
+    for bad in ["conns=0", "conns=1.5"] {
+        assert!(Faults::parse_kv(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
 async fn dropdata_closes_mid_data_without_a_reply() {
     let sink = start(verifying()).await;
     // DATA

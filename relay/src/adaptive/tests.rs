@@ -34,26 +34,58 @@ fn a_throttle_cuts_to_seventy_percent_of_what_was_sent_then_it_climbs_back() {
         None
     );
 
-    let rate = cut.rate.unwrap();
     assert_eq!(
         c.delivered(t + Duration::from_millis(900)),
         None,
         "not calm for a second yet"
     );
-    let up = c.delivered(t + Duration::from_secs(1)).unwrap();
-    assert!((up.rate.unwrap() - (rate + 5.0)).abs() < 0.1, "{up:?}");
+    // Back along CUBIC's curve: fast, then flat near the 100/s it was cut from, which
+    // it reaches again after RECOVER, then ever faster above it.
+    let mut rates = Vec::new();
+    for s in 1..=12 {
+        let at = t + Duration::from_secs(s);
+        rates.push(c.delivered(at).map(|l| l.rate.unwrap().round() as u32));
+        assert_eq!(
+            c.delivered(at + Duration::from_millis(500)),
+            None,
+            "once per second"
+        );
+    }
     assert_eq!(
-        c.delivered(t + Duration::from_millis(1500)),
-        None,
-        "once per second"
+        rates,
+        [85, 94, 98, 100, 100, 100, 102, 106, 115, 130, 152, 182].map(Some)
     );
-    let up = c.delivered(t + Duration::from_secs(2)).unwrap();
-    assert!((up.rate.unwrap() - (rate + 10.0)).abs() < 0.1, "{up:?}");
-
     // Without a configured rate the learned one is forgotten after calm minutes.
     let late = t + FORGET_AFTER + Duration::from_secs(1);
     assert_eq!(c.delivered(late).unwrap().rate, None);
     assert_eq!(c.backoff(), None);
+}
+
+#[test]
+fn a_cut_made_too_deep_heals_in_seconds() {
+    // The first throttle came 50 ms after the site started sending (at 300/s): it is
+    // measured at that pace, not as 15 sends in an idle second.
+    let t0 = Instant::now();
+    let mut c = Controller::new(true, None, 16, t0);
+    let t = t0 + Duration::from_secs(3);
+    for i in 0..15u32 {
+        c.sending(t - Duration::from_millis(50) + Duration::from_millis(50) * i / 15);
+    }
+    let cut = c.throttled("421 4.7.0 slow down".into(), false, t).unwrap();
+    assert!((cut.rate.unwrap() - 105.0).abs() < 1.0, "{cut:?}");
+    // Cut to 10/s (from 14.3/s) by a receiver that takes 100/s: growth finds 100/s
+    // again within 20 s, not in the minutes an additive step of 5% would take.
+    let mut c = Controller::new(true, None, 16, t0);
+    send_for_a_second(&mut c, t, 14);
+    let cut = c.throttled("421".into(), false, t).unwrap();
+    assert!((cut.rate.unwrap() - 9.8).abs() < 0.1, "{cut:?}");
+    let back = (1..60)
+        .find(|s| {
+            c.delivered(t + Duration::from_secs(*s))
+                .is_some_and(|l| l.rate.unwrap() >= 100.0)
+        })
+        .unwrap();
+    assert!((15..=20).contains(&back), "100/s after {back} s");
 }
 
 #[test]
