@@ -99,6 +99,10 @@ pub struct RecipientView {
     /// The id the provider (SES, SendGrid) that accepted the message gave it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
+    /// Why the status, in the bounce classifier's words (`userunknown`,
+    /// `mailboxfull`, `expired`, ...; for a complaint its feedback type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,6 +137,10 @@ pub struct EventView {
     /// The id the provider that accepted the message gave it (on `delivered`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
+    /// Why, in the bounce classifier's words (on `bounced`, `deferred`, `expired`; the
+    /// feedback type on `complained`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<&DeliveryEvent> for EventView {
@@ -146,6 +154,7 @@ impl From<&DeliveryEvent> for EventView {
             remote_host: e.remote_host.clone(),
             reply: e.reply.as_ref().map(ReplyView::from),
             provider_message_id: e.provider_message_id.clone(),
+            reason: e.reason.clone(),
         }
     }
 }

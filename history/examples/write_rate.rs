@@ -73,6 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..Metadata::default()
                 },
                 provider_message_id: None,
+                reason: None,
             }
         })
         .collect();

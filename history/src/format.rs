@@ -5,17 +5,18 @@ use postroad_queue::{DeliveryEvent, Response};
 
 use crate::RecipientStatus;
 
-const EVENT_HEADERS: [&str; 7] = [
+const EVENT_HEADERS: [&str; 8] = [
     "TIME (UTC)",
     "KIND",
     "MESSAGE ID",
     "RECIPIENT",
     "ATTEMPT",
     "REMOTE HOST",
+    "REASON",
     "REPLY",
 ];
 
-const STATUS_HEADERS: [&str; 8] = [
+const STATUS_HEADERS: [&str; 9] = [
     "SENT (UTC)",
     "STATUS",
     "MESSAGE ID",
@@ -23,12 +24,13 @@ const STATUS_HEADERS: [&str; 8] = [
     "ATTEMPTS",
     "USER",
     "TYPE",
+    "REASON",
     "REPLY",
 ];
 
 /// Renders events as an aligned table for a terminal, one line per event, in the
 /// order given: time (ISO 8601, UTC, milliseconds), kind, message id, recipient,
-/// attempt, remote host and reply. Multi-line replies are joined with ` / `, and
+/// attempt, remote host, the bounce reason and the reply. Multi-line replies are joined with ` / `, and
 /// control characters (a remote server chooses the reply text) are shown as `?`, so
 /// nothing in the output can drive the terminal. No rows gives `(no history)`.
 pub fn format_rows(rows: &[DeliveryEvent]) -> String {
@@ -40,6 +42,7 @@ pub fn format_rows(rows: &[DeliveryEvent]) -> String {
             clean(&e.recipient),
             e.attempt.to_string(),
             e.remote_host.as_deref().map_or_else(|| "-".into(), clean),
+            e.reason.as_deref().map_or_else(|| "-".into(), clean),
             reply_cell(e.reply.as_ref()),
         ]
     });
@@ -48,7 +51,8 @@ pub fn format_rows(rows: &[DeliveryEvent]) -> String {
 
 /// Renders recipients' statuses the same way, one line per (message, recipient):
 /// when the message was sent, its status, message id, recipient, attempts, the
-/// sending application's user id and email type, and the reply behind the status.
+/// sending application's user id and email type, and the reason and reply behind the
+/// status.
 pub fn format_statuses(rows: &[RecipientStatus]) -> String {
     let cells = rows.iter().map(|s| {
         [
@@ -62,6 +66,7 @@ pub fn format_statuses(rows: &[RecipientStatus]) -> String {
                 .email_type
                 .as_deref()
                 .map_or_else(|| "-".into(), clean),
+            s.reason.as_deref().map_or_else(|| "-".into(), clean),
             reply_cell(s.reply.as_ref()),
         ]
     });
@@ -143,23 +148,26 @@ mod tests {
             reply,
             meta: Default::default(),
             provider_message_id: None,
+            reason: None,
         }
     }
 
     #[test]
     fn renders_an_aligned_table() {
+        let mut greylisted = event(
+            EventKind::Deferred,
+            1_767_225_660_123,
+            1,
+            Some(Response::Remote(Reply::new(
+                451,
+                "4.7.1",
+                "Try again later\nGreylisted",
+            ))),
+        );
+        greylisted.reason = Some("blocked".into());
         let rows = [
             event(EventKind::Queued, 1_767_225_600_000, 0, None),
-            event(
-                EventKind::Deferred,
-                1_767_225_660_123,
-                1,
-                Some(Response::Remote(Reply::new(
-                    451,
-                    "4.7.1",
-                    "Try again later\nGreylisted",
-                ))),
-            ),
+            greylisted,
             event(
                 EventKind::Delivered,
                 1_767_229_200_456,
@@ -172,10 +180,10 @@ mod tests {
             ),
         ];
         let expected = "\
-TIME (UTC)                KIND       MESSAGE ID                        RECIPIENT        ATTEMPT  REMOTE HOST                     REPLY
-2026-01-01T00:00:00.000Z  queued     019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        0  -                               -
-2026-01-01T00:01:00.123Z  deferred   019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        1  mx1.example.net [192.0.2.1]:25  451 4.7.1 Try again later / Greylisted
-2026-01-01T01:00:00.456Z  delivered  019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net       12  mx1.example.net [192.0.2.1]:25  250 2.0.0 Ok ?[31mqueued
+TIME (UTC)                KIND       MESSAGE ID                        RECIPIENT        ATTEMPT  REMOTE HOST                     REASON   REPLY
+2026-01-01T00:00:00.000Z  queued     019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        0  -                               -        -
+2026-01-01T00:01:00.123Z  deferred   019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net        1  mx1.example.net [192.0.2.1]:25  blocked  451 4.7.1 Try again later / Greylisted
+2026-01-01T01:00:00.456Z  delivered  019ac4d5e3b87c1d9a4f0e2b6c3d8a71  bob@example.net       12  mx1.example.net [192.0.2.1]:25  -        250 2.0.0 Ok ?[31mqueued
 ";
         assert_eq!(format_rows(&rows), expected);
     }

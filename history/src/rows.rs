@@ -15,14 +15,15 @@ use crate::{HistoryError, RecipientStatus, Result};
 /// expression turning a time column into Unix ms, which differs per backend.
 pub(crate) const STATUS_SELECT: &str = "id, {t:sent_at} AS sent_at, message_id, recipient, status, \
      {t:status_at} AS status_at, attempts, sender, domain, remote_host, reply_code, reply_enhanced, \
-     reply_text, tenant, campaign, user_id, email_type, variant, priority, tags, provider_message_id";
+     reply_text, tenant, campaign, user_id, email_type, variant, priority, tags, provider_message_id, \
+     reason";
 
 /// Columns of `email_events e` joined with `email_history h` selected into an
 /// [`EventRow`].
 pub(crate) const EVENT_SELECT: &str = "h.id AS id, e.event_id, e.message_id, e.recipient, \
      {t:e.created_at} AS created_at, e.kind, e.attempt, e.remote_host, e.reply_code, \
      e.reply_enhanced, e.reply_text, h.sender, h.domain, h.tenant, h.campaign, h.user_id, \
-     h.email_type, h.variant, h.priority, h.tags, e.provider_message_id";
+     h.email_type, h.variant, h.priority, h.tags, e.provider_message_id, e.reason";
 
 /// `template` with every `{t:column}` replaced by `to_ms(column)`.
 pub(crate) fn with_times(template: &str, to_ms: impl Fn(&str) -> String) -> String {
@@ -50,6 +51,7 @@ pub(crate) struct StatusRow {
     sender: String,
     domain: String,
     provider_message_id: Option<String>,
+    reason: Option<String>,
     #[sqlx(flatten)]
     reply: ReplyColumns,
     #[sqlx(flatten)]
@@ -68,6 +70,7 @@ pub(crate) struct EventRow {
     sender: String,
     domain: String,
     provider_message_id: Option<String>,
+    reason: Option<String>,
     #[sqlx(flatten)]
     reply: ReplyColumns,
     #[sqlx(flatten)]
@@ -113,6 +116,7 @@ impl StatusRow {
             reply,
             meta: self.meta.decode(&corrupt)?,
             provider_message_id: self.provider_message_id,
+            reason: self.reason,
         })
     }
 }
@@ -136,6 +140,7 @@ impl EventRow {
             reply,
             meta: self.meta.decode(&corrupt)?,
             provider_message_id: self.provider_message_id,
+            reason: self.reason,
         })
     }
 }

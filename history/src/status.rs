@@ -34,6 +34,8 @@ pub struct RecipientStatus {
     pub meta: Metadata,
     /// The id the provider that accepted the message gave it (SES, SendGrid).
     pub provider_message_id: Option<String>,
+    /// Why the current status (see [`postroad_queue::DeliveryEvent::reason`]).
+    pub reason: Option<String>,
 }
 
 /// Orders statuses: a stored status is replaced only by one of the same or a higher
@@ -135,6 +137,7 @@ mod tests {
             reply: None,
             meta: Metadata::default(),
             provider_message_id: None,
+            reason: None,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::status::{StatusUpdate, fold};
 use crate::{InsertOutcome, Result};
 
 /// The event log's columns, in the order [`event_row`] gives their values.
-const EVENT_COLUMNS: [&str; 12] = [
+const EVENT_COLUMNS: [&str; 13] = [
     "event_id",
     "sent_at",
     "message_id",
@@ -27,10 +27,11 @@ const EVENT_COLUMNS: [&str; 12] = [
     "reply_enhanced",
     "reply_text",
     "provider_message_id",
+    "reason",
 ];
 
 /// `email_history`'s written columns, in the order [`status_row`] gives their values.
-const STATUS_COLUMNS: [&str; 21] = [
+const STATUS_COLUMNS: [&str; 22] = [
     "sent_at",
     "message_id",
     "recipient",
@@ -52,18 +53,20 @@ const STATUS_COLUMNS: [&str; 21] = [
     "priority",
     "tags",
     "provider_message_id",
+    "reason",
 ];
 
 /// The columns that describe the current status: replaced together when an incoming
 /// status wins, kept together when it loses. `status_at` is last because MySQL
 /// evaluates assignments left to right, each seeing those before it, and the
 /// condition reads it.
-const STATUS_DETAIL: [&str; 6] = [
+const STATUS_DETAIL: [&str; 7] = [
     "status",
     "remote_host",
     "reply_code",
     "reply_enhanced",
     "reply_text",
+    "reason",
     "status_at",
 ];
 
@@ -198,7 +201,7 @@ where
     Ok(())
 }
 
-fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 12] {
+fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 13] {
     [
         Param::Blob(&w.event_id),
         Param::Time(w.sent_at_ms),
@@ -212,10 +215,11 @@ fn event_row<'a>(e: &'a DeliveryEvent, w: &'a Written<'a>) -> [Param<'a>; 12] {
         Param::Text(w.reply_enhanced.as_deref()),
         Param::Text(w.reply_text),
         Param::Text(e.provider_message_id.as_deref()),
+        Param::Text(e.reason.as_deref()),
     ]
 }
 
-fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 21] {
+fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 22] {
     let e = u.event;
     [
         Param::Time(w.sent_at_ms),
@@ -239,6 +243,7 @@ fn status_row<'a>(u: &StatusUpdate<'a>, w: &'a Written<'a>) -> [Param<'a>; 21] {
         Param::Text(w.priority),
         Param::Text(w.tags.as_deref()),
         Param::Text(e.provider_message_id.as_deref()),
+        Param::Text(e.reason.as_deref()),
     ]
 }
 

@@ -168,15 +168,18 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
         // A deferral replayed from before the delivery is logged, not shown.
         let mut late = event(m, bob, EventKind::Deferred, T0 + 500);
         late.attempt = 1;
+        late.reason = Some("mailboxfull".into());
         store.insert(&[late]).await.unwrap();
         let rows = store.status_by_message_id(m).await.unwrap();
+        assert_eq!(rows[0].reason, None, "{}", each.name);
         assert_eq!(status(rows), (EventKind::Clicked, 1), "{}", each.name);
-        store
-            .insert(&[event(m, bob, EventKind::Complained, T0 + 90_000)])
-            .await
-            .unwrap();
+        let mut complaint = event(m, bob, EventKind::Complained, T0 + 90_000);
+        complaint.reason = Some("abuse".into());
+        store.insert(&[complaint]).await.unwrap();
         let rows = store.status_by_message_id(m).await.unwrap();
         assert_eq!(rows[0].status, EventKind::Complained, "{}", each.name);
+        // The reason moves with the status: the complaint's feedback type.
+        assert_eq!(rows[0].reason.as_deref(), Some("abuse"), "{}", each.name);
         // No server replied to a complaint; the delivery's reply is in the event log.
         assert_eq!(rows[0].reply, None, "{}", each.name);
         // The provider's id stays on the row (its webhooks name the message by it).
@@ -192,6 +195,16 @@ async fn opens_clicks_and_complaints_follow_the_delivery_and_a_late_deferral_cha
             .find(|e| e.kind == EventKind::Delivered)
             .unwrap();
         assert!(delivery.reply.is_some(), "{}", each.name);
+        let deferral = timeline
+            .iter()
+            .find(|e| e.kind == EventKind::Deferred)
+            .unwrap();
+        assert_eq!(
+            deferral.reason.as_deref(),
+            Some("mailboxfull"),
+            "{}",
+            each.name
+        );
         assert_eq!(
             delivery.provider_message_id.as_deref(),
             Some("0100019abc-ses"),

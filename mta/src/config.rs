@@ -55,6 +55,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// `[[dkim]]`: keys that sign outgoing mail, per sender domain.
     pub dkim: Vec<postroad_dkim::KeyConfig>,
+    /// `[bounces]`: return-path domains (VERP out, reports in).
+    pub bounces: crate::bounces::BouncesConfig,
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
@@ -257,6 +259,15 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub role: Role,
     pub tls: TlsMode,
+    /// Send delivery status notifications (RFC 3464) to the sender of mail taken here
+    /// when it bounces or expires (and when `NOTIFY=SUCCESS` asks, when it is
+    /// delivered). Off: never, whatever the client asked.
+    #[serde(default = "yes")]
+    pub dsn: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Config {
@@ -278,6 +289,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             listeners: default_listeners(),
             dkim: Vec::new(),
+            bounces: Default::default(),
         }
     }
 }
@@ -288,6 +300,7 @@ fn default_listeners() -> Vec<ListenerConfig> {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
         role,
         tls,
+        dsn: true,
     };
     vec![
         listener("relay", 2525, Role::Relay, TlsMode::Starttls),
@@ -360,6 +373,7 @@ impl Config {
         self.redis.link().map_err(ConfigError::Semantic)?;
         self.influx.validate().map_err(ConfigError::Semantic)?;
         self.alerts.validate().map_err(ConfigError::Semantic)?;
+        self.bounces.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;

@@ -1,5 +1,6 @@
 //! The API's [`HistoryReader`] over the history store: the API's filters become
-//! history queries, the store's rows the API's views.
+//! history queries, the store's rows the API's views. The report intake's
+//! [`MessageLookup`] too: which recipients a message had.
 
 use async_trait::async_trait;
 use postroad_api::history::{
@@ -8,6 +9,7 @@ use postroad_api::history::{
 };
 use postroad_history::{Cursor, HistoryError, HistoryQuery, HistoryStore, RecipientStatus};
 use postroad_queue::MessageId;
+use postroad_webhooks::{KnownRecipient, LookupError, MessageLookup};
 
 pub struct StoreReader(pub HistoryStore);
 
@@ -91,6 +93,7 @@ fn view(s: RecipientStatus) -> RecipientView {
         remote_host: s.remote_host,
         reply: s.reply.as_ref().map(ReplyView::from),
         provider_message_id: s.provider_message_id,
+        reason: s.reason,
         user_id: s.meta.user_id,
         email_type: s.meta.email_type,
         tenant: s.meta.tenant,
@@ -98,5 +101,26 @@ fn view(s: RecipientStatus) -> RecipientView {
         variant: s.meta.variant,
         priority: s.meta.priority.as_str().to_string(),
         tags: s.meta.tags.into_iter().collect(),
+    }
+}
+
+/// The report intake's view of the history: a message's recipients with their sender
+/// and metadata.
+#[async_trait]
+impl MessageLookup for StoreReader {
+    async fn recipients(&self, id: MessageId) -> Result<Vec<KnownRecipient>, LookupError> {
+        let statuses = self
+            .0
+            .status_by_message_id(id)
+            .await
+            .map_err(|e| LookupError(e.to_string()))?;
+        Ok(statuses
+            .into_iter()
+            .map(|s| KnownRecipient {
+                recipient: s.recipient,
+                sender: s.sender,
+                meta: s.meta,
+            })
+            .collect())
     }
 }

@@ -64,6 +64,8 @@ enum Command {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Classify bounces and complaints: `bounce classify FILE...`.
+    Bounce(postroad::bounce_cmd::BounceArgs),
     /// Check a shaping file (relay.shaping_file) and print its layers.
     CheckShaping {
         /// The shaping file.
@@ -181,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             .context("cannot start the async runtime")?
             .block_on(postroad::api_key_cmd::run(args)),
         Command::CheckShaping { file } => postroad::shaping::check(&file),
+        Command::Bounce(args) => postroad::bounce_cmd::run(args),
         Command::CheckConfig { config } => {
             let mut config = Config::load(config.as_deref())?;
             postroad_dkim::Signer::load(&config.dkim)?;
@@ -189,6 +192,7 @@ fn main() -> anyhow::Result<()> {
             for provider in config.relay.providers.values_mut() {
                 *provider = provider.redacted();
             }
+            config.bounces = config.bounces.redacted();
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
             }

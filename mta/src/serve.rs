@@ -26,6 +26,7 @@ use postroad_api::{Api, AppStore, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
+use postroad_webhooks::Reports;
 
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +185,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         }
     };
     let fanout = Fanout::start(queue.clone(), sinks);
+    let return_paths = config.bounces.return_paths(&config.server.data_dir)?;
     // One link to Redis for the relay's shared rates and the API.
     let redis = config.redis.link().map_err(anyhow::Error::msg)?;
     let relay = if relaying {
@@ -201,6 +203,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             dkim,
             shaping,
             redis.clone(),
+            return_paths.clone(),
         )?)
     } else {
         if roles.relay {
@@ -222,6 +225,11 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         None
     };
     let app_store = api.as_ref().map(|(_, store)| store.clone());
+    // Reports are read where mail is taken in; the history says which message.
+    let reports = return_paths.filter(|_| roles.ingress).map(|paths| {
+        let lookup = Arc::new(StoreReader(history_reads.clone()));
+        Arc::new(Reports::new(paths, queue.clone(), lookup))
+    });
     let shared = Shared {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
@@ -231,6 +239,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         auth_throttle: AuthThrottle::new(config.auth.throttle.clone()),
         budget: MemoryBudget::new(config.smtp.inflight_budget()),
         relay_waker: relay.as_ref().map(|r| r.waker()),
+        reports,
     };
     let server = if roles.ingress {
         Some(SmtpServer::bind(shared, &config.listeners).await?)

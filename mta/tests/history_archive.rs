@@ -42,6 +42,7 @@ fn old_mail(first_day: &str, n: u64) -> Vec<DeliveryEvent> {
                 reply: None,
                 meta: Metadata::default(),
                 provider_message_id: None,
+                reason: None,
             });
         }
     }

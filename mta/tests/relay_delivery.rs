@@ -102,6 +102,9 @@ fn temporary_failure_is_retried_and_delivered_once() {
     let kinds: Vec<_> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["queued", "deferred", "delivered"], "{events:#?}");
     assert_eq!(events[1]["reply"]["code"], 451);
+    // The bounce classifier labels the reply ("451 4.3.0 Try again later").
+    assert_eq!(events[1]["reason"], "systemerror", "{events:#?}");
+    assert!(events[2]["reason"].is_null(), "{events:#?}");
     assert_eq!(events[2]["attempt"], 2);
     assert_eq!(env().deliveries(&mid, "tempfail-once@fast.test"), 1);
 }
@@ -117,6 +120,7 @@ fn permanent_failure_bounces_into_the_dead_letter_store_without_retry() {
     env().wait_for_event(&id, "ok@fast.test", "delivered", WAIT);
     let bounced = events.iter().find(|e| e["kind"] == "bounced").unwrap();
     assert_eq!(bounced["reply"]["code"], 550);
+    assert_eq!(bounced["reason"], "userunknown", "{bounced}");
     assert_eq!(env().deliveries(&mid, "permfail@fast.test"), 0);
     assert_eq!(env().deliveries(&mid, "ok@fast.test"), 1);
 
@@ -144,6 +148,7 @@ fn null_mx_bounces_at_once() {
     // No server was asked: a local reason, with a status but no reply code.
     assert!(bounced["reply"]["code"].is_null(), "{bounced}");
     assert_eq!(bounced["reply"]["enhanced"], "5.1.10");
+    assert_eq!(bounced["reason"], "notaccept", "{bounced}");
 }
 
 #[test]
@@ -164,6 +169,7 @@ fn dns_failure_defers() {
     let events = env().wait_for_event(&id, "x@broken.test", "deferred", WAIT);
     let deferred = events.iter().find(|e| e["kind"] == "deferred").unwrap();
     assert_eq!(deferred["reply"]["enhanced"], "4.4.3", "{deferred}");
+    assert_eq!(deferred["reason"], "networkerror", "{deferred}");
 }
 
 #[test]

@@ -100,11 +100,15 @@ fn expired_mail_is_dead_lettered_and_can_be_requeued() {
         Duration::from_secs(30),
     );
     assert_eq!(env.deliveries("<expire@relay.test>", "x@later.test"), 1);
-    assert_eq!(
-        env.cli_json(&["dlq", "list"])["dead_letters"]
+    // The requeued letter left the store (the report of its expiry to its sender,
+    // whose domain takes no mail here, may be there).
+    let letters = env.cli_json(&["dlq", "list"]);
+    assert!(
+        letters["dead_letters"]
             .as_array()
             .unwrap()
-            .len(),
-        0
+            .iter()
+            .all(|l| l["envelope"]["id"] != id.as_str()),
+        "{letters}"
     );
 }

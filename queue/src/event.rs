@@ -105,6 +105,11 @@ pub struct DeliveryEvent {
     /// webhooks name the message by.
     #[serde(default)]
     pub provider_message_id: Option<String>,
+    /// Why, in the bounce classifier's words: for `bounced`, `deferred` and `expired`
+    /// the reason (`userunknown`, `mailboxfull`, `ratelimited`, `expired`, ...), for
+    /// `complained` the feedback type (`abuse`, `fraud`, ...).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 impl DeliveryEvent {
@@ -124,6 +129,7 @@ impl DeliveryEvent {
             reply: None,
             meta: envelope.meta.clone(),
             provider_message_id: None,
+            reason: None,
         }
     }
 }

@@ -248,6 +248,11 @@ pub trait Queue: Send + Sync + 'static {
         .await
     }
 
+    /// Records events that no change of a queued message brings (an asynchronous
+    /// bounce, a complaint, a provider's report): when this returns `Ok` they are
+    /// durable, as a resolution's are, and reach every sink.
+    async fn record(&self, events: Vec<DeliveryEvent>) -> Result<()>;
+
     /// The events recorded by enqueues and resolutions that the sinks have not all
     /// taken yet, numbered after `after` (0: from the first), in order, at most `max`.
     /// The embedded spool keeps them in its outbox table across restarts.

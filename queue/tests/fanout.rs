@@ -255,6 +255,54 @@ async fn events_no_sink_took_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn recorded_events_are_durable_and_reach_the_sinks() {
+    let dir = TempDir::new().unwrap();
+    let recorded = {
+        let spool = open(&dir);
+        let envelope = enqueue(&spool, 1).await.remove(0);
+        // An asynchronous bounce of the (long delivered) message, and a complaint.
+        let mut bounce = DeliveryEvent::new(
+            EventKind::Bounced,
+            &envelope,
+            &envelope.recipients[0],
+            1_800_000_000_000,
+        );
+        bounce.reason = Some("userunknown".into());
+        let complaint = DeliveryEvent {
+            reason: Some("abuse".into()),
+            ..DeliveryEvent::new(
+                EventKind::Complained,
+                &envelope,
+                &envelope.recipients[1],
+                1_800_000_001_000,
+            )
+        };
+        spool
+            .record(vec![bounce.clone(), complaint.clone()])
+            .await
+            .unwrap();
+        spool.record(Vec::new()).await.unwrap();
+        spool.shutdown().await.unwrap();
+        vec![bounce, complaint]
+    };
+    let spool = open(&dir);
+    let stored: Vec<DeliveryEvent> = spool
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(stored.len(), 4, "two queued events, then the two recorded");
+    assert_eq!(stored[2..], recorded[..]);
+    let sink = Arc::new(Recorder::default());
+    let fanout = Fanout::start(Arc::new(spool.clone()), vec![sink.clone()]);
+    until("the sink has everything", || sink.ids().len() == 4).await;
+    fanout.close(Duration::from_secs(5)).await;
+    outbox_drains(&spool).await;
+}
+
+#[tokio::test]
 async fn without_sinks_events_are_dropped_from_the_outbox() {
     let dir = TempDir::new().unwrap();
     let spool = open(&dir);

@@ -397,13 +397,14 @@ impl Connection {
     pub async fn send(
         &mut self,
         envelope: &Envelope,
+        sender: &str,
         recipients: &[&Recipient],
         body: &[u8],
     ) -> Result<TransactionResult, ClientError> {
         if !self.usable {
             return Err(ClientError::Unusable);
         }
-        let result = self.transaction(envelope, recipients, body).await;
+        let result = self.transaction(envelope, sender, recipients, body).await;
         self.usable = result.is_ok();
         result
     }
@@ -431,7 +432,7 @@ impl Connection {
     }
 
     /// Why the transaction cannot be sent to this server at all, if it cannot.
-    fn refusal(&self, envelope: &Envelope, body: &[u8]) -> Option<Response> {
+    fn refusal(&self, envelope: &Envelope, sender: &str, body: &[u8]) -> Option<Response> {
         let (status, text) = if self
             .ext
             .size_limit()
@@ -442,7 +443,7 @@ impl Connection {
             ("5.6.3", "remote server lacks 8BITMIME")
         } else if envelope.smtputf8 && !self.ext.smtputf8 {
             ("5.6.7", "remote server lacks SMTPUTF8")
-        } else if !data::is_safe_path(&envelope.sender) {
+        } else if !data::is_safe_path(sender) {
             ("5.1.7", "sender address contains control characters")
         } else {
             return None;
@@ -453,10 +454,11 @@ impl Connection {
     async fn transaction(
         &mut self,
         envelope: &Envelope,
+        sender: &str,
         recipients: &[&Recipient],
         body: &[u8],
     ) -> Result<TransactionResult, ClientError> {
-        if let Some(reply) = self.refusal(envelope, body) {
+        if let Some(reply) = self.refusal(envelope, sender, body) {
             return Ok(TransactionResult::refused(reply, recipients.len()));
         }
         let mut replies: Vec<Option<Response>> = recipients
@@ -478,7 +480,7 @@ impl Connection {
             return Ok(finish(none.clone(), replies, &none, None));
         }
 
-        data::mail_from(&mut self.wire.wbuf, envelope, body.len(), &self.ext);
+        data::mail_from(&mut self.wire.wbuf, sender, envelope, body.len(), &self.ext);
         let mut accepted = 0usize;
         if self.ext.pipelining {
             for &i in &sent {

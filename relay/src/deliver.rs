@@ -2,17 +2,21 @@
 //! transaction); when its last job reports, the per-recipient outcomes become one
 //! queue resolution and one event per recipient.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use postroad_bounce::verp::ReturnPaths;
 use postroad_queue::{
-    Claimed, DeliveryEvent, EnhancedCode, EventKind, Queue, Resolution, Response, unix_ms,
+    Claimed, DeliveryEvent, EnhancedCode, Envelope, EventKind, Queue, Recipient, Resolution,
+    Response, unix_ms,
 };
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::client::{ClientConfig, Connection, TlsPolicy};
 use crate::config::RelayConfig;
+use crate::dsn;
 use crate::retry::RetryPolicy;
 use crate::transport::Transport;
 
@@ -22,9 +26,32 @@ pub struct Context {
     pub client: ClientConfig,
     pub queue: Arc<dyn Queue>,
     pub retry: RetryPolicy,
+    /// With `[bounces]` domains: each copy leaves with its own VERP return path.
+    pub return_paths: Option<Arc<ReturnPaths>>,
 }
 
 impl Context {
+    /// The envelope sender of a transaction: the VERP return path of its one
+    /// recipient when return paths are on, else the message's (a null sender stays
+    /// null: reports are never sent about reports).
+    pub fn sender<'a>(&self, envelope: &'a Envelope, recipients: &[&Recipient]) -> Cow<'a, str> {
+        match (&self.return_paths, recipients) {
+            (Some(paths), [recipient]) if !envelope.sender.is_empty() => {
+                Cow::Owned(paths.return_path(envelope.id.as_u128(), &recipient.address))
+            }
+            _ => Cow::Borrowed(&envelope.sender),
+        }
+    }
+
+    /// Most recipients of one SMTP transaction: one each with VERP return paths.
+    pub fn recipients_per_transaction(&self) -> usize {
+        if self.return_paths.is_some() {
+            1
+        } else {
+            self.config.max_recipients_per_transaction
+        }
+    }
+
     /// The client settings with a route's TLS policy.
     pub fn client_config(&self, tls: TlsPolicy) -> ClientConfig {
         ClientConfig {
@@ -195,7 +222,7 @@ impl Job {
             "deferred; passing to the next transport of the route"
         );
         metrics::counter!("postroad_fallovers_total", "to" => next.name().to_string()).increment(1);
-        let chunks = recipients.chunks(next.max_recipients(&ctx.config).max(1));
+        let chunks = recipients.chunks(next.max_recipients(ctx).max(1));
         // Counted before this job reports, so the message cannot finish in between.
         self.message
             .pending_jobs
@@ -284,7 +311,11 @@ pub async fn deliver(
         .map(|&i| &envelope.recipients[i])
         .collect();
     let host = conn.peer().to_string();
-    match conn.send(envelope, &recipients, &claimed.body).await {
+    let sender = ctx.sender(envelope, &recipients);
+    match conn
+        .send(envelope, &sender, &recipients, &claimed.body)
+        .await
+    {
         Ok(result) => {
             let outcomes = result
                 .recipients
@@ -349,6 +380,76 @@ fn bounced_by_rule(
 }
 
 /// Turns the outcomes into one queue resolution and the events.
+/// Why a recipient was not delivered, in the bounce classifier's words (the same
+/// names as for asynchronous bounces); none for a delivery.
+fn reason(kind: EventKind, response: &Response) -> Option<String> {
+    match kind {
+        EventKind::Expired => Some(postroad_bounce::Reason::Expired.as_str().into()),
+        EventKind::Bounced | EventKind::Deferred => {
+            let enhanced = response.enhanced().map(|e| e.to_string());
+            let (reason, _) = postroad_bounce::classify_reply(
+                response.code(),
+                enhanced.as_deref(),
+                response.text(),
+            );
+            Some(reason.as_str().into())
+        }
+        _ => None,
+    }
+}
+
+/// Queues the DSNs for the `noticed` recipients (indices into the envelope, with what
+/// happened to each): one for the failures, one for the deliveries, before the
+/// resolution is recorded, so that a crash in between sends them again after the
+/// restart, never not at all.
+async fn send_notices(
+    message: &InFlight,
+    events: &[DeliveryEvent],
+    noticed: &[(usize, dsn::Action, bool)],
+    ctx: &Context,
+    now_ms: u64,
+) {
+    let envelope = &message.claimed.envelope;
+    for kind in [dsn::Action::Failed, dsn::Action::Delivered] {
+        let entries: Vec<dsn::Entry<'_>> = noticed
+            .iter()
+            .filter(|(_, action, _)| *action == kind)
+            .filter_map(|&(index, action, expired)| {
+                let recipient = &envelope.recipients[index];
+                let event = events.iter().find(|e| e.recipient == recipient.address)?;
+                Some(dsn::Entry {
+                    recipient,
+                    action,
+                    response: event.reply.as_ref()?,
+                    remote_host: event.remote_host.as_deref(),
+                    expired,
+                })
+            })
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let (notice, body) = dsn::notice(
+            envelope,
+            &message.claimed.body,
+            &entries,
+            &ctx.client.helo_name,
+            now_ms,
+        );
+        let notice_id = notice.id;
+        match ctx.queue.enqueue(notice, body).await {
+            Ok(()) => {
+                metrics::counter!("postroad_dsn_sent_total").increment(1);
+                tracing::info!(id = %envelope.id, notice = %notice_id, to = %envelope.sender, recipients = entries.len(), "delivery status notification queued");
+            }
+            Err(e) => {
+                metrics::counter!("postroad_dsn_errors_total").increment(1);
+                tracing::error!(id = %envelope.id, to = %envelope.sender, "cannot queue the delivery status notification: {e}");
+            }
+        }
+    }
+}
+
 async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
     let outcomes = std::mem::take(&mut *message.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
     let envelope = &message.claimed.envelope;
@@ -358,7 +459,9 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
     let mut dead = Vec::new();
     let mut reasons = Vec::new();
     let mut events = Vec::with_capacity(outcomes.len());
-    for (recipient, outcome) in envelope.recipients.iter().zip(outcomes) {
+    // Recipients whose sender wants a notice (failure, or success when asked).
+    let mut noticed: Vec<(usize, dsn::Action, bool)> = Vec::new();
+    for (index, (recipient, outcome)) in envelope.recipients.iter().zip(outcomes).enumerate() {
         let attempt = recipient.attempts + 1;
         let Some(Outcome {
             disposition,
@@ -372,6 +475,17 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             retry.push(recipient.clone());
             continue;
         };
+        let action = match disposition {
+            Disposition::Delivered => Some((dsn::Action::Delivered, false)),
+            Disposition::Bounced => Some((dsn::Action::Failed, false)),
+            Disposition::Deferred if expired => Some((dsn::Action::Failed, true)),
+            Disposition::Deferred => None,
+        };
+        if let Some((action, expired)) = action
+            && dsn::wanted(envelope, recipient, action)
+        {
+            noticed.push((index, action, expired));
+        }
         let kind = match disposition {
             Disposition::Delivered => {
                 let since = unix_ms(now).saturating_sub(envelope.received_at_ms);
@@ -401,6 +515,7 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
         events.push(DeliveryEvent {
             attempt,
             remote_host: host,
+            reason: reason(kind, &response),
             reply: Some(response),
             provider_message_id,
             ..DeliveryEvent::new(kind, envelope, recipient, unix_ms(now))
@@ -421,6 +536,9 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             reply = %event.reply.as_ref().map(ToString::to_string).unwrap_or_default(),
             "delivery"
         );
+    }
+    if !noticed.is_empty() {
+        send_notices(&message, &events, &noticed, &ctx, unix_ms(now)).await;
     }
     let resolution = Resolution {
         retry: until.map(|until| {

@@ -63,6 +63,7 @@ impl Relay {
         dkim: Option<Arc<postroad_dkim::Signer>>,
         shaping: Shaping,
         redis: Option<postroad_redis_link::RedisLink>,
+        return_paths: Option<Arc<postroad_bounce::verp::ReturnPaths>>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -88,6 +89,7 @@ impl Relay {
                 config,
                 client,
                 queue,
+                return_paths,
             }),
             dkim,
             router,
@@ -211,7 +213,7 @@ impl Relay {
                 }
             };
             let first = transports.remove(0);
-            for chunk in recipients.chunks(first.max_recipients(&self.ctx.config).max(1)) {
+            for chunk in recipients.chunks(first.max_recipients(&self.ctx).max(1)) {
                 placed.push((first.clone(), chunk.to_vec(), transports.clone()));
             }
         }

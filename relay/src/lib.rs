@@ -15,6 +15,7 @@ mod automation;
 pub mod client;
 pub mod config;
 pub mod deliver;
+pub mod dsn;
 mod engine;
 pub mod mx_provider;
 mod pace;

@@ -406,8 +406,8 @@ impl crate::transport::Transport for Site {
         &self.key
     }
 
-    fn max_recipients(&self, config: &crate::config::RelayConfig) -> usize {
-        config.max_recipients_per_transaction
+    fn max_recipients(&self, ctx: &Context) -> usize {
+        ctx.recipients_per_transaction()
     }
 
     fn submit(self: Arc<Self>, job: Job, ctx: &Arc<Context>) {

@@ -7,14 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::config::RelayConfig;
 use crate::deliver::{Context, Job};
 
 pub trait Transport: Send + Sync {
     /// What logs, metrics and events call it (`sendgrid`, `ses`, a site key).
     fn name(&self) -> &str;
     /// Most recipients it takes in one job (one SMTP transaction, one API request).
-    fn max_recipients(&self, config: &RelayConfig) -> usize;
+    fn max_recipients(&self, ctx: &Context) -> usize;
     /// Takes the job; it reports through [`Job::complete`] (or [`Job::fail_all`]).
     fn submit(self: Arc<Self>, job: Job, ctx: &Arc<Context>);
 }

@@ -48,7 +48,7 @@ async fn send(
     body: &[u8],
 ) -> Result<TransactionResult, ClientError> {
     let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-    conn.send(env, &rcpts, body).await
+    conn.send(env, &env.sender, &rcpts, body).await
 }
 
 /// Each reply's code, or `local <status>` for a reason of the client's own.

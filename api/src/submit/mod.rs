@@ -306,6 +306,12 @@ fn finish(
         return Err(Refusal::Fields(errors));
     }
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
+    // Applications on the API learn outcomes from the history and webhooks, not from
+    // delivery status notifications mailed to their sender address.
+    let mut recipients = recipients;
+    for r in &mut recipients {
+        r.notify.never = true;
+    }
     let mut envelope = Envelope::new(sender, recipients, ctx.client_ip);
     envelope.id = id;
     envelope.helo = "http".into();

@@ -42,6 +42,7 @@ pub fn event(message_id: MessageId, recipient: &str, kind: EventKind, at_ms: u64
         reply: None,
         meta: Metadata::default(),
         provider_message_id: None,
+        reason: None,
     }
 }
 

@@ -146,6 +146,7 @@ impl Synthetic {
             reply,
             meta: meta.clone(),
             provider_message_id: None,
+            reason: None,
         };
         let outcome = Self::outcome(i);
         let reply = match outcome {

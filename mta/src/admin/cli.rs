@@ -10,6 +10,7 @@ use postroad_queue::{DeadLetter, Envelope};
 
 use super::client::{AdminClient, Call, DEFAULT_ADMIN_URL, Stats};
 use super::{DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, TOKEN_FILE, read_token_file};
+use crate::text_table::table;
 
 /// How to reach the running server's admin endpoint, and how to print.
 #[derive(Debug, Clone, Args)]
@@ -462,36 +463,6 @@ fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
-/// Left-aligned columns two spaces apart; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                let pad = widths[c] - cell.chars().count();
-                line.push_str(cell);
-                line.extend(std::iter::repeat_n(' ', pad + 2));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn date(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
@@ -548,12 +519,6 @@ fn shorten(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tables_align_and_trim() {
-        let rows = vec![row(["A", "BB", "C"]), row(["long", "x", "tail"])];
-        assert_eq!(table(&rows), "A     BB  C\nlong  x   tail\n");
-    }
 
     #[test]
     fn cells_are_one_line_and_short() {

@@ -29,9 +29,8 @@ mod sites;
 #[cfg(test)]
 mod tests;
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -119,85 +118,20 @@ pub fn load_or_create_token(config: &AdminConfig, data_dir: &Path) -> anyhow::Re
         check_token(&config.token).map_err(|e| anyhow::anyhow!("admin.token {e}"))?;
         return Ok(config.token.clone());
     }
-    let path = data_dir.join(TOKEN_FILE);
-    match read_token_file(&path) {
-        Ok(Some(token)) => return Ok(token),
-        Ok(None) => {}
-        Err(e) => return Err(e),
-    }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let token = random_token();
-    match write_new_token_file(&path, &token) {
-        Ok(true) => {
-            tracing::info!(file = %path.display(), "generated the admin token");
-            Ok(token)
-        }
-        // Someone else created it first: theirs wins.
-        Ok(false) => read_token_file(&path)?
-            .with_context(|| format!("{} vanished while it was being read", path.display())),
-        Err(e) => Err(e),
-    }
+    crate::secret_file::load_or_create(&ADMIN_TOKEN, data_dir)
 }
 
 /// Reads a token file: `None` when it does not exist.
 pub(crate) fn read_token_file(path: &Path) -> anyhow::Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
-    };
-    let token = text.trim();
-    check_token(token).map_err(|e| {
-        anyhow::anyhow!(
-            "the admin token in {} {e}; delete the file to generate a new one",
-            path.display()
-        )
-    })?;
-    Ok(Some(token.to_string()))
+    crate::secret_file::read(&ADMIN_TOKEN, path)
 }
 
-fn random_token() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Writes `token` to `path` (mode 0600) unless the file exists: `Ok(false)` then. The
-/// file appears complete or not at all (written to a temporary name, fsync'd, linked).
-fn write_new_token_file(path: &Path, token: &str) -> anyhow::Result<bool> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(".{TOKEN_FILE}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(format!("{token}\n").as_bytes())?;
-        file.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("cannot write {}: {e}", tmp.display());
-    }
-    // A hard link never replaces an existing file, unlike a rename.
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot sync the data directory");
-            }
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(anyhow::anyhow!("cannot create {}: {e}", path.display())),
-    }
-}
+/// The generated admin token's file.
+const ADMIN_TOKEN: crate::secret_file::SecretFile = crate::secret_file::SecretFile {
+    name: TOKEN_FILE,
+    what: "admin token",
+    check: check_token,
+};
 
 /// Starts the admin endpoint for `postroad serve`: loads or creates the token, binds
 /// `config.listen` and serves until `shutdown` is cancelled. The returned task ends once

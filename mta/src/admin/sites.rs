@@ -3,6 +3,8 @@
 
 use serde_json::Value;
 
+use crate::text_table::with_header;
+
 /// One line per site: its key, provider or own domain, state (and until when), open
 /// connections over the limit, the message rate limit, waiting jobs, and why.
 pub fn format_sites(sites: &[Value]) -> String {
@@ -19,7 +21,7 @@ pub fn format_sites(sites: &[Value]) -> String {
         "QUEUED",
         "WHY",
     ];
-    table(header, &rows)
+    with_header(header, &rows)
 }
 
 /// One line per provider: name, kind, state (and until when), the rate allowed now,
@@ -44,7 +46,7 @@ pub fn format_providers(providers: &[Value]) -> String {
             ]
         })
         .collect();
-    table(
+    with_header(
         ["PROVIDER", "STATE", "RATE", "IN FLIGHT", "QUEUED", "WHY"],
         &rows,
     )
@@ -59,31 +61,6 @@ fn state(item: &Value) -> String {
         state.push_str(&format!(" until {}", at.format("%H:%M:%SZ")));
     }
     state
-}
-
-/// Columns padded to their widest cell, the last one free.
-fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
-    let header = header.map(String::from);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn row(site: &Value) -> [String; 7] {

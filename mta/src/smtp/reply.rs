@@ -41,6 +41,18 @@ pub const AUTH_BAD_BASE64: Reply = Reply::new(501, "5.5.2", "Error: invalid base
 pub const AUTH_REQUIRED: Reply = Reply::new(530, "5.7.0", "Authentication required");
 pub const RELAY_DENIED: Reply = Reply::new(554, "5.7.1", "Relay access denied");
 pub const TOO_MANY_RECIPIENTS: Reply = Reply::new(452, "4.5.3", "Error: too many recipients");
+/// A report address and another kind of recipient in one transaction.
+pub const REPORT_ALONE: Reply = Reply::new(
+    452,
+    "4.5.3",
+    "Error: bounce reports go in a transaction of their own, try this recipient again",
+);
+/// A report that cannot be recorded now (the history or the queue is away).
+pub const REPORT_NOT_RECORDED: Reply = Reply::new(
+    451,
+    "4.3.0",
+    "Error: cannot record the report now, try again later",
+);
 pub const TOO_BIG: Reply = Reply::new(
     552,
     "5.3.4",

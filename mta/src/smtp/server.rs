@@ -36,6 +36,8 @@ pub struct Shared {
     pub budget: MemoryBudget,
     /// Woken after each enqueue so the relay picks new mail up at once.
     pub relay_waker: Option<Arc<tokio::sync::Notify>>,
+    /// With `[bounces]` domains: mail for them is a report, read into events.
+    pub reports: Option<Arc<postroad_webhooks::Reports>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -143,28 +143,26 @@ impl RelayEnv {
             .unwrap_or_else(|e| panic!("postroad {args:?}: not JSON ({e}):\n{out}"))
     }
 
+    /// `postroad history ARGS --json` on this server's data, parsed.
+    pub fn history_json(&self, args: &[&str]) -> Value {
+        let data = self.server.data_dir();
+        let mut all = vec!["history"];
+        all.extend_from_slice(args);
+        all.extend(["--json", "--data-dir", data.to_str().unwrap()]);
+        let (ok, out) = run(super::binary(), &all, None);
+        assert!(ok, "postroad {all:?} failed:\n{out}");
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("postroad {all:?}: not JSON ({e}):\n{out}"))
+    }
+
     /// The history of one message (`postroad history --message-id`), as JSON events.
     pub fn history(&self, id: &str) -> Vec<Value> {
-        let data = self.server.data_dir();
-        let (ok, out) = run(
-            super::binary(),
-            &[
-                "history",
-                "--message-id",
-                id,
-                "--json",
-                "--data-dir",
-                data.to_str().unwrap(),
-            ],
-            None,
-        );
-        assert!(ok, "postroad history failed:\n{out}");
-        match serde_json::from_str::<Value>(&out) {
-            Ok(Value::Object(mut message)) => match message.remove("events") {
+        match self.history_json(&["--message-id", id]) {
+            Value::Object(mut message) => match message.remove("events") {
                 Some(Value::Array(events)) => events,
-                other => panic!("history has no events array: {other:?}\n{out}"),
+                other => panic!("history has no events array: {other:?}"),
             },
-            other => panic!("history is not a JSON object: {other:?}\n{out}"),
+            other => panic!("history is not a JSON object: {other:?}"),
         }
     }
 

@@ -348,6 +348,10 @@ impl Queue for KafkaQueue {
         gauges
     }
 
+    async fn record(&self, events: Vec<DeliveryEvent>) -> Result<()> {
+        self.record_events(events).await
+    }
+
     async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>> {
         Ok(self.events.after(after, max))
     }

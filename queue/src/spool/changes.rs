@@ -68,6 +68,10 @@ impl<'txn> Tables<'txn> {
                 }
                 Ok(output)
             }
+            Op::Record { events } => {
+                self.outbox.append(events);
+                Ok(Ok(Output::Done))
+            }
             Op::EventsTaken { upto } => {
                 self.outbox.remove_upto(*upto)?;
                 Ok(Ok(Output::Done))

@@ -489,6 +489,14 @@ impl Queue for Spool {
         .map(|_| ())
     }
 
+    async fn record(&self, events: Vec<DeliveryEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = outbox::Outbox::encode(&events)?;
+        self.submit(Op::Record { events }).await.map(|_| ())
+    }
+
     async fn events_after(&self, after: u64, max: usize) -> Result<Vec<(u64, DeliveryEvent)>> {
         self.read(move |shared| outbox::read_after(&begin_read(shared)?, after, max))
             .await

@@ -21,8 +21,8 @@ use crate::{DeliveryEvent, MessageId, QueueError, Result};
 
 pub(crate) const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
-/// Format versions of outbox records: 2 added [`DeliveryEvent::provider_message_id`];
-/// records of version 1 (written before) are still read.
+/// Format versions of outbox records: 2 added [`DeliveryEvent::provider_message_id`]
+/// and [`DeliveryEvent::reason`]; records of version 1 (written before) are still read.
 const BATCH_V1: u8 = 1;
 const BATCH_V2: u8 = 2;
 
@@ -58,6 +58,7 @@ impl From<EventV1> for DeliveryEvent {
             reply: e.reply,
             meta: e.meta,
             provider_message_id: None,
+            reason: None,
         }
     }
 }

@@ -47,6 +47,11 @@ pub(crate) enum Op {
         /// The resolution's events, encoded for the outbox.
         events: Vec<u8>,
     },
+    /// Events of their own (see [`Queue::record`](crate::Queue::record)), encoded
+    /// for the outbox.
+    Record {
+        events: Vec<u8>,
+    },
     /// Every durable sink has the outbox's events up to `upto`: remove them.
     EventsTaken {
         upto: u64,

@@ -5,10 +5,17 @@ use postroad_queue::{DsnRet, Envelope, Notify, Recipient};
 
 use smtp_wire::Capabilities as Extensions;
 
-/// `MAIL FROM:<sender> [SIZE=] [BODY=8BITMIME] [SMTPUTF8] [RET=] [ENVID=]\r\n`.
-pub(super) fn mail_from(out: &mut Vec<u8>, envelope: &Envelope, size: usize, ext: &Extensions) {
+/// `MAIL FROM:<sender> [SIZE=] [BODY=8BITMIME] [SMTPUTF8] [RET=] [ENVID=]\r\n`: the
+/// sender given (the envelope's, or a VERP return path), the envelope's parameters.
+pub(super) fn mail_from(
+    out: &mut Vec<u8>,
+    sender: &str,
+    envelope: &Envelope,
+    size: usize,
+    ext: &Extensions,
+) {
     out.extend_from_slice(b"MAIL FROM:<");
-    out.extend_from_slice(envelope.sender.as_bytes());
+    out.extend_from_slice(sender.as_bytes());
     out.push(b'>');
     if ext.size.is_some() {
         out.extend_from_slice(format!(" SIZE={size}").as_bytes());
@@ -249,13 +256,13 @@ mod tests {
             ..Extensions::default()
         };
         let mut out = Vec::new();
-        mail_from(&mut out, &env, 42, &all);
+        mail_from(&mut out, &env.sender, &env, 42, &all);
         assert_eq!(
             out,
             b"MAIL FROM:<> SIZE=42 BODY=8BITMIME RET=HDRS ENVID=id+2B1\r\n"
         );
         out.clear();
-        mail_from(&mut out, &env, 42, &Extensions::default());
+        mail_from(&mut out, &env.sender, &env, 42, &Extensions::default());
         assert_eq!(out, b"MAIL FROM:<>\r\n");
         let mut rcpt = Recipient::new("a@b.example");
         rcpt.notify.failure = true;

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 use super::circuit::{Breaker, State};
 use super::{Api, ProviderConfig, ProviderKind, Refusal, Submission};
 use crate::adaptive::Controller;
-use crate::config::RelayConfig;
 use crate::deliver::{Context, Job, Outcome};
 use crate::pace::Pacer;
 use crate::shared_rate::SharedRate;
@@ -293,7 +292,7 @@ impl Transport for ProviderLane {
         &self.name
     }
 
-    fn max_recipients(&self, _config: &RelayConfig) -> usize {
+    fn max_recipients(&self, _ctx: &Context) -> usize {
         self.api.max_recipients()
     }
 

@@ -67,6 +67,7 @@ impl Session {
             dsn_envid: from.env_id.map(|e| e.into_owned()),
             declared_size: from.size,
             recipients: Vec::new(),
+            report: false,
             chunks: None,
         });
         self.commands_without_mail = 0;

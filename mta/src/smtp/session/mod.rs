@@ -48,6 +48,9 @@ struct Transaction {
     /// What MAIL's `SIZE=` declared (0 if nothing).
     declared_size: usize,
     recipients: Vec<Recipient>,
+    /// The recipients are at the bounce domains: the message is a report, read into
+    /// events instead of being queued.
+    report: bool,
     /// A BDAT transfer in progress.
     chunks: Option<Chunks>,
 }

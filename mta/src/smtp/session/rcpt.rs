@@ -1,5 +1,6 @@
 //! RCPT TO: the relay policy (authenticated, or a relay listener's `relay_networks`),
-//! recipient limits and DSN's NOTIFY and ORCPT.
+//! recipient limits and DSN's NOTIFY and ORCPT. Addresses at the bounce domains are
+//! taken from anyone: they receive reports, which are never relayed.
 
 use postroad_queue::{Notify, Recipient};
 use smtp_proto::RcptTo;
@@ -25,7 +26,12 @@ impl Session {
     }
 
     pub(super) fn rcpt(&mut self, to: RcptTo<std::borrow::Cow<'_, str>>) -> Result<Reply, Reply> {
-        let relay_allowed = self.relay_allowed();
+        let report = self
+            .shared
+            .reports
+            .as_ref()
+            .is_some_and(|r| r.accepts(&to.address));
+        let relay_allowed = report || self.relay_allowed();
         let max = self.shared.smtp.max_recipients;
         let Some(tx) = self.tx.as_mut() else {
             return Err(reply::NEED_MAIL);
@@ -51,6 +57,10 @@ impl Session {
                 format!("<{}>: Relay access denied", printable(&to.address)),
             ));
         }
+        if !tx.recipients.is_empty() && tx.report != report {
+            return Ok(reply::REPORT_ALONE);
+        }
+        tx.report = report;
         if tx.recipients.len() >= max {
             // RFC 5321 4.5.3.1.10: a temporary reply the client is expected to handle;
             // it does not count as a client error.
@@ -67,7 +77,8 @@ impl Session {
                     success: to.flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0,
                     failure: to.flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0,
                     delay: to.flags & smtp_proto::RCPT_NOTIFY_DELAY != 0,
-                    never: to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0,
+                    // The listener may send none at all.
+                    never: to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 || !self.listener.dsn,
                 },
                 orcpt: to.orcpt.map(|o| o.into_owned()),
                 attempts: 0,
