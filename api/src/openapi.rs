@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, AlertView};
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{alerts, history, messages, templates, users};
+use crate::routes::{alerts, history, intake, messages, templates, users};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -88,6 +88,9 @@ impl Modify for BearerKeys {
         history::list,
         history::message,
         alerts::list,
+        intake::inbound,
+        intake::ses,
+        intake::sendgrid,
     ),
     components(schemas(
         MessageRequest,
@@ -112,6 +115,7 @@ impl Modify for BearerKeys {
         AlertCondition,
         Problem,
         FieldError,
+        intake::Recorded,
     )),
     modifiers(&BearerKeys),
     tags(
@@ -120,6 +124,7 @@ impl Modify for BearerKeys {
         (name = "history", description = "Delivery history: each recipient's status and the events behind it"),
         (name = "alerts", description = "Alert rules evaluated over a sliding window of events: what fires and since when"),
         (name = "users", description = "User preferences that template-form messages render with"),
+        (name = "webhooks", description = "Provider event webhooks (SES through SNS, SendGrid): authenticated by their signatures, recorded durably as events before the 200"),
     )
 )]
 pub struct ApiDoc;

@@ -22,7 +22,7 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{alerts, history, messages, templates, users};
+use crate::routes::{alerts, history, intake, messages, templates, users};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -126,6 +126,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/messages/{id}", get(history::message))
         .route("/v1/history", get(history::list))
         .route("/v1/alerts", get(alerts::list))
+        .route("/v1/inbound", post(intake::inbound))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{email_type}",
@@ -143,6 +144,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v2/email/outbound-emails", post(ses::send_email))
         .route("/v3/mail/send", post(sendgrid::mail_send))
+        // Provider webhooks prove themselves by their signatures.
+        .route("/webhooks/ses", post(intake::ses))
+        .route("/webhooks/sendgrid", post(intake::sendgrid))
         .merge(authenticated)
         .fallback(messages::not_found)
         .method_not_allowed_fallback(messages::method_not_allowed)

@@ -41,6 +41,10 @@ pub struct Deps {
     pub history: Option<Arc<dyn HistoryReader>>,
     /// What `GET /v1/alerts` reports; `None`: that route answers 404.
     pub alerts: Option<Arc<dyn crate::alerts::AlertSource>>,
+    /// `POST /webhooks/ses` and `/webhooks/sendgrid`; `None`: they answer 404.
+    pub provider_hooks: Option<Arc<postroad_webhooks::ProviderHooks>>,
+    /// `POST /v1/inbound` (with `[bounces]` domains); `None`: it answers 404.
+    pub reports: Option<Arc<postroad_webhooks::Reports>>,
     /// The certificate for `http.tls` (required when it is on).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }

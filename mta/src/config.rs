@@ -57,6 +57,8 @@ pub struct Config {
     pub dkim: Vec<postroad_dkim::KeyConfig>,
     /// `[bounces]`: return-path domains (VERP out, reports in).
     pub bounces: crate::bounces::BouncesConfig,
+    /// `[webhooks]`: provider event webhooks (SES by way of SNS, SendGrid).
+    pub webhooks: postroad_webhooks::WebhooksConfig,
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
@@ -290,6 +292,7 @@ impl Default for Config {
             listeners: default_listeners(),
             dkim: Vec::new(),
             bounces: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -374,6 +377,7 @@ impl Config {
         self.influx.validate().map_err(ConfigError::Semantic)?;
         self.alerts.validate().map_err(ConfigError::Semantic)?;
         self.bounces.validate().map_err(ConfigError::Semantic)?;
+        self.webhooks.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;

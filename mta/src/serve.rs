@@ -21,12 +21,11 @@ use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
 use postroad_api::alerts::AlertSource;
-use postroad_api::history::HistoryReader;
-use postroad_api::{Api, AppStore, Deps, MessageLimits};
+use postroad_api::{Api, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
-use postroad_webhooks::Reports;
+use postroad_webhooks::{ProviderHooks, Reports};
 
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,21 +214,36 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     };
 
     let admin_queue = queue.clone();
-    let api = if roles.ingress && config.http.enabled {
-        let waker = relay.as_ref().map(|r| r.waker());
-        let tls = tls.clone().filter(|_| api_tls);
-        let history = Arc::new(StoreReader(history_reads.clone()));
-        let alerts = alerts.clone().map(|a| a as Arc<dyn AlertSource>);
-        Some(bind_api(&config, queue.clone(), waker, tls, history, alerts, redis).await?)
-    } else {
-        None
-    };
-    let app_store = api.as_ref().map(|(_, store)| store.clone());
     // Reports are read where mail is taken in; the history says which message.
     let reports = return_paths.filter(|_| roles.ingress).map(|paths| {
         let lookup = Arc::new(StoreReader(history_reads.clone()));
         Arc::new(Reports::new(paths, queue.clone(), lookup))
     });
+    let api = if roles.ingress && config.http.enabled {
+        let store = crate::app_store::open(&config).await?;
+        let provider_hooks =
+            ProviderHooks::new(&config.webhooks, queue.clone()).map_err(anyhow::Error::msg)?;
+        let deps = Deps {
+            hostname: config.server.hostname.clone(),
+            limits: MessageLimits {
+                max_message_size: config.smtp.max_message_size,
+                max_recipients: config.smtp.max_recipients,
+            },
+            queue: queue.clone(),
+            store: store.clone(),
+            relay_waker: relay.as_ref().map(|r| r.waker()),
+            redis,
+            history: Some(Arc::new(StoreReader(history_reads.clone()))),
+            alerts: alerts.clone().map(|a| a as Arc<dyn AlertSource>),
+            provider_hooks: Some(Arc::new(provider_hooks)),
+            reports: reports.clone(),
+            tls: tls.clone().filter(|_| api_tls),
+        };
+        Some((bind_api(&config, deps).await?, store))
+    } else {
+        None
+    };
+    let app_store = api.as_ref().map(|(_, store)| store.clone());
     let shared = Shared {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
@@ -375,36 +389,13 @@ async fn open_history_reads(config: &Config, store: &HistoryStore) -> anyhow::Re
     }
 }
 
-/// Opens the API's store (beside the history) and binds `[http] listen`.
-async fn bind_api(
-    config: &Config,
-    queue: Arc<dyn Queue>,
-    relay_waker: Option<Arc<tokio::sync::Notify>>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    history: Arc<dyn HistoryReader>,
-    alerts: Option<Arc<dyn AlertSource>>,
-    redis: Option<postroad_api::RedisLink>,
-) -> anyhow::Result<(Api, AppStore)> {
-    let store = crate::app_store::open(config).await?;
-    let deps = Deps {
-        hostname: config.server.hostname.clone(),
-        limits: MessageLimits {
-            max_message_size: config.smtp.max_message_size,
-            max_recipients: config.smtp.max_recipients,
-        },
-        queue,
-        store: store.clone(),
-        relay_waker,
-        redis,
-        history: Some(history),
-        alerts,
-        tls,
-    };
+/// Binds `[http] listen` for the API with what it needs from this process.
+async fn bind_api(config: &Config, deps: Deps) -> anyhow::Result<Api> {
     let api = Api::bind(config.http.clone(), deps).await?;
     let address = api.local_addr().unwrap_or(config.http.listen);
     let scheme = if config.http.tls { "https" } else { "http" };
     tracing::info!(%address, scheme, "http api listening");
-    Ok((api, store))
+    Ok(api)
 }
 
 async fn wait_for_signal() {

@@ -3,7 +3,7 @@
 //! bounce domain; a DSN sent back to one of them by swaks, from a client that may not
 //! relay, is taken (never relayed) and becomes a `bounced` event of that recipient
 //! with the classifier's reason and the remote's reply, in the history, while the
-//! other recipient stays delivered; a report with a made-up return path records
+//! other recipient stays delivered (until its own report comes by `POST /v1/inbound`); a report with a made-up return path records
 //! nothing; a report address opens no relaying to other domains.
 
 mod common;
@@ -110,7 +110,26 @@ fn copies_leave_with_return_paths_and_reports_to_them_become_bounces() {
         status("bob@fast.test"),
         (json!("bounced"), json!("userunknown"))
     );
-    assert_eq!(status("ann@fast.test"), (json!("delivered"), json!(null)));
+    // The same kind of report posted over HTTP (POST /v1/inbound), for ann.
+    let ann_path = &paths.iter().find(|(r, _)| r == "ann@fast.test").unwrap().1;
+    let (status, answer) = common::http::curl(
+        env.server.http,
+        key.trim(),
+        &[
+            "-H",
+            "Content-Type: message/rfc822",
+            "--data-binary",
+            &dsn(ann_path, "ann@fast.test"),
+        ],
+        "/v1/inbound",
+    );
+    assert_eq!(
+        (status, answer["recorded"].clone()),
+        (200, json!(1)),
+        "{answer}"
+    );
+    env.wait_for_event(id, "ann@fast.test", "bounced", WAIT);
+
     // The report itself went nowhere.
     assert!(
         env.sink
@@ -143,7 +162,7 @@ fn copies_leave_with_return_paths_and_reports_to_them_become_bounces() {
         WAIT,
         || {
             env.metrics()
-                .contains("postroad_reports_total{kind=\"bounce\",result=\"recorded\"} 1")
+                .contains("postroad_reports_total{kind=\"bounce\",result=\"recorded\"} 2")
         },
         || metrics.clone(),
     );

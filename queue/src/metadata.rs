@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 /// Most tags on one message.
@@ -106,6 +107,22 @@ pub struct Metadata {
 impl Metadata {
     pub fn is_empty(&self) -> bool {
         *self == Metadata::default()
+    }
+
+    /// The metadata as one URL-safe text (base64url of its JSON, letters, digits, `-`
+    /// and `_` only): what a provider's message tags can carry to its webhooks.
+    pub fn to_token(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// Metadata from [`Metadata::to_token`]'s text, if it decodes to valid metadata.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.trim())
+            .ok()?;
+        let meta: Metadata = serde_json::from_slice(&json).ok()?;
+        meta.validate().is_ok().then_some(meta)
     }
 
     /// Checks every field against its limits.
@@ -216,6 +233,34 @@ pub fn parse_tags(text: &str) -> Result<Vec<(String, String)>, MetadataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_travels_as_one_url_safe_token() {
+        let meta = Metadata {
+            user_id: Some(42),
+            email_type: Some("order.shipped/v2@eu".into()),
+            tenant: Some("acme".into()),
+            campaign: Some("spring:2026".into()),
+            variant: Some("B".into()),
+            priority: Priority::Bulk,
+            tags: vec![("plan".into(), "pro tier".into())],
+        };
+        let token = meta.to_token();
+        assert!(
+            token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "{token}"
+        );
+        assert_eq!(Metadata::from_token(&token), Some(meta));
+        assert_eq!(Metadata::from_token("not base64!"), None);
+        // Decodes, but breaks the limits: refused.
+        let bad = Metadata {
+            email_type: Some("no spaces allowed".into()),
+            ..Metadata::default()
+        };
+        assert_eq!(Metadata::from_token(&bad.to_token()), None);
+    }
 
     #[test]
     fn priorities() {

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod history;
+pub mod intake;
 pub mod messages;
 pub mod templates;
 pub mod users;

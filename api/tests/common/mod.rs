@@ -75,6 +75,8 @@ impl TestApi {
                 redis,
                 history: None,
                 alerts: None,
+                provider_hooks: None,
+                reports: None,
                 tls: None,
             };
             (Api::bind(config, deps).await.unwrap(), store, key)

@@ -17,6 +17,9 @@ pub const MAX_RECIPIENTS: usize = 1000;
 
 /// The `custom_args` key with Postroad's message id.
 pub const MESSAGE_ID_ARG: &str = "postroad_message_id";
+/// The `custom_args` key with the message's metadata
+/// ([`postroad_queue::Metadata::to_token`]).
+pub const META_ARG: &str = "postroad_meta";
 
 /// Headers SendGrid sets from other fields or refuses in `headers` (compared
 /// lowercased); `content-*` headers of the top level go too (SendGrid writes the MIME).
@@ -100,6 +103,9 @@ pub fn request(submission: &Submission<'_>) -> Result<Value, MappingError> {
     }
     let mut args = Map::new();
     args.insert(MESSAGE_ID_ARG.into(), json!(submission.id.to_string()));
+    if !submission.meta.is_empty() {
+        args.insert(META_ARG.into(), json!(submission.meta.to_token()));
+    }
     body.insert("custom_args".into(), Value::Object(args));
     if let Some(kind) = &submission.meta.email_type {
         body.insert("categories".into(), json!([kind]));
@@ -293,6 +299,9 @@ JVBERi0xLjQK\r\n\
             postroad_queue::MessageId::from_u128(7).to_string()
         );
         assert_eq!(v["categories"], json!(["receipt"]));
+        let meta =
+            postroad_queue::Metadata::from_token(v["custom_args"][META_ARG].as_str().unwrap());
+        assert_eq!(meta.unwrap().email_type.as_deref(), Some("receipt"));
     }
 
     #[test]

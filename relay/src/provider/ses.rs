@@ -18,6 +18,11 @@ pub const MAX_RECIPIENTS: usize = 50;
 
 /// The tag that names Postroad's message id in SES events (`mail.tags`).
 pub const MESSAGE_ID_TAG: &str = "postroad-message-id";
+/// The tags that carry the message's metadata ([`postroad_queue::Metadata::to_token`]
+/// cut into tag-sized pieces): `postroad-meta-0`, `postroad-meta-1`, ...
+pub const META_TAG_PREFIX: &str = "postroad-meta-";
+/// Longest SES tag value.
+const TAG_VALUE_MAX: usize = 256;
 
 pub struct Ses {
     http: reqwest::Client,
@@ -127,10 +132,22 @@ impl Ses {
 }
 
 /// The `SendEmail` request: the raw message to these recipients, tagged with
-/// Postroad's message id (and any email type), in the configuration set if one is set.
+/// Postroad's message id and metadata (and the email type by itself, when SES allows
+/// its characters in a tag), in the configuration set if one is set.
 pub fn request_body(submission: &Submission<'_>, configuration_set: Option<&str>) -> Vec<u8> {
     let mut tags = vec![json!({"Name": MESSAGE_ID_TAG, "Value": submission.id.to_string()})];
-    if let Some(kind) = &submission.meta.email_type {
+    if !submission.meta.is_empty() {
+        let token = submission.meta.to_token();
+        for (i, piece) in token.as_bytes().chunks(TAG_VALUE_MAX).enumerate() {
+            let piece = String::from_utf8_lossy(piece);
+            tags.push(json!({"Name": format!("{META_TAG_PREFIX}{i}"), "Value": piece}));
+        }
+    }
+    if let Some(kind) = submission.meta.email_type.as_deref().filter(|k| {
+        k.len() <= TAG_VALUE_MAX
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    }) {
         tags.push(json!({"Name": "postroad-email-type", "Value": kind}));
     }
     let mut request = json!({
@@ -298,6 +315,12 @@ mod tests {
         assert_eq!(v["ConfigurationSetName"], "events");
         assert_eq!(v["EmailTags"][0]["Name"], MESSAGE_ID_TAG);
         assert_eq!(v["EmailTags"][0]["Value"], id.to_string());
-        assert_eq!(v["EmailTags"][1]["Value"], "welcome");
+        assert_eq!(v["EmailTags"][1]["Name"], "postroad-meta-0");
+        let token = v["EmailTags"][1]["Value"].as_str().unwrap();
+        assert_eq!(
+            postroad_queue::Metadata::from_token(token).as_ref(),
+            Some(&meta)
+        );
+        assert_eq!(v["EmailTags"][2]["Value"], "welcome");
     }
 }
