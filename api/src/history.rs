@@ -138,7 +138,7 @@ pub struct EventView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
     /// Why, in the bounce classifier's words (on `bounced`, `deferred`, `expired`; the
-    /// feedback type on `complained`).
+    /// feedback type on `complained`; the list's reason on `suppressed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

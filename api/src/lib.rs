@@ -9,6 +9,8 @@
 //! - `/v1/templates`: versioned templates per email type, rendered with `minijinja`.
 //! - `GET /v1/history`, `GET /v1/messages/{id}`: delivery history, through the
 //!   [`history::HistoryReader`] the running process provides.
+//! - `/v1/suppressions`: the tenant's suppression list (list, look up, add, remove);
+//!   submissions say which recipients it holds back.
 //! - `GET /v1/alerts`: the alert rules' states, through the [`alerts::AlertSource`]
 //!   the running process provides.
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document.

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, AlertView};
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{alerts, history, intake, messages, templates, users};
+use crate::routes::{alerts, history, intake, messages, suppressions, templates, users};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -73,7 +73,7 @@ impl Modify for BearerKeys {
 #[openapi(
     info(
         title = "Postroad HTTP API",
-        description = "Submit mail (single, batch, template, raw MIME), manage templates, read the delivery history and the alerts. Errors are RFC 9457 problem documents."
+        description = "Submit mail (single, batch, template, raw MIME), manage templates and the suppression list, read the delivery history and the alerts. Errors are RFC 9457 problem documents."
     ),
     paths(
         messages::send,
@@ -88,6 +88,10 @@ impl Modify for BearerKeys {
         history::list,
         history::message,
         alerts::list,
+        suppressions::list,
+        suppressions::get,
+        suppressions::add,
+        suppressions::delete,
         intake::inbound,
         intake::ses,
         intake::sendgrid,
@@ -98,6 +102,12 @@ impl Modify for BearerKeys {
         messages::BatchRequest,
         messages::BatchResult,
         messages::ItemResult,
+        messages::SuppressedRecipient,
+        suppressions::SuppressionView,
+        suppressions::SuppressionPage,
+        suppressions::NewSuppression,
+        suppressions::AddRequest,
+        suppressions::Added,
         Definition,
         Parts,
         Template,
@@ -123,6 +133,7 @@ impl Modify for BearerKeys {
         (name = "templates", description = "Versioned templates per email type"),
         (name = "history", description = "Delivery history: each recipient's status and the events behind it"),
         (name = "alerts", description = "Alert rules evaluated over a sliding window of events: what fires and since when"),
+        (name = "suppressions", description = "The suppression list of the key's tenant: addresses mail is not sent to (hard bounces, complaints, unsubscribes, by hand)"),
         (name = "users", description = "User preferences that template-form messages render with"),
         (name = "webhooks", description = "Provider event webhooks (SES through SNS, SendGrid): authenticated by their signatures, recorded durably as events before the 200"),
     )

@@ -22,7 +22,7 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{alerts, history, intake, messages, templates, users};
+use crate::routes::{alerts, history, intake, messages, suppressions, templates, users};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -127,6 +127,14 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/history", get(history::list))
         .route("/v1/alerts", get(alerts::list))
         .route("/v1/inbound", post(intake::inbound))
+        .route(
+            "/v1/suppressions",
+            get(suppressions::list).post(suppressions::add),
+        )
+        .route(
+            "/v1/suppressions/{address}",
+            get(suppressions::get).delete(suppressions::delete),
+        )
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{email_type}",

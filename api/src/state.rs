@@ -43,6 +43,9 @@ pub struct Deps {
     pub alerts: Option<Arc<dyn crate::alerts::AlertSource>>,
     /// `POST /webhooks/ses` and `/webhooks/sendgrid`; `None`: they answer 404.
     pub provider_hooks: Option<Arc<postroad_webhooks::ProviderHooks>>,
+    /// The suppression list: `/v1/suppressions`, and which recipients of a message are
+    /// listed (so will not be sent to); `None`: those routes answer 404.
+    pub suppressions: Option<Arc<postroad_webhooks::suppression::Suppressions>>,
     /// `POST /v1/inbound` (with `[bounces]` domains); `None`: it answers 404.
     pub reports: Option<Arc<postroad_webhooks::Reports>>,
     /// The certificate for `http.tls` (required when it is on).

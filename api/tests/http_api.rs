@@ -451,6 +451,10 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/messages/{id}", "get"),
         ("/v1/alerts", "get"),
         ("/v1/inbound", "post"),
+        ("/v1/suppressions", "get"),
+        ("/v1/suppressions", "post"),
+        ("/v1/suppressions/{address}", "get"),
+        ("/v1/suppressions/{address}", "delete"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -460,6 +464,7 @@ fn the_openapi_document_describes_every_route() {
         let concrete = path
             .replace("{emailType}", "welcome")
             .replace("{userId}", "42")
+            .replace("{address}", "ann@example.com")
             .replace("{id}", "0193a4f2c7b87e31a0f6b2d9c4e5a6b7");
         let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
         assert_eq!(reply.status, 401, "{method} {concrete}");
@@ -472,7 +477,7 @@ fn the_openapi_document_describes_every_route() {
             "{path} needs no key"
         );
     }
-    assert_eq!(paths.len(), 11);
+    assert_eq!(paths.len(), 13);
     for schema in [
         "MessageRequest",
         "Problem",

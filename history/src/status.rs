@@ -42,16 +42,18 @@ pub struct RecipientStatus {
 /// rank. Final outcomes outrank `delivered`, so a bounce reported after a `250`
 /// (an asynchronous DSN) is what the recipient's row shows. What the recipient did
 /// outranks them all (an open proves the mail arrived, whatever a DSN said), and a
-/// complaint outranks an open or a click.
+/// complaint outranks an open or a click. A suppressed recipient was never sent to: it
+/// ranks with the other final outcomes; an unsubscribe is the last word.
 pub fn rank(kind: EventKind) -> u8 {
     match kind {
         EventKind::Queued => 0,
         EventKind::Deferred => 1,
         EventKind::Delivered => 2,
-        EventKind::Bounced | EventKind::Expired => 3,
+        EventKind::Bounced | EventKind::Expired | EventKind::Suppressed => 3,
         EventKind::Opened => 4,
         EventKind::Clicked => 5,
         EventKind::Complained => 6,
+        EventKind::Unsubscribed => 7,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Config {
     pub bounces: crate::bounces::BouncesConfig,
     /// `[webhooks]`: provider event webhooks (SES by way of SNS, SendGrid).
     pub webhooks: postroad_webhooks::WebhooksConfig,
+    /// `[suppression]`: addresses mail is not sent to.
+    pub suppression: postroad_webhooks::suppression::SuppressionConfig,
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
@@ -293,6 +295,7 @@ impl Default for Config {
             dkim: Vec::new(),
             bounces: Default::default(),
             webhooks: Default::default(),
+            suppression: Default::default(),
         }
     }
 }
@@ -378,6 +381,7 @@ impl Config {
         self.alerts.validate().map_err(ConfigError::Semantic)?;
         self.bounces.validate().map_err(ConfigError::Semantic)?;
         self.webhooks.validate().map_err(ConfigError::Semantic)?;
+        self.suppression.validate().map_err(ConfigError::Semantic)?;
         self.history
             .validate()
             .map_err(|e| ConfigError::Semantic(e.to_string()))?;

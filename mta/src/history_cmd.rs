@@ -28,7 +28,7 @@ pub struct HistoryArgs {
     #[arg(long, group = "what")]
     pub user_id: Option<u64>,
     /// Only messages in this status now: queued, deferred, delivered, bounced, expired,
-    /// opened, clicked, complained.
+    /// opened, clicked, complained, suppressed, unsubscribed.
     #[arg(long, group = "what", value_parser = parse_status)]
     pub status: Option<EventKind>,
     /// Only messages of this email type (X-Postroad-Email-Type).

@@ -20,5 +20,7 @@ mod secret_file;
 pub mod serve;
 pub mod shaping;
 pub mod smtp;
+pub mod suppression;
+pub mod suppression_cmd;
 mod text_table;
 pub mod tls;

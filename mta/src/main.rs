@@ -64,6 +64,8 @@ enum Command {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The suppression list: `suppression list|show|add|remove|import|export`.
+    Suppression(postroad::suppression_cmd::SuppressionArgs),
     /// Classify bounces and complaints: `bounce classify FILE...`.
     Bounce(postroad::bounce_cmd::BounceArgs),
     /// Check a shaping file (relay.shaping_file) and print its layers.
@@ -182,6 +184,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::api_key_cmd::run(args)),
+        Command::Suppression(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::suppression_cmd::run(args)),
         Command::CheckShaping { file } => postroad::shaping::check(&file),
         Command::Bounce(args) => postroad::bounce_cmd::run(args),
         Command::CheckConfig { config } => {

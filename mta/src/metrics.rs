@@ -5,7 +5,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `postroad_events_total` | counter | `kind` (queued, delivered, deferred, bounced, expired, opened, clicked, complained), `email_type` (the first [`MAX_EMAIL_TYPES`] seen, then `other`; `none`), `destination` ([`destination_group`]) |
+//! | `postroad_events_total` | counter | `kind` (queued, delivered, deferred, bounced, expired, opened, clicked, complained, suppressed, unsubscribed), `email_type` (the first [`MAX_EMAIL_TYPES`] seen, then `other`; `none`), `destination` ([`destination_group`]) |
 //! | `postroad_smtp_ack_seconds` | histogram | | time from the end of the data to the durable `250` |
 //! | `postroad_delivery_seconds` | histogram | | time from acceptance to delivery, per delivered recipient |
 //! | `postroad_smtp_connections` | gauge | | SMTP sessions open now |

@@ -25,7 +25,10 @@ use postroad_api::{Api, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
+use postroad_webhooks::suppression::SuppressionSink;
 use postroad_webhooks::{ProviderHooks, Reports};
+
+use crate::suppression::{ForRelay, HistoryThenList};
 
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +164,15 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     crate::metrics::handle();
     let history_sink: Arc<dyn EventSink> =
         Arc::new(HistorySink::new(store.clone(), &config.history));
+    // One link to Redis for the relay's shared rates, the suppression list and the API.
+    let redis = config.redis.link().map_err(anyhow::Error::msg)?;
+    // Keys, templates, the suppression list: beside the history.
+    let app_store = crate::app_store::open(&config).await?;
+    let suppressions = crate::suppression::open(&config, &app_store, redis.clone()).await?;
+    let list_sink = config
+        .suppression
+        .from_events
+        .then(|| Arc::new(SuppressionSink(suppressions.clone())) as Arc<dyn EventSink>);
     let mut sinks: Vec<Arc<dyn EventSink>> =
         vec![Arc::new(crate::metrics::EventCounter::default())];
     let influx = start_influx(&config, &mut sinks)?;
@@ -172,6 +184,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let events_consumer = match feed {
         HistoryFeed::Outbox => {
             sinks.insert(0, history_sink.clone());
+            sinks.extend(list_sink.clone());
             None
         }
         HistoryFeed::EventsTopic => Some(
@@ -185,8 +198,6 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     };
     let fanout = Fanout::start(queue.clone(), sinks);
     let return_paths = config.bounces.return_paths(&config.server.data_dir)?;
-    // One link to Redis for the relay's shared rates and the API.
-    let redis = config.redis.link().map_err(anyhow::Error::msg)?;
     let relay = if relaying {
         let dkim = postroad_dkim::Signer::load(&config.dkim)?.map(Arc::new);
         if let Some(signer) = &dkim {
@@ -203,6 +214,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             shaping,
             redis.clone(),
             return_paths.clone(),
+            Some(Arc::new(ForRelay(suppressions.clone()))),
         )?)
     } else {
         if roles.relay {
@@ -220,7 +232,6 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         Arc::new(Reports::new(paths, queue.clone(), lookup))
     });
     let api = if roles.ingress && config.http.enabled {
-        let store = crate::app_store::open(&config).await?;
         let provider_hooks =
             ProviderHooks::new(&config.webhooks, queue.clone()).map_err(anyhow::Error::msg)?;
         let deps = Deps {
@@ -230,20 +241,20 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
                 max_recipients: config.smtp.max_recipients,
             },
             queue: queue.clone(),
-            store: store.clone(),
+            store: app_store.clone(),
             relay_waker: relay.as_ref().map(|r| r.waker()),
             redis,
             history: Some(Arc::new(StoreReader(history_reads.clone()))),
             alerts: alerts.clone().map(|a| a as Arc<dyn AlertSource>),
             provider_hooks: Some(Arc::new(provider_hooks)),
             reports: reports.clone(),
+            suppressions: Some(suppressions.clone()),
             tls: tls.clone().filter(|_| api_tls),
         };
-        Some((bind_api(&config, deps).await?, store))
+        Some(bind_api(&config, deps).await?)
     } else {
         None
     };
-    let app_store = api.as_ref().map(|(_, store)| store.clone());
     let shared = Shared {
         hostname: config.server.hostname.clone(),
         smtp: config.smtp.clone(),
@@ -254,6 +265,10 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         budget: MemoryBudget::new(config.smtp.inflight_budget()),
         relay_waker: relay.as_ref().map(|r| r.waker()),
         reports,
+        refuse_listed: config
+            .suppression
+            .reject_at_rcpt
+            .then(|| suppressions.clone()),
     };
     let server = if roles.ingress {
         Some(SmtpServer::bind(shared, &config.listeners).await?)
@@ -288,7 +303,18 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         });
     }
     if let Some(consumer) = events_consumer {
-        parts.start("history", move |stop| consumer.run(history_sink, stop));
+        let sink = match list_sink {
+            Some(list) => Arc::new(HistoryThenList {
+                history: history_sink,
+                list,
+            }),
+            None => history_sink,
+        };
+        parts.start("history", move |stop| consumer.run(sink, stop));
+    }
+    {
+        let list = suppressions.clone();
+        parts.start("suppression", move |stop| list.run(stop));
     }
     let control = relay.as_ref().map(|relay| {
         let reloader = Arc::new(crate::shaping::Reloader {
@@ -311,7 +337,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     )
     .await?;
     parts.adopt("admin", admin, endpoint);
-    if let Some((api, _)) = api {
+    if let Some(api) = api {
         parts.start("http", move |stop| api.run(stop));
     }
     if let Some(server) = server {
@@ -323,9 +349,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     parts.stop().await;
     store.close().await;
     history_reads.close().await;
-    if let Some(app_store) = app_store {
-        app_store.close().await;
-    }
+    app_store.close().await;
     backend.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

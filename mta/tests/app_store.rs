@@ -12,6 +12,7 @@ use postroad_api::AppStore;
 use postroad_api::store::idempotency::{Claim, Recorded};
 use postroad_api::store::templates::Definition;
 use postroad_history::{Backend, HistoryConfig, HistoryStore};
+use postroad_webhooks::suppression::{Change, Entry, Reason};
 
 const DAY_MS: i64 = 86_400_000;
 const STALE_MS: i64 = 120_000;
@@ -287,5 +288,161 @@ async fn an_idempotency_key_is_claimed_once_answered_and_taken_over_only_when_st
 
         assert_eq!(store.expire_answers(DAY_MS).await.unwrap(), 0);
         assert_eq!(store.expire_answers(-1).await.unwrap(), 4, "{at}");
+    }
+}
+
+fn listed(tenant: &str, address: &str, reason: Reason, expires: Option<u64>) -> Entry {
+    Entry {
+        tenant: tenant.into(),
+        address: address.into(),
+        reason,
+        source: "test".into(),
+        detail: "550 5.1.1 no such user".into(),
+        created_at_ms: 1_000,
+        expires_at_ms: expires,
+    }
+}
+
+#[tokio::test]
+async fn suppressions_are_listed_per_tenant_replaced_removed_and_fed_as_changes() {
+    for (store, _guard) in stores("suppressions").await {
+        let at = store.location().to_string();
+        let (everything, mark) = store.suppression_changes(0).await.unwrap();
+        assert!(everything.is_empty(), "{at}: {everything:?}");
+        // 450 entries: more than one multi-row insert.
+        let many: Vec<Entry> = (0..450)
+            .map(|i| {
+                listed(
+                    "",
+                    &format!("u{i:03}@example.com"),
+                    Reason::HardBounce,
+                    None,
+                )
+            })
+            .collect();
+        store.upsert_suppressions(&many).await.unwrap();
+        store
+            .upsert_suppressions(&[
+                listed("acme", "u000@example.com", Reason::Complaint, None),
+                listed("", "u001@example.com", Reason::SoftBounce, Some(5_000)),
+            ])
+            .await
+            .unwrap();
+
+        let own = store
+            .suppression("", "u001@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (own.reason, own.expires_at_ms),
+            (Reason::SoftBounce, Some(5_000)),
+            "{at}"
+        );
+        let theirs = store
+            .suppression("acme", "u000@example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(theirs.reason, Reason::Complaint, "{at}");
+        assert_eq!(
+            store.suppression("acme", "u001@example.com").await.unwrap(),
+            None,
+            "{at}"
+        );
+
+        // Pages in address order, each after the last of the one before.
+        let first = store.suppression_page("", None, 200).await.unwrap();
+        let second = store
+            .suppression_page("", Some(&first[199].address), 300)
+            .await
+            .unwrap();
+        assert_eq!((first.len(), second.len()), (200, 250), "{at}");
+        assert_eq!(first[0].address, "u000@example.com", "{at}");
+        assert_eq!(second[0].address, "u200@example.com", "{at}");
+        assert_eq!(
+            store
+                .suppression_page("acme", None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+
+        assert!(
+            store
+                .remove_suppression("", "u002@example.com")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_suppression("", "u002@example.com")
+                .await
+                .unwrap(),
+            "{at}"
+        );
+        assert_eq!(
+            store.suppression("", "u002@example.com").await.unwrap(),
+            None,
+            "{at}"
+        );
+        assert_eq!(
+            store.suppression_page("", None, 1000).await.unwrap().len(),
+            449
+        );
+
+        // What changed since the mark: every write above, the removal as a removal.
+        let (changes, next) = store.suppression_changes(mark).await.unwrap();
+        assert!(next >= mark, "{at}");
+        assert!(
+            changes.contains(&Change::Removed {
+                tenant: String::new(),
+                address: "u002@example.com".into()
+            }),
+            "{at}"
+        );
+        assert!(
+            changes.contains(&Change::Set(listed(
+                "acme",
+                "u000@example.com",
+                Reason::Complaint,
+                None
+            ))),
+            "{at}"
+        );
+        assert_eq!(changes.len(), 451, "{at}");
+
+        // Listing again brings a removed address back.
+        store
+            .upsert_suppressions(&[listed("", "u002@example.com", Reason::Manual, None)])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .suppression("", "u002@example.com")
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // Purging drops what expired (u001, at 5 s) and what was removed before then.
+        assert!(
+            store
+                .remove_suppression("", "u003@example.com")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.purge_suppressions(6_000).await.unwrap(), 1, "{at}");
+        let far = postroad_queue::unix_ms(std::time::SystemTime::now()) + 60_000;
+        assert_eq!(store.purge_suppressions(far).await.unwrap(), 1, "{at}");
+        assert_eq!(
+            store.suppression("", "u001@example.com").await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.suppression_page("", None, 1000).await.unwrap().len(),
+            448
+        );
     }
 }

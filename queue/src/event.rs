@@ -35,10 +35,16 @@ pub enum EventKind {
     /// The recipient reported it as spam (a feedback-loop report or a provider's
     /// complaint notice).
     Complained,
+    /// Not sent: the address is on the suppression list (it bounced hard, complained
+    /// or unsubscribed before, or an operator put it there).
+    Suppressed,
+    /// The recipient asked to receive no more mail of this kind (a provider's
+    /// unsubscribe notice).
+    Unsubscribed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Queued,
         EventKind::Delivered,
         EventKind::Deferred,
@@ -47,6 +53,8 @@ impl EventKind {
         EventKind::Opened,
         EventKind::Clicked,
         EventKind::Complained,
+        EventKind::Suppressed,
+        EventKind::Unsubscribed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +67,8 @@ impl EventKind {
             EventKind::Opened => "opened",
             EventKind::Clicked => "clicked",
             EventKind::Complained => "complained",
+            EventKind::Suppressed => "suppressed",
+            EventKind::Unsubscribed => "unsubscribed",
         }
     }
 }
@@ -107,7 +117,8 @@ pub struct DeliveryEvent {
     pub provider_message_id: Option<String>,
     /// Why, in the bounce classifier's words: for `bounced`, `deferred` and `expired`
     /// the reason (`userunknown`, `mailboxfull`, `ratelimited`, `expired`, ...), for
-    /// `complained` the feedback type (`abuse`, `fraud`, ...).
+    /// `complained` the feedback type (`abuse`, `fraud`, ...), for `suppressed` the
+    /// list's reason (`hard-bounce`, `complaint`, ...).
     #[serde(default)]
     pub reason: Option<String>,
 }

@@ -70,6 +70,9 @@ pub enum Disposition {
     Deferred,
     /// Never try again.
     Bounced,
+    /// Not sent: the address is on the suppression list, for this reason
+    /// (`hard-bounce`, `complaint`, ...).
+    Suppressed(&'static str),
 }
 
 /// What happened to one recipient in this attempt: what was decided, why (the reply,
@@ -98,6 +101,19 @@ impl Outcome {
             disposition: Disposition::Bounced,
             response,
             host,
+            provider_message_id: None,
+        }
+    }
+
+    /// Not sent, for the suppression list's `reason`.
+    pub fn suppressed(reason: &'static str) -> Self {
+        Self {
+            disposition: Disposition::Suppressed(reason),
+            response: Response::local(
+                EnhancedCode::new(5, 7, 1),
+                format!("recipient is on the suppression list ({reason})"),
+            ),
+            host: None,
             provider_message_id: None,
         }
     }
@@ -480,6 +496,8 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
             Disposition::Bounced => Some((dsn::Action::Failed, false)),
             Disposition::Deferred if expired => Some((dsn::Action::Failed, true)),
             Disposition::Deferred => None,
+            // Not sent, as the list wants: the sender learns of it as of a failure.
+            Disposition::Suppressed(_) => Some((dsn::Action::Failed, false)),
         };
         if let Some((action, expired)) = action
             && dsn::wanted(envelope, recipient, action)
@@ -511,11 +529,16 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
                 retry.push(again);
                 EventKind::Deferred
             }
+            Disposition::Suppressed(_) => EventKind::Suppressed,
+        };
+        let reason = match disposition {
+            Disposition::Suppressed(why) => Some(why.to_string()),
+            _ => reason(kind, &response),
         };
         events.push(DeliveryEvent {
             attempt,
             remote_host: host,
-            reason: reason(kind, &response),
+            reason,
             reply: Some(response),
             provider_message_id,
             ..DeliveryEvent::new(kind, envelope, recipient, unix_ms(now))

@@ -18,6 +18,7 @@ use crate::retry::RetryPolicy;
 use crate::route::{RouteError, Router, RouterError};
 use crate::shaping::Shaping;
 use crate::site::{Site, SiteView, local_reply, site_key};
+use crate::suppressed::SuppressionList;
 use crate::transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub struct Relay {
     mx_providers: Arc<MxProviders>,
     /// The HTTP providers routing rules can send through, by name.
     providers: BTreeMap<String, Arc<ProviderLane>>,
+    /// Addresses not to send to.
+    suppressions: Option<Arc<dyn SuppressionList>>,
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
 }
@@ -55,7 +58,9 @@ impl Relay {
     /// per recipient) are recorded by the queue with the attempt's resolution. With
     /// `dkim`, every message is signed once per attempt, before its first send;
     /// `shaping` sets each site's limits; with `redis`, each site's `max_message_rate`
-    /// is shared by every relay process.
+    /// is shared by every relay process; recipients on `suppressions` are resolved
+    /// `suppressed` unsent.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: RelayConfig,
         helo_name: &str,
@@ -64,6 +69,7 @@ impl Relay {
         shaping: Shaping,
         redis: Option<postroad_redis_link::RedisLink>,
         return_paths: Option<Arc<postroad_bounce::verp::ReturnPaths>>,
+        suppressions: Option<Arc<dyn SuppressionList>>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -98,6 +104,7 @@ impl Relay {
             redis,
             sites: Mutex::new(HashMap::new()),
             providers,
+            suppressions,
             in_flight,
             wake,
         }))
@@ -146,14 +153,22 @@ impl Relay {
                 }
                 continue;
             }
+            let mut suppressed = match &self.suppressions {
+                Some(list) => crate::suppressed::look_up(list.as_ref(), &claimed).await,
+                None => Vec::new(),
+            }
+            .into_iter();
             for message in claimed {
                 let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
                     break; // cannot happen: only this loop takes permits
                 };
+                let listed = suppressed.next().unwrap_or_default();
                 let relay = self.clone();
                 tokio::spawn(async move {
                     let message = relay.sign(message).await;
-                    relay.dispatch(InFlight::new(message, permit)).await
+                    relay
+                        .dispatch(InFlight::new(message, permit), &listed)
+                        .await
                 });
             }
         }
@@ -201,8 +216,14 @@ impl Relay {
 
     /// Routes each recipient domain of a message and queues its jobs at the first
     /// transport of its route (an SMTP site or a provider), the rest as fallbacks.
-    async fn dispatch(&self, message: Arc<InFlight>) {
-        let by_domain = group_by_domain(&message.claimed);
+    /// `suppressed` says, per recipient, why it is not to be sent to (if it is not).
+    async fn dispatch(&self, message: Arc<InFlight>, suppressed: &[Option<&'static str>]) {
+        for (i, why) in suppressed.iter().enumerate() {
+            if let Some(why) = why {
+                message.set(&[i], &Outcome::suppressed(why));
+            }
+        }
+        let by_domain = group_by_domain(&message.claimed, suppressed);
         let mut placed: Vec<(Arc<dyn Transport>, Vec<usize>, Fallbacks)> = Vec::new();
         for (domain, recipients) in by_domain {
             let mut transports = match self.transports(&domain, &message.claimed).await {
@@ -366,11 +387,16 @@ fn providers(
         .collect()
 }
 
-/// Recipient indices by lowercased domain, in a stable order.
-fn group_by_domain(claimed: &Claimed) -> BTreeMap<String, Vec<usize>> {
+/// Recipient indices by lowercased domain, in a stable order, without the suppressed.
+fn group_by_domain(
+    claimed: &Claimed,
+    suppressed: &[Option<&'static str>],
+) -> BTreeMap<String, Vec<usize>> {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, recipient) in claimed.envelope.recipients.iter().enumerate() {
-        groups.entry(recipient.domain()).or_default().push(i);
+        if suppressed.get(i).is_none_or(Option::is_none) {
+            groups.entry(recipient.domain()).or_default().push(i);
+        }
     }
     groups
 }

@@ -5,7 +5,8 @@
 //! sharing MX hosts share a site), and keeps a pool of reusable SMTP connections per
 //! site ([`site`]) speaking through [`client`], within the limits the shaping file sets
 //! per site, provider and domain ([`shaping`]). Each recipient's outcome (delivered,
-//! deferred with backoff, bounced, expired) becomes one atomic queue resolution and one
+//! deferred with backoff, bounced, expired, or left unsent because the suppression
+//! list has it: [`suppressed`]) becomes one atomic queue resolution and one
 //! [`postroad_queue::DeliveryEvent`] ([`deliver`], [`retry`]). Routing rules can send
 //! mail through HTTP providers instead, with fallbacks ([`provider`]): SMTP sites and
 //! providers are the [`transport`]s of a message's route.
@@ -25,6 +26,7 @@ pub mod route;
 pub mod shaping;
 pub mod shared_rate;
 pub mod site;
+pub mod suppressed;
 mod tls_roots;
 pub mod transport;
 
@@ -34,3 +36,4 @@ pub use engine::{Relay, RelayError};
 pub use provider::{ProviderConfig, ProviderKind, ProviderView};
 pub use shaping::{Shaping, ShapingError};
 pub use site::SiteView;
+pub use suppressed::SuppressionList;

@@ -208,13 +208,17 @@ pub fn from_sendgrid(body: &[u8], now_ms: u64) -> Result<Mapped, String> {
             "spamreport" => (EventKind::Complained, Some("abuse".to_string())),
             "open" => (EventKind::Opened, None),
             "click" => (EventKind::Clicked, None),
+            "unsubscribe" | "group_unsubscribe" => (EventKind::Unsubscribed, None),
             _ => {
                 out.ignored += 1;
                 continue;
             }
         };
         let reply = match kind {
-            EventKind::Opened | EventKind::Clicked | EventKind::Complained => None,
+            EventKind::Opened
+            | EventKind::Clicked
+            | EventKind::Complained
+            | EventKind::Unsubscribed => None,
             _ => reply,
         };
         if rcpt.contains('@') {
@@ -499,9 +503,11 @@ mod tests {
             {"email": "dee@example.net", "event": "delivered", "sg_event_id": "e4"},
             {"email": "eve@example.net", "event": "spamreport", "sg_event_id": "e5",
              "postroad_message_id": ID},
+            {"email": "flo@example.net", "event": "group_unsubscribe", "sg_event_id": "e6",
+             "asm_group_id": 42, "postroad_message_id": ID},
         ]);
         let m = from_sendgrid(batch.to_string().as_bytes(), 0).unwrap();
-        assert_eq!((m.events.len(), m.ignored, m.unmatched), (3, 1, 1));
+        assert_eq!((m.events.len(), m.ignored, m.unmatched), (4, 1, 1));
         let b = &m.events[0];
         assert_eq!(
             (b.kind, b.reason.as_deref()),
@@ -513,6 +519,8 @@ mod tests {
         assert_eq!(m.events[1].kind, EventKind::Opened);
         assert_eq!(m.events[1].meta, Metadata::default());
         assert_eq!(m.events[2].kind, EventKind::Complained);
+        assert_eq!(m.events[3].kind, EventKind::Unsubscribed);
+        assert_eq!(m.events[3].recipient, "flo@example.net");
         assert!(from_sendgrid(b"{}", 0).is_err());
         assert!(from_sendgrid(b"[not json", 0).is_err());
     }

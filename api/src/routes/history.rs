@@ -50,7 +50,7 @@ fn read_error(e: ReadError) -> Problem {
     params(
         ("userId" = Option<u64>, Query, description = "Messages for this user of the application"),
         ("emailType" = Option<String>, Query, description = "Messages of this email type"),
-        ("status" = Option<String>, Query, description = "Recipients now in this status: queued, deferred, delivered, bounced, expired, opened, clicked, complained"),
+        ("status" = Option<String>, Query, description = "Recipients now in this status: queued, deferred, delivered, bounced, expired, opened, clicked, complained, suppressed, unsubscribed"),
         ("recipient" = Option<String>, Query, description = "Messages to this address (without regard to case)"),
         ("from" = Option<String>, Query, format = DateTime, description = "Sent at or after (RFC 3339)"),
         ("to" = Option<String>, Query, format = DateTime, description = "Sent before (RFC 3339)"),

@@ -29,6 +29,49 @@ pub struct Accepted {
     pub id: MessageId,
     /// Envelope recipients queued.
     pub recipients: usize,
+    /// Recipients on the suppression list: queued, then not sent (each gets a
+    /// `suppressed` event).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<SuppressedRecipient>,
+}
+
+/// A recipient that will not be sent to, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppressedRecipient {
+    pub address: String,
+    /// `hard-bounce`, `soft-bounce`, `complaint`, `unsubscribe` or `manual`.
+    pub reason: String,
+}
+
+/// For each of `messages`, its recipients on the suppression list: one lookup per
+/// tenant (one Redis round trip with a shared list).
+async fn suppressed(state: &AppState, messages: &[Prepared]) -> Vec<Vec<SuppressedRecipient>> {
+    let mut found = vec![Vec::new(); messages.len()];
+    let Some(list) = &state.deps.suppressions else {
+        return found;
+    };
+    let mut by_tenant: std::collections::BTreeMap<Option<&str>, Vec<(usize, &str)>> =
+        Default::default();
+    for (i, prepared) in messages.iter().enumerate() {
+        let envelope = &prepared.envelope;
+        by_tenant
+            .entry(envelope.meta.tenant.as_deref())
+            .or_default()
+            .extend(envelope.recipients.iter().map(|r| (i, r.address.as_str())));
+    }
+    for (tenant, recipients) in by_tenant {
+        let addresses: Vec<&str> = recipients.iter().map(|&(_, a)| a).collect();
+        let reasons = list.check(tenant, &addresses).await;
+        for ((i, address), reason) in recipients.into_iter().zip(reasons) {
+            if let Some(reason) = reason {
+                found[i].push(SuppressedRecipient {
+                    address: address.to_string(),
+                    reason: reason.as_str().to_string(),
+                });
+            }
+        }
+    }
+    found
 }
 
 /// One item of a batch answer.
@@ -41,6 +84,9 @@ pub struct ItemResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub id: Option<MessageId>,
+    /// Accepted recipients on the suppression list: queued, then not sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<SuppressedRecipient>,
     /// Why the item was rejected: its bad fields (pointers from the request's root).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
@@ -128,11 +174,13 @@ async fn send_one(
         submit::prepare(&value, "", &ctx, &state.templates, &prefs).await
     }
     .map_err(Refusal::into_problem)?;
+    let prepared = vec![prepared];
     let accepted = Accepted {
-        id: prepared.envelope.id,
-        recipients: prepared.envelope.recipients.len(),
+        id: prepared[0].envelope.id,
+        recipients: prepared[0].envelope.recipients.len(),
+        suppressed: suppressed(state, &prepared).await.swap_remove(0),
     };
-    state.enqueue(vec![prepared]).await?;
+    state.enqueue(prepared).await?;
     Ok(answer(StatusCode::ACCEPTED, &accepted))
 }
 
@@ -229,6 +277,7 @@ async fn send_batch(
                     index,
                     status: "accepted".into(),
                     id: Some(prepared.envelope.id),
+                    suppressed: Vec::new(),
                     errors: Vec::new(),
                 });
                 ready.push(prepared);
@@ -237,12 +286,17 @@ async fn send_batch(
                 index,
                 status: "rejected".into(),
                 id: None,
+                suppressed: Vec::new(),
                 errors,
             }),
             Err(Refusal::Problem(problem)) => return Err(problem),
         }
     }
     let accepted = ready.len();
+    let mut listed = suppressed(state, &ready).await.into_iter();
+    for result in results.iter_mut().filter(|r| r.id.is_some()) {
+        result.suppressed = listed.next().unwrap_or_default();
+    }
     if !ready.is_empty() {
         state.enqueue(ready).await?;
     }

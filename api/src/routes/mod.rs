@@ -4,5 +4,6 @@ pub mod alerts;
 pub mod history;
 pub mod intake;
 pub mod messages;
+pub mod suppressions;
 pub mod templates;
 pub mod users;

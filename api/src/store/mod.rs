@@ -1,9 +1,9 @@
 //! The API's application data: API keys, templates, idempotency records, user
-//! preferences. In SQLite (`app.sqlite` in the data directory) by default; in the
-//! history's MySQL database (its migration `0002_app_data`) when the history is on
-//! MySQL, so every API node of a cluster shares it. Written rarely (a key or template
-//! change, one row per idempotent request) and read through in-process caches on the
-//! hot path.
+//! preferences, the suppression list. In SQLite (`app.sqlite` in the data directory)
+//! by default; in the history's MySQL database (its migrations `0002_app_data` and
+//! `0005_suppressions`) when the history is on MySQL, so every node of a cluster shares
+//! it. Written rarely (a key or template change, one row per idempotent request, a
+//! suppression) and read through in-process caches on the hot path.
 //!
 //! Both backends run the same SQL text (`?` placeholders, `REPLACE INTO` for upserts,
 //! unique violations told apart by sqlx); [`on_pool!`] runs it on whichever is open.
@@ -13,6 +13,7 @@
 pub mod idempotency;
 pub mod keys;
 pub mod prefs;
+pub mod suppressions;
 pub mod templates;
 
 use std::path::Path;
@@ -30,12 +31,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/app-sqlite");
 /// The file name of the store in the data directory.
 pub const FILE_NAME: &str = "app.sqlite";
 /// The tables a MySQL database must have (created by `postroad migrate`).
-const MYSQL_TABLES: [&str; 5] = [
+const MYSQL_TABLES: [&str; 6] = [
     "api_keys",
     "templates",
     "idempotency",
     "user_prefs",
     "template_announcements",
+    "suppressions",
 ];
 /// Connections to MySQL: the store is off the hot path, a few are plenty.
 const MYSQL_CONNECTIONS: u32 = 8;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use postroad_api::{Api, ApiConfig, AppStore, Deps, MessageLimits, RedisLink};
 use postroad_queue::{MessageId, Queue, Spool, SpoolConfig};
+use postroad_webhooks::suppression::Suppressions;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,7 @@ pub struct TestApi {
     pub key: String,
     pub store: AppStore,
     pub spool: Spool,
+    pub suppressions: Arc<Suppressions>,
     pub runtime: tokio::runtime::Runtime,
     stop: CancellationToken,
     _dir: Arc<tempfile::TempDir>,
@@ -54,7 +56,7 @@ impl TestApi {
         tune(&mut config);
         let spool = Spool::open(SpoolConfig::new(spool_dir.keep())).unwrap();
         let redis = setup.redis.map(|url| RedisLink::new(&url).unwrap());
-        let (api, store, key) = runtime.block_on(async {
+        let (api, store, key, suppressions) = runtime.block_on(async {
             let store = AppStore::open_in(dir.path()).await.unwrap();
             let key = match shared_key {
                 Some(key) => key,
@@ -63,6 +65,10 @@ impl TestApi {
                     store.create_key("test", tenant).await.unwrap().0
                 }
             };
+            let suppressions =
+                Suppressions::load(Arc::new(store.clone()), redis.clone(), Default::default())
+                    .await
+                    .unwrap();
             let deps = Deps {
                 hostname: "mx.postroad.test".into(),
                 limits: MessageLimits {
@@ -77,9 +83,15 @@ impl TestApi {
                 alerts: None,
                 provider_hooks: None,
                 reports: None,
+                suppressions: Some(suppressions.clone()),
                 tls: None,
             };
-            (Api::bind(config, deps).await.unwrap(), store, key)
+            (
+                Api::bind(config, deps).await.unwrap(),
+                store,
+                key,
+                suppressions,
+            )
         });
         let addr = api.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -89,6 +101,7 @@ impl TestApi {
             key,
             store,
             spool,
+            suppressions,
             runtime,
             stop,
             _dir: dir,

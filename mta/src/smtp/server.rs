@@ -38,6 +38,8 @@ pub struct Shared {
     pub relay_waker: Option<Arc<tokio::sync::Notify>>,
     /// With `[bounces]` domains: mail for them is a report, read into events.
     pub reports: Option<Arc<postroad_webhooks::Reports>>,
+    /// With `suppression.reject_at_rcpt`: listed recipients are refused at RCPT.
+    pub refuse_listed: Option<Arc<postroad_webhooks::suppression::Suppressions>>,
 }
 
 #[derive(Debug, thiserror::Error)]

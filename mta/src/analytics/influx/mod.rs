@@ -5,7 +5,7 @@
 //!
 //! | measurement | tags | fields |
 //! |---|---|---|
-//! | `postroad_delivery` | `host`, `email_type`, `destination`, `campaign` | `queued`, `delivered`, `deferred`, `bounced`, `expired`, `opened`, `clicked`, `complained` (integers: events in the interval), `delivery_rate`, `bounce_rate`, `open_rate`, `click_rate`, `complaint_rate` (floats, when their denominator is not zero; see [`super::counts`]) |
+//! | `postroad_delivery` | `host`, `email_type`, `destination`, `campaign` | `queued`, `delivered`, `deferred`, `bounced`, `expired`, `opened`, `clicked`, `complained`, `suppressed`, `unsubscribed` (integers: events in the interval), `delivery_rate`, `bounce_rate`, `open_rate`, `click_rate`, `complaint_rate` (floats, when their denominator is not zero; see [`super::counts`]) |
 //! | `postroad_latency` | `host` | `count`, `p50`, `p95`, `p99`, `max`: seconds from acceptance to delivery of the interval's deliveries |
 //! | `postroad_queue` | `host` | `queued`, `ready`, `deferred`, `claimed`, `dead_letter`: what the queue holds at the end of the interval |
 //!
@@ -323,11 +323,11 @@ mod tests {
             [
                 "postroad_delivery,campaign=none,destination=gmail,email_type=welcome,host=mx1 \
                  queued=1i,delivered=1i,deferred=0i,bounced=0i,expired=0i,opened=0i,clicked=0i,\
-                 complained=0i,delivery_rate=1,bounce_rate=0,open_rate=0,click_rate=0,\
+                 complained=0i,suppressed=0i,unsubscribed=0i,delivery_rate=1,bounce_rate=0,open_rate=0,click_rate=0,\
                  complaint_rate=0 1000",
                 "postroad_delivery,campaign=none,destination=other,email_type=welcome,host=mx1 \
                  queued=1i,delivered=0i,deferred=0i,bounced=1i,expired=0i,opened=0i,clicked=0i,\
-                 complained=0i,delivery_rate=0,bounce_rate=1 1000",
+                 complained=0i,suppressed=0i,unsubscribed=0i,delivery_rate=0,bounce_rate=1 1000",
                 "postroad_latency,host=mx1 count=1i,p50=0.2,p95=0.2,p99=0.2,max=0.2 1000",
                 "postroad_queue,host=mx1 queued=3i,ready=2i,deferred=1i,claimed=0i,dead_letter=0i 1000",
             ]

@@ -1,6 +1,7 @@
 //! RCPT TO: the relay policy (authenticated, or a relay listener's `relay_networks`),
 //! recipient limits and DSN's NOTIFY and ORCPT. Addresses at the bounce domains are
-//! taken from anyone: they receive reports, which are never relayed.
+//! taken from anyone: they receive reports, which are never relayed. With
+//! `suppression.reject_at_rcpt`, addresses on the suppression list are refused.
 
 use postroad_queue::{Notify, Recipient};
 use smtp_proto::RcptTo;
@@ -65,6 +66,21 @@ impl Session {
             // RFC 5321 4.5.3.1.10: a temporary reply the client is expected to handle;
             // it does not count as a client error.
             return Ok(reply::TOO_MANY_RECIPIENTS);
+        }
+        if !report
+            && let Some(list) = &self.shared.refuse_listed
+            && let Some(reason) = list.check_local(None, &to.address)
+        {
+            tracing::info!(peer = %self.peer, rcpt = %printable(&to.address), reason = reason.as_str(), "suppressed recipient refused");
+            return Err(Reply::owned(
+                550,
+                Some(EnhancedCode::new(5, 7, 1)),
+                format!(
+                    "<{}>: recipient is on the suppression list ({})",
+                    printable(&to.address),
+                    reason.as_str()
+                ),
+            ));
         }
         let duplicate = tx
             .recipients
