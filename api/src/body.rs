@@ -77,3 +77,15 @@ pub fn json(headers: &HeaderMap, bytes: &[u8]) -> Result<Value, Problem> {
         ))
     })
 }
+
+/// A JSON value as `T`; what does not fit is a field error with its pointer and `code`.
+pub fn typed<T: serde::de::DeserializeOwned>(value: Value, code: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = crate::problem::pointer_of(e.path());
+        Problem::fields(vec![crate::problem::FieldError::new(
+            at,
+            code,
+            e.inner().to_string(),
+        )])
+    })
+}

@@ -11,6 +11,7 @@
 //!   [`history::HistoryReader`] the running process provides.
 //! - `/v1/suppressions`: the tenant's suppression list (list, look up, add, remove);
 //!   submissions say which recipients it holds back.
+//! - `/v1/webhooks`: the tenant's endpoints for its events, their dead letters.
 //! - `GET /v1/alerts`: the alert rules' states, through the [`alerts::AlertSource`]
 //!   the running process provides.
 //! - `/v1/openapi.json`: the OpenAPI 3.1 document.

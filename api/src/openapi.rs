@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, AlertView};
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{alerts, history, intake, messages, suppressions, templates, users};
+use crate::routes::{alerts, history, intake, messages, suppressions, templates, users, webhooks};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
     Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
@@ -92,6 +92,12 @@ impl Modify for BearerKeys {
         suppressions::get,
         suppressions::add,
         suppressions::delete,
+        webhooks::list,
+        webhooks::register,
+        webhooks::get,
+        webhooks::delete,
+        webhooks::dead_letters,
+        webhooks::redrive,
         intake::inbound,
         intake::ses,
         intake::sendgrid,
@@ -108,6 +114,13 @@ impl Modify for BearerKeys {
         suppressions::NewSuppression,
         suppressions::AddRequest,
         suppressions::Added,
+        webhooks::EndpointView,
+        webhooks::Registered,
+        webhooks::EndpointList,
+        webhooks::Registration,
+        webhooks::DeadLetterView,
+        webhooks::DeadLetterPage,
+        webhooks::Redriven,
         Definition,
         Parts,
         Template,
@@ -135,7 +148,7 @@ impl Modify for BearerKeys {
         (name = "alerts", description = "Alert rules evaluated over a sliding window of events: what fires and since when"),
         (name = "suppressions", description = "The suppression list of the key's tenant: addresses mail is not sent to (hard bounces, complaints, unsubscribes, by hand)"),
         (name = "users", description = "User preferences that template-form messages render with"),
-        (name = "webhooks", description = "Provider event webhooks (SES through SNS, SendGrid): authenticated by their signatures, recorded durably as events before the 200"),
+        (name = "webhooks", description = "The tenant's webhook endpoints: its events POSTed in signed batches (Postroad-Signature), in order, retried, then dead-lettered. Also the provider event webhooks (SES through SNS, SendGrid): authenticated by their signatures, recorded durably as events before the 200"),
     )
 )]
 pub struct ApiDoc;

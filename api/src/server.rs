@@ -22,7 +22,7 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{alerts, history, intake, messages, suppressions, templates, users};
+use crate::routes::{alerts, history, intake, messages, suppressions, templates, users, webhooks};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -134,6 +134,19 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/v1/suppressions/{address}",
             get(suppressions::get).delete(suppressions::delete),
+        )
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::register))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhooks/{id}/dead-letters",
+            get(webhooks::dead_letters),
+        )
+        .route(
+            "/v1/webhooks/{id}/dead-letters/redrive",
+            post(webhooks::redrive),
         )
         .route("/v1/templates", get(templates::list))
         .route(

@@ -46,6 +46,8 @@ pub struct Deps {
     /// The suppression list: `/v1/suppressions`, and which recipients of a message are
     /// listed (so will not be sent to); `None`: those routes answer 404.
     pub suppressions: Option<Arc<postroad_webhooks::suppression::Suppressions>>,
+    /// The tenants' webhook endpoints: `/v1/webhooks`; `None`: those routes answer 404.
+    pub webhooks: Option<Arc<postroad_webhooks::customer::CustomerHooks>>,
     /// `POST /v1/inbound` (with `[bounces]` domains); `None`: it answers 404.
     pub reports: Option<Arc<postroad_webhooks::Reports>>,
     /// The certificate for `http.tls` (required when it is on).

@@ -455,6 +455,12 @@ fn the_openapi_document_describes_every_route() {
         ("/v1/suppressions", "post"),
         ("/v1/suppressions/{address}", "get"),
         ("/v1/suppressions/{address}", "delete"),
+        ("/v1/webhooks", "get"),
+        ("/v1/webhooks", "post"),
+        ("/v1/webhooks/{id}", "get"),
+        ("/v1/webhooks/{id}", "delete"),
+        ("/v1/webhooks/{id}/dead-letters", "get"),
+        ("/v1/webhooks/{id}/dead-letters/redrive", "post"),
     ] {
         assert!(
             paths[path][method].is_object(),
@@ -477,7 +483,7 @@ fn the_openapi_document_describes_every_route() {
             "{path} needs no key"
         );
     }
-    assert_eq!(paths.len(), 13);
+    assert_eq!(paths.len(), 17);
     for schema in [
         "MessageRequest",
         "Problem",

@@ -66,6 +66,8 @@ enum Command {
     },
     /// The suppression list: `suppression list|show|add|remove|import|export`.
     Suppression(postroad::suppression_cmd::SuppressionArgs),
+    /// The tenants' webhook endpoints: `webhook list|dead ID|redrive ID`.
+    Webhook(postroad::webhook_cmd::WebhookArgs),
     /// Classify bounces and complaints: `bounce classify FILE...`.
     Bounce(postroad::bounce_cmd::BounceArgs),
     /// Check a shaping file (relay.shaping_file) and print its layers.
@@ -189,6 +191,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::suppression_cmd::run(args)),
+        Command::Webhook(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::webhook_cmd::run(args)),
         Command::CheckShaping { file } => postroad::shaping::check(&file),
         Command::Bounce(args) => postroad::bounce_cmd::run(args),
         Command::CheckConfig { config } => {

@@ -25,10 +25,12 @@ use postroad_api::{Api, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
 use postroad_relay::Relay;
+use postroad_webhooks::customer::{CustomerHooks, Dispatcher, WebhookSink};
 use postroad_webhooks::suppression::SuppressionSink;
 use postroad_webhooks::{ProviderHooks, Reports};
 
-use crate::suppression::{ForRelay, HistoryThenList};
+use crate::chain_sink::Chain;
+use crate::suppression::ForRelay;
 
 /// Which parts of Postroad this process runs (`serve --roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,13 +168,32 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         Arc::new(HistorySink::new(store.clone(), &config.history));
     // One link to Redis for the relay's shared rates, the suppression list and the API.
     let redis = config.redis.link().map_err(anyhow::Error::msg)?;
-    // Keys, templates, the suppression list: beside the history.
+    // Keys, templates, the suppression list, webhook endpoints: beside the history.
     let app_store = crate::app_store::open(&config).await?;
     let suppressions = crate::suppression::open(&config, &app_store, redis.clone()).await?;
-    let list_sink = config
-        .suppression
-        .from_events
-        .then(|| Arc::new(SuppressionSink(suppressions.clone())) as Arc<dyn EventSink>);
+    let customer_hooks = if config.webhooks.delivery.enabled {
+        Some(
+            CustomerHooks::load(
+                Arc::new(app_store.clone()),
+                config.webhooks.delivery.clone(),
+            )
+            .await
+            .context("cannot load the webhook endpoints")?,
+        )
+    } else {
+        None
+    };
+    // Where the history is written, the events also grow the suppression list and go
+    // to the tenants' webhook endpoints: one reader of the events for both (each is
+    // a cheap filter for most events, and both live in the application store).
+    let mut app_sinks: Vec<Arc<dyn EventSink>> = Vec::new();
+    if config.suppression.from_events {
+        app_sinks.push(Arc::new(SuppressionSink(suppressions.clone())));
+    }
+    if let Some(hooks) = &customer_hooks {
+        app_sinks.push(Arc::new(WebhookSink(hooks.clone())));
+    }
+    let app_sink = Chain::of("suppression+webhooks", app_sinks);
     let mut sinks: Vec<Arc<dyn EventSink>> =
         vec![Arc::new(crate::metrics::EventCounter::default())];
     let influx = start_influx(&config, &mut sinks)?;
@@ -184,7 +205,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let events_consumer = match feed {
         HistoryFeed::Outbox => {
             sinks.insert(0, history_sink.clone());
-            sinks.extend(list_sink.clone());
+            sinks.extend(app_sink.clone());
             None
         }
         HistoryFeed::EventsTopic => Some(
@@ -249,6 +270,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             provider_hooks: Some(Arc::new(provider_hooks)),
             reports: reports.clone(),
             suppressions: Some(suppressions.clone()),
+            webhooks: customer_hooks.clone(),
             tls: tls.clone().filter(|_| api_tls),
         };
         Some(bind_api(&config, deps).await?)
@@ -303,18 +325,18 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         });
     }
     if let Some(consumer) = events_consumer {
-        let sink = match list_sink {
-            Some(list) => Arc::new(HistoryThenList {
-                history: history_sink,
-                list,
-            }),
-            None => history_sink,
-        };
+        let sinks = std::iter::once(history_sink).chain(app_sink).collect();
+        let sink = Chain::of("history+", sinks).expect("the history sink");
         parts.start("history", move |stop| consumer.run(sink, stop));
     }
     {
         let list = suppressions.clone();
         parts.start("suppression", move |stop| list.run(stop));
+    }
+    if let Some(hooks) = customer_hooks.filter(|_| feed != HistoryFeed::Elsewhere) {
+        let owner = format!("{}:{}", config.server.hostname, std::process::id());
+        let dispatcher = Dispatcher::new(hooks, &owner).map_err(anyhow::Error::msg)?;
+        parts.start("webhooks", move |stop| dispatcher.run(stop));
     }
     let control = relay.as_ref().map(|relay| {
         let reloader = Arc::new(crate::shaping::Reloader {

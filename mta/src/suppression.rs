@@ -8,7 +8,6 @@ use anyhow::Context;
 use async_trait::async_trait;
 use postroad_api::AppStore;
 use postroad_api::RedisLink;
-use postroad_queue::{Batching, DeliveryEvent, EventSink, SinkError};
 use postroad_relay::SuppressionList;
 use postroad_webhooks::suppression::Suppressions;
 
@@ -43,29 +42,5 @@ impl SuppressionList for ForRelay {
             .into_iter()
             .map(|reason| reason.map(|r| r.as_str()))
             .collect()
-    }
-}
-
-/// The history's sink, then the list's, as one (for the Kafka events topic, which
-/// feeds one sink): a batch is taken once both hold it; the history takes a batch
-/// twice without harm (events have ids), the list too (entries are replaced).
-pub struct HistoryThenList {
-    pub history: Arc<dyn EventSink>,
-    pub list: Arc<dyn EventSink>,
-}
-
-#[async_trait]
-impl EventSink for HistoryThenList {
-    fn name(&self) -> &'static str {
-        "history+suppression"
-    }
-
-    fn batching(&self) -> Batching {
-        self.history.batching()
-    }
-
-    async fn write(&self, events: &[DeliveryEvent]) -> Result<(), SinkError> {
-        self.history.write(events).await?;
-        self.list.write(events).await
     }
 }

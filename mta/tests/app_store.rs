@@ -12,6 +12,8 @@ use postroad_api::AppStore;
 use postroad_api::store::idempotency::{Claim, Recorded};
 use postroad_api::store::templates::Definition;
 use postroad_history::{Backend, HistoryConfig, HistoryStore};
+use postroad_queue::EventKind;
+use postroad_webhooks::customer::{Endpoint, Pending};
 use postroad_webhooks::suppression::{Change, Entry, Reason};
 
 const DAY_MS: i64 = 86_400_000;
@@ -444,5 +446,168 @@ async fn suppressions_are_listed_per_tenant_replaced_removed_and_fed_as_changes(
             store.suppression_page("", None, 1000).await.unwrap().len(),
             448
         );
+    }
+}
+
+fn pending(endpoint: &str, event: &str) -> Pending {
+    Pending {
+        endpoint_id: endpoint.into(),
+        event_id: event.into(),
+        payload: format!(r#"{{"id":"{event}"}}"#),
+        queued_at_ms: 1_000,
+    }
+}
+
+#[tokio::test]
+async fn webhook_outboxes_keep_order_dedupe_give_up_redrive_and_lease() {
+    for (store, _guard) in stores("webhooks").await {
+        let at = store.location().to_string();
+        let endpoint = |id: &str, tenant: &str| Endpoint {
+            id: id.into(),
+            tenant: tenant.into(),
+            url: format!("https://hooks.example/{id}"),
+            secret: "whsec_x".into(),
+            events: vec![EventKind::Bounced, EventKind::Delivered],
+            description: "note".into(),
+            created_at_ms: 5,
+        };
+        store
+            .create_webhook_endpoint(&endpoint("a", "acme"))
+            .await
+            .unwrap();
+        store
+            .create_webhook_endpoint(&endpoint("b", ""))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.webhook_endpoints(Some("acme")).await.unwrap(),
+            [endpoint("a", "acme")],
+            "{at}"
+        );
+        assert_eq!(store.webhook_endpoints(None).await.unwrap().len(), 2);
+
+        // 450 events for a (more than one insert), one queued twice; 2 for b.
+        let many: Vec<Pending> = (0..450)
+            .map(|i| pending("a", &format!("e{i:03}")))
+            .collect();
+        store.enqueue_webhook_events(&many).await.unwrap();
+        store
+            .enqueue_webhook_events(&[pending("a", "e000"), pending("b", "x1"), pending("b", "x2")])
+            .await
+            .unwrap();
+        let mut waiting = store.webhook_endpoints_waiting().await.unwrap();
+        waiting.sort();
+        assert_eq!(waiting, ["a", "b"], "{at}");
+        let first = store.next_webhook_events("a", 100).await.unwrap();
+        assert_eq!(first.len(), 100);
+        assert_eq!(first[0].event_id, "e000", "{at}");
+        assert!(first.windows(2).all(|w| w[0].seq < w[1].seq), "{at}");
+        assert_eq!(first[99].event_id, "e099");
+
+        store
+            .webhook_events_delivered("a", first[99].seq)
+            .await
+            .unwrap();
+        let next = store.next_webhook_events("a", 100).await.unwrap();
+        assert_eq!(next[0].event_id, "e100", "{at}");
+        let moved = store
+            .give_up_webhook_events("a", next[9].seq, "HTTP 503: busy", 9_000)
+            .await
+            .unwrap();
+        assert_eq!(moved, 10, "{at}");
+        let dead = store.webhook_dead_letters("a", 0, 5).await.unwrap();
+        assert_eq!(dead.len(), 5);
+        assert_eq!(
+            (dead[0].event_id.as_str(), dead[0].error.as_str()),
+            ("e100", "HTTP 503: busy")
+        );
+        assert_eq!(dead[0].failed_at_ms, 9_000);
+        let rest = store
+            .webhook_dead_letters("a", dead[4].seq, 100)
+            .await
+            .unwrap();
+        assert_eq!(rest.len(), 5, "{at}");
+        let counts = store.webhook_counts().await.unwrap();
+        assert!(
+            counts.contains(&("a".to_string(), 340, 10)),
+            "{at}: {counts:?}"
+        );
+        assert!(
+            counts.contains(&("b".to_string(), 2, 0)),
+            "{at}: {counts:?}"
+        );
+
+        // Redriven: behind what is waiting, in their order, given up on no more.
+        assert_eq!(store.redrive_webhook_events("a", 20_000).await.unwrap(), 10);
+        assert!(
+            store
+                .webhook_dead_letters("a", 0, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let all = store.next_webhook_events("a", 1000).await.unwrap();
+        assert_eq!(all.len(), 350, "{at}");
+        assert_eq!(all[340].event_id, "e100", "{at}");
+        assert_eq!(all[340].queued_at_ms, 20_000);
+
+        // One owner at a time; the lease passes on when it runs out.
+        assert!(
+            store
+                .lease_webhook_endpoint("a", "n1", 100, 200)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .lease_webhook_endpoint("a", "n2", 150, 250)
+                .await
+                .unwrap(),
+            "{at}"
+        );
+        assert!(
+            store
+                .lease_webhook_endpoint("a", "n1", 150, 300)
+                .await
+                .unwrap(),
+            "{at}"
+        );
+        assert!(
+            store
+                .lease_webhook_endpoint("a", "n2", 301, 400)
+                .await
+                .unwrap(),
+            "{at}"
+        );
+        assert!(
+            !store
+                .lease_webhook_endpoint("zz", "n1", 0, 1)
+                .await
+                .unwrap()
+        );
+
+        // Deleting an endpoint takes its events and dead letters with it.
+        store
+            .give_up_webhook_events("a", all[0].seq, "gone", 1)
+            .await
+            .unwrap();
+        assert!(
+            !store.delete_webhook_endpoint("other", "a").await.unwrap(),
+            "{at}"
+        );
+        assert!(store.delete_webhook_endpoint("acme", "a").await.unwrap());
+        assert!(
+            store.next_webhook_events("a", 10).await.unwrap().is_empty(),
+            "{at}"
+        );
+        assert!(
+            store
+                .webhook_dead_letters("a", 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{at}"
+        );
+        assert_eq!(store.webhook_endpoints_waiting().await.unwrap(), ["b"]);
     }
 }

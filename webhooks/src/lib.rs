@@ -4,6 +4,7 @@
 //! mapped to the messages Postroad sent through them ([`provider_events`],
 //! [`providers`]); the suppression list those events grow ([`suppression`]).
 
+pub mod customer;
 pub mod inbound;
 pub mod provider_events;
 pub mod providers;

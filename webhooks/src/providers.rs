@@ -23,6 +23,8 @@ use crate::sns::{SnsMessage, Trust, Verifier};
 pub struct WebhooksConfig {
     pub ses: SesConfig,
     pub sendgrid: SendGridConfig,
+    /// `[webhooks.delivery]`: the tenants' own endpoints.
+    pub delivery: crate::customer::DeliveryConfig,
 }
 
 /// `[webhooks.ses]`: `POST /webhooks/ses` for an SNS topic of SES events.
@@ -77,6 +79,7 @@ impl Default for SendGridConfig {
 
 impl WebhooksConfig {
     pub fn validate(&self) -> Result<(), String> {
+        self.delivery.validate()?;
         if !self.sendgrid.public_key.is_empty() {
             PublicKey::from_base64(&self.sendgrid.public_key)
                 .map_err(|e| format!("webhooks.sendgrid.public_key: {e}"))?;

@@ -248,14 +248,7 @@ async fn send_batch(
     bytes: Bytes,
 ) -> Result<Answer, Problem> {
     let value = body::json(headers, &bytes)?;
-    let request: BatchRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let at = crate::problem::pointer_of(e.path());
-        Problem::fields(vec![FieldError::new(
-            at,
-            "invalid-type",
-            e.inner().to_string(),
-        )])
-    })?;
+    let request: BatchRequest = body::typed(value, "invalid-type")?;
     let max = state.config.max_batch;
     if request.messages.len() > max {
         let error = FieldError::new(

@@ -7,3 +7,4 @@ pub mod messages;
 pub mod suppressions;
 pub mod templates;
 pub mod users;
+pub mod webhooks;

@@ -265,14 +265,7 @@ pub async fn add(
     let list = list_of(&state)?;
     let bytes = body::read(&state, &headers, request).await?;
     let value = body::json(&headers, &bytes)?;
-    let request: AddRequest = serde_path_to_error::deserialize(value).map_err(|e| {
-        let at = crate::problem::pointer_of(e.path());
-        Problem::fields(vec![FieldError::new(
-            at,
-            "invalid-type",
-            e.inner().to_string(),
-        )])
-    })?;
+    let request: AddRequest = body::typed(value, "invalid-type")?;
     if request.suppressions.len() > MAX_ADD {
         return Err(Problem::fields(vec![FieldError::new(
             "/suppressions",

@@ -106,14 +106,7 @@ pub async fn put(
     let bytes = body::read(&state, &headers, request).await?;
     let value = body::json(&headers, &bytes)?;
     unknown_fields(&value)?;
-    let definition: Definition = serde_path_to_error::deserialize(value).map_err(|e| {
-        let at = crate::problem::pointer_of(e.path());
-        Problem::fields(vec![FieldError::new(
-            at,
-            "invalid-value",
-            e.inner().to_string(),
-        )])
-    })?;
+    let definition: Definition = body::typed(value, "invalid-value")?;
     let mut errors = Vec::new();
     if let Some(from) = &definition.from {
         crate::submit::check::named(from, "/from", &mut errors);

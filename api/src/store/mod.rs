@@ -1,8 +1,8 @@
 //! The API's application data: API keys, templates, idempotency records, user
-//! preferences, the suppression list. In SQLite (`app.sqlite` in the data directory)
-//! by default; in the history's MySQL database (its migrations `0002_app_data` and
-//! `0005_suppressions`) when the history is on MySQL, so every node of a cluster shares
-//! it. Written rarely (a key or template change, one row per idempotent request, a
+//! preferences, the suppression list, customer webhook endpoints and their outboxes.
+//! In SQLite (`app.sqlite` in the data directory) by default; in the history's MySQL
+//! database (its migrations `0002_app_data`, `0005_suppressions` and `0006_webhooks`)
+//! when the history is on MySQL, so every node of a cluster shares it. Written rarely (a key or template change, one row per idempotent request, a
 //! suppression) and read through in-process caches on the hot path.
 //!
 //! Both backends run the same SQL text (`?` placeholders, `REPLACE INTO` for upserts,
@@ -15,6 +15,7 @@ pub mod keys;
 pub mod prefs;
 pub mod suppressions;
 pub mod templates;
+pub mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,13 +32,16 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/app-sqlite");
 /// The file name of the store in the data directory.
 pub const FILE_NAME: &str = "app.sqlite";
 /// The tables a MySQL database must have (created by `postroad migrate`).
-const MYSQL_TABLES: [&str; 6] = [
+const MYSQL_TABLES: [&str; 9] = [
     "api_keys",
     "templates",
     "idempotency",
     "user_prefs",
     "template_announcements",
     "suppressions",
+    "webhook_endpoints",
+    "webhook_outbox",
+    "webhook_dead",
 ];
 /// Connections to MySQL: the store is off the hot path, a few are plenty.
 const MYSQL_CONNECTIONS: u32 = 8;

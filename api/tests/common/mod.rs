@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use postroad_api::{Api, ApiConfig, AppStore, Deps, MessageLimits, RedisLink};
 use postroad_queue::{MessageId, Queue, Spool, SpoolConfig};
+use postroad_webhooks::customer::{CustomerHooks, DeliveryConfig};
 use postroad_webhooks::suppression::Suppressions;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +85,11 @@ impl TestApi {
                 provider_hooks: None,
                 reports: None,
                 suppressions: Some(suppressions.clone()),
+                webhooks: Some(
+                    CustomerHooks::load(Arc::new(store.clone()), DeliveryConfig::default())
+                        .await
+                        .unwrap(),
+                ),
                 tls: None,
             };
             (
