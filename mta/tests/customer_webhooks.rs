@@ -8,92 +8,20 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use common::http::{api_key, curl, send_batch};
 use common::relay_env::RelayEnv;
+use common::webhook_receiver::{self, Mode, Receiver, accepted_events};
 use common::{free_port, run, wait_until};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// What the receiver does with the next requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Fail,
-    /// Answers only after the server's timeout.
-    Hang,
-    Accept,
-}
-
-#[derive(Default)]
-struct Seen {
-    /// Modes for the next requests, in order; then `Accept`.
-    script: Vec<Mode>,
-    /// Every request: its mode, batch id, signature header and body.
-    requests: Vec<(Mode, String, String, String)>,
-}
-
-type Receiver = Arc<Mutex<Seen>>;
-
-async fn receive(State(seen): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let mode = {
-        let mut seen = seen.lock().unwrap();
-        let mode = if seen.script.is_empty() {
-            Mode::Accept
-        } else {
-            seen.script.remove(0)
-        };
-        let record = (
-            mode,
-            header("postroad-batch-id"),
-            header("postroad-signature"),
-            body,
-        );
-        seen.requests.push(record);
-        mode
-    };
-    match mode {
-        Mode::Fail => StatusCode::SERVICE_UNAVAILABLE,
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            StatusCode::OK
-        }
-        Mode::Accept => StatusCode::NO_CONTENT,
-    }
-}
-
 /// A receiver on `port` of the test runtime, following `script`.
 fn start_receiver(env: &RelayEnv, port: u16, script: Vec<Mode>) -> Receiver {
-    let seen: Receiver = Arc::new(Mutex::new(Seen {
-        script,
-        ..Seen::default()
-    }));
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(seen.clone());
-    let listener = env
-        .rt
-        .block_on(tokio::net::TcpListener::bind(SocketAddr::from((
-            [127, 0, 0, 1],
-            port,
-        ))))
-        .unwrap();
-    env.rt
-        .spawn(async move { axum::serve(listener, app).await });
-    seen
+    webhook_receiver::start(&env.rt, port, script)
 }
 
 fn register(env: &RelayEnv, key: &str, url: &str, events: &[&str]) -> (String, String) {
@@ -141,21 +69,6 @@ fn signature_holds(header: &str, secret: &str, body: &str) -> bool {
         .map(|b| format!("{b:02x}"))
         .collect();
     fresh && v1 == expected
-}
-
-/// The events the receiver accepted, first delivery of each, in arrival order.
-fn accepted_events(seen: &Receiver) -> Vec<Value> {
-    let seen = seen.lock().unwrap();
-    let mut ids = HashSet::new();
-    seen.requests
-        .iter()
-        .filter(|(mode, ..)| *mode == Mode::Accept)
-        .flat_map(|(.., body)| {
-            let batch: Value = serde_json::from_str(body).unwrap();
-            batch["events"].as_array().unwrap().clone()
-        })
-        .filter(|e| ids.insert(e["id"].as_str().unwrap().to_string()))
-        .collect()
 }
 
 #[test]

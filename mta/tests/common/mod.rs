@@ -10,6 +10,7 @@ pub mod mariadb;
 pub mod moto;
 pub mod relay_env;
 pub mod sendgrid;
+pub mod webhook_receiver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
