@@ -61,6 +61,25 @@ pub struct Config {
     pub webhooks: postroad_webhooks::WebhooksConfig,
     /// `[suppression]`: addresses mail is not sent to.
     pub suppression: postroad_webhooks::suppression::SuppressionConfig,
+    /// `[log]`: how `serve` logs.
+    pub log: LogConfig,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// One line per event: for people (`text`), or one JSON object each (`json`), with the
+/// event's fields (the message `id` where there is one) at the top level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[redis]`: optional. With a URL, templates are cached in Redis for every node (and
@@ -296,6 +315,7 @@ impl Default for Config {
             bounces: Default::default(),
             webhooks: Default::default(),
             suppression: Default::default(),
+            log: Default::default(),
         }
     }
 }

@@ -103,8 +103,8 @@ fn main() -> anyhow::Result<()> {
             smarthost,
             roles,
         } => {
-            init_tracing();
             let mut config = Config::load(config.as_deref())?;
+            init_tracing(config.log.format);
             if let Some(dir) = data_dir {
                 config.set_data_dir(dir);
             }
@@ -127,8 +127,8 @@ fn main() -> anyhow::Result<()> {
         Command::Kafka {
             command: KafkaCommand::Init { config },
         } => {
-            init_tracing();
             let config = Config::load(config.as_deref())?;
+            init_tracing(config.log.format);
             config.kafka.validate().map_err(anyhow::Error::msg)?;
             let created = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -222,12 +222,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: postroad::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        postroad::config::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        postroad::config::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

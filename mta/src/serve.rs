@@ -350,11 +350,13 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         parts.start("relay", move |stop| relay.run(stop, grace));
     }
     let admin = CancellationToken::new();
+    let health = crate::admin::health::Health::new();
     let endpoint = crate::admin::start(
         &config.admin,
         &config.server.data_dir,
         admin_queue,
         control,
+        health.clone(),
         admin.clone(),
     )
     .await?;
@@ -365,8 +367,10 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     if let Some(server) = server {
         parts.start("smtp", move |stop| server.run(stop, grace));
     }
+    health.serving();
     tracing::info!(hostname = %config.server.hostname, "postroad ready");
     wait_for_signal().await;
+    health.draining();
     tracing::info!("shutting down: no new connections");
     parts.stop().await;
     store.close().await;

@@ -193,10 +193,27 @@ fn clients_get_451_while_the_broker_is_down_and_nothing_acknowledged_is_lost() {
         }
     };
     wait_acked(200);
+    let readyz = format!("{}/readyz", ingress.admin_url());
+    let ready = |url: &str| {
+        let (_, out) = common::run(
+            "curl",
+            &["-sS", "--max-time", "10", "-w", "\n%{http_code}", url],
+            None,
+        );
+        out.ends_with("\n200")
+    };
+    assert!(ready(&readyz), "not ready before the outage");
     broker(&["stop", "--port", "19092"]);
     let acked_before = acked_count();
+    let outage = Instant::now();
+    // A load balancer stops sending here: the readiness probe says why.
+    let (_, probe) = common::run("curl", &["-sS", "--max-time", "10", &readyz], None);
+    assert!(
+        probe.contains("\"ready\":false") && probe.contains("Kafka"),
+        "{probe}"
+    );
     // The outage under test: ten seconds without a broker.
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
     let refused_during = *refused.lock().unwrap();
     broker(&[
         "start",
@@ -208,6 +225,7 @@ fn clients_get_451_while_the_broker_is_down_and_nothing_acknowledged_is_lost() {
         "tansu_outage",
     ]);
     wait_acked(acked_before + 200);
+    assert!(ready(&readyz), "not ready again after the outage");
     stop.store(true, Ordering::SeqCst);
     sender.join().unwrap();
 

@@ -281,6 +281,12 @@ pub trait Queue: Send + Sync + 'static {
         None
     }
 
+    /// Whether the backend answers now (its storage, or a broker), for readiness probes;
+    /// why not. Should answer within a couple of seconds.
+    async fn check(&self) -> Result<()> {
+        self.stats().await.map(|_| ())
+    }
+
     /// Called once at start: releases claims from a previous run and counts what is held.
     async fn recover(&self) -> Result<RecoveryReport>;
 

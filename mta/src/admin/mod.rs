@@ -23,6 +23,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod health;
 pub mod server;
 mod sites;
 
@@ -141,6 +142,7 @@ pub async fn start(
     data_dir: &Path,
     queue: Arc<dyn Queue>,
     relay: Option<Arc<dyn RelayControl>>,
+    health: Arc<health::Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     config.validate().map_err(anyhow::Error::msg)?;
@@ -160,7 +162,7 @@ pub async fn start(
         tracing::info!(%address, "admin endpoint listening (token from admin.token)");
     }
     Ok(tokio::spawn(serve_admin(
-        listener, token, queue, relay, shutdown,
+        listener, token, queue, relay, health, shutdown,
     )))
 }
 

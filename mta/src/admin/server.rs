@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::health::Health;
 use super::{
     BodyEncoding, DEFAULT_LIST_LIMIT, DeadLetterDetail, DeadLetterList, ErrorBody, Flushed,
     MAX_LIST_LIMIT, MessageDetail, MessageList, ProviderList, Purged, RelayControl, Requeued,
@@ -46,9 +47,10 @@ pub async fn serve_admin(
     token: String,
     queue: Arc<dyn Queue>,
     relay: Option<Arc<dyn RelayControl>>,
+    health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
-    let app = router(token, queue, relay);
+    let app = router(token, queue, relay, health);
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
@@ -69,18 +71,23 @@ pub async fn serve_admin(
     tracing::debug!("admin endpoint stopped");
 }
 
-/// The admin API: every route, behind the token check.
+/// The admin API: the probes, and every other route behind the token check.
 pub fn router(
     token: String,
     queue: Arc<dyn Queue>,
     relay: Option<Arc<dyn RelayControl>>,
+    health: Arc<Health>,
 ) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(super::health::healthz))
+        .route("/readyz", get(super::health::readyz))
+        .with_state((health, queue.clone()));
     let state = AppState {
         queue,
         relay,
         token: token.into(),
     };
-    Router::new()
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/queue/stats", get(queue_stats))
         .route("/v1/queue/messages", get(queue_list))
@@ -95,7 +102,8 @@ pub fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .with_state(state);
+    probes.merge(guarded)
 }
 
 /// An error answer: a status and a one-line message, as `{"error": message}`.

@@ -249,6 +249,19 @@ tls = "implicit"
         }
     }
 
+    /// SIGTERM without waiting: the server drains while the test looks on.
+    pub fn terminate(&self) {
+        let child = self.child.as_ref().expect("the server runs");
+        signal(child, libc::SIGTERM);
+    }
+
+    /// The admin endpoint's address (`admin.listen` of the config).
+    pub fn admin_url(&self) -> String {
+        let config: toml::Value =
+            toml::from_str(&std::fs::read_to_string(&self.config_path).unwrap()).unwrap();
+        format!("http://{}", config["admin"]["listen"].as_str().unwrap())
+    }
+
     /// SIGHUP: reload what can be reloaded (the shaping file).
     pub fn hangup(&self) {
         let child = self.child.as_ref().expect("the server runs");

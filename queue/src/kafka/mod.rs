@@ -314,6 +314,10 @@ impl Queue for KafkaQueue {
         Ok(RecoveryReport::default())
     }
 
+    async fn check(&self) -> Result<()> {
+        self.producer.reach(Duration::from_secs(2)).await
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         let (ready, deferred, claimed) = self.shared.state().counts(unix_ms(SystemTime::now()));
         Ok(QueueStats {

@@ -55,6 +55,20 @@ impl Producer {
         })
     }
 
+    /// Asks a broker for the cluster's metadata: whether one answers within `timeout`.
+    pub async fn reach(&self, timeout: std::time::Duration) -> Result<()> {
+        let producer = self.current();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| QueueError::Unavailable(format!("no Kafka broker answers: {e}")))
+        })
+        .await
+        .map_err(|e| QueueError::Unavailable(format!("the metadata request failed: {e}")))?
+    }
+
     fn current(&self) -> Arc<FutureProducer> {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use postroad_queue::{MessageId, Recipient, Resolution, Spool, SpoolConfig};
 
 use super::client::{AdminClient, Call, StatusError};
+use super::health::Health;
 use super::*;
 
 mod setup;
@@ -44,6 +45,7 @@ impl Harness {
             token.clone(),
             queue.clone(),
             None,
+            Health::new(),
             stop.clone(),
         ));
         Harness {

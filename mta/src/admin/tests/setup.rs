@@ -2,6 +2,7 @@
 //! stopping, and what the CLI client refuses before it sends anything.
 
 use super::*;
+use crate::admin::health::Health;
 
 #[test]
 fn token_file_is_generated_private_and_reused() {
@@ -97,6 +98,7 @@ fn start_binds_logs_and_stops() {
             dir.path(),
             queue.clone(),
             None,
+            Health::new(),
             stopped.clone(),
         ))
         .unwrap_err();
@@ -112,7 +114,14 @@ fn start_binds_logs_and_stops() {
         token: String::new(),
     };
     let e = rt
-        .block_on(start(&public, dir.path(), queue.clone(), None, stopped))
+        .block_on(start(
+            &public,
+            dir.path(),
+            queue.clone(),
+            None,
+            Health::new(),
+            stopped,
+        ))
         .unwrap_err();
     assert!(e.to_string().contains("admin.token"), "{e}");
 
@@ -129,7 +138,14 @@ fn start_binds_logs_and_stops() {
     let stop = CancellationToken::new();
     let stopped = stop.clone();
     let task = rt
-        .block_on(start(&config, dir.path(), queue, None, stopped))
+        .block_on(start(
+            &config,
+            dir.path(),
+            queue,
+            None,
+            Health::new(),
+            stopped,
+        ))
         .unwrap();
     let token = std::fs::read_to_string(dir.path().join(TOKEN_FILE)).unwrap();
     let client = AdminClient::new(&format!("http://127.0.0.1:{port}/"), token.trim()).unwrap();
