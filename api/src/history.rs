@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat};
 use postroad_queue::{DeliveryEvent, EventKind, MessageId, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -181,14 +180,7 @@ impl From<&Response> for ReplyView {
     }
 }
 
-/// Unix ms as RFC 3339 UTC with milliseconds.
-pub fn rfc3339(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
-}
+pub use postroad_queue::rfc3339;
 
 fn status_schema() -> ObjectBuilder {
     ObjectBuilder::new()

@@ -164,6 +164,15 @@ impl Problem {
         problem
     }
 
+    /// `store-unavailable` (logged): `store` (`"the webhook store"`) does not answer;
+    /// try again in 5 s.
+    pub fn store_unavailable(store: &str, e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "http api: {store} unavailable");
+        Problem::new(Kind::StoreUnavailable)
+            .detail(format!("{store}: {e}"))
+            .retry_after(5)
+    }
+
     pub fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!("http api: {what}");
         Problem::new(Kind::Internal)

@@ -13,8 +13,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use postroad_webhooks::suppression::{Entry, MAX_DETAIL, Reason, Suppressions, list_address};
+use postroad_webhooks::suppression::{Entry, Field, Suppressions, entry_by_hand, list_address};
 use serde::Serialize;
+
+use postroad_queue::rfc3339;
 
 use crate::config::Config;
 use crate::text_table::with_header;
@@ -207,34 +209,23 @@ struct ImportRow {
 
 impl ImportRow {
     fn entry(self, tenant: &str, source: &str, now: u64) -> Result<Entry, String> {
-        let address = list_address(&self.address)?;
-        let reason = match self.reason.trim() {
-            "" => Reason::Manual,
-            text => Reason::parse(text).ok_or_else(|| {
-                format!(
-                    "reason {text:?}: one of hard-bounce, soft-bounce, complaint, unsubscribe, manual"
-                )
-            })?,
-        };
-        if self.detail.chars().count() > MAX_DETAIL {
-            return Err(format!("detail: at most {MAX_DETAIL} characters"));
+        fn given(text: &str) -> Option<&str> {
+            Some(text.trim()).filter(|t| !t.is_empty())
         }
-        let expires_at_ms = match self.expires_at.trim() {
-            "" => None,
-            text => {
-                let at = chrono::DateTime::parse_from_rfc3339(text)
-                    .map_err(|e| format!("expires_at {text:?}: not an RFC 3339 time ({e})"))?;
-                Some(u64::try_from(at.timestamp_millis()).map_err(|_| "expires_at before 1970")?)
-            }
-        };
-        Ok(Entry {
-            tenant: tenant.to_string(),
-            address,
-            reason,
-            source: source.into(),
-            detail: self.detail,
-            created_at_ms: now,
-            expires_at_ms,
+        entry_by_hand(
+            tenant,
+            &self.address,
+            given(&self.reason),
+            self.detail,
+            given(&self.expires_at),
+            source,
+            now,
+        )
+        .map_err(|(field, why)| match field {
+            Field::Address => why,
+            Field::Reason => format!("reason {why}"),
+            Field::Detail => format!("detail: {why}"),
+            Field::ExpiresAt => format!("expires_at {why}"),
         })
     }
 }
@@ -349,10 +340,6 @@ fn table(entries: &[Entry]) -> String {
         })
         .collect();
     with_header(["ADDRESS", "REASON", "SOURCE", "LISTED", "EXPIRES"], &rows)
-}
-
-fn rfc3339(ms: u64) -> String {
-    postroad_api::history::rfc3339(ms)
 }
 
 fn now_ms() -> u64 {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use postroad_api::AppStore;
+use postroad_queue::rfc3339;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -128,8 +129,8 @@ async fn command(store: &AppStore, command: WebhookCommand, json: bool) -> anyho
                     if json {
                         let line = serde_json::json!({
                             "seq": d.seq,
-                            "queued_at": postroad_api::history::rfc3339(d.queued_at_ms),
-                            "failed_at": postroad_api::history::rfc3339(d.failed_at_ms),
+                            "queued_at": rfc3339(d.queued_at_ms),
+                            "failed_at": rfc3339(d.failed_at_ms),
                             "error": d.error,
                             "event": event,
                         });
@@ -137,7 +138,7 @@ async fn command(store: &AppStore, command: WebhookCommand, json: bool) -> anyho
                     } else {
                         cells.push([
                             d.seq.to_string(),
-                            postroad_api::history::rfc3339(d.failed_at_ms),
+                            rfc3339(d.failed_at_ms),
                             event["type"].as_str().unwrap_or("?").to_string(),
                             event["recipient"].as_str().unwrap_or("?").to_string(),
                             d.error.clone(),

@@ -316,6 +316,15 @@ pub trait Queue: Send + Sync + 'static {
     async fn purge_dead_letter(&self, id: MessageId) -> Result<()>;
 }
 
+/// Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-12-07T09:30:00.000Z`).
+pub fn rfc3339(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// Unix milliseconds of a [`SystemTime`] (0 before the epoch).
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

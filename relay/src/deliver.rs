@@ -395,7 +395,6 @@ fn bounced_by_rule(
     }
 }
 
-/// Turns the outcomes into one queue resolution and the events.
 /// Why a recipient was not delivered, in the bounce classifier's words (the same
 /// names as for asynchronous bounces); none for a delivery.
 fn reason(kind: EventKind, response: &Response) -> Option<String> {
@@ -414,58 +413,7 @@ fn reason(kind: EventKind, response: &Response) -> Option<String> {
     }
 }
 
-/// Queues the DSNs for the `noticed` recipients (indices into the envelope, with what
-/// happened to each): one for the failures, one for the deliveries, before the
-/// resolution is recorded, so that a crash in between sends them again after the
-/// restart, never not at all.
-async fn send_notices(
-    message: &InFlight,
-    events: &[DeliveryEvent],
-    noticed: &[(usize, dsn::Action, bool)],
-    ctx: &Context,
-    now_ms: u64,
-) {
-    let envelope = &message.claimed.envelope;
-    for kind in [dsn::Action::Failed, dsn::Action::Delivered] {
-        let entries: Vec<dsn::Entry<'_>> = noticed
-            .iter()
-            .filter(|(_, action, _)| *action == kind)
-            .filter_map(|&(index, action, expired)| {
-                let recipient = &envelope.recipients[index];
-                let event = events.iter().find(|e| e.recipient == recipient.address)?;
-                Some(dsn::Entry {
-                    recipient,
-                    action,
-                    response: event.reply.as_ref()?,
-                    remote_host: event.remote_host.as_deref(),
-                    expired,
-                })
-            })
-            .collect();
-        if entries.is_empty() {
-            continue;
-        }
-        let (notice, body) = dsn::notice(
-            envelope,
-            &message.claimed.body,
-            &entries,
-            &ctx.client.helo_name,
-            now_ms,
-        );
-        let notice_id = notice.id;
-        match ctx.queue.enqueue(notice, body).await {
-            Ok(()) => {
-                metrics::counter!("postroad_dsn_sent_total").increment(1);
-                tracing::info!(id = %envelope.id, notice = %notice_id, to = %envelope.sender, recipients = entries.len(), "delivery status notification queued");
-            }
-            Err(e) => {
-                metrics::counter!("postroad_dsn_errors_total").increment(1);
-                tracing::error!(id = %envelope.id, to = %envelope.sender, "cannot queue the delivery status notification: {e}");
-            }
-        }
-    }
-}
-
+/// Turns the outcomes into one queue resolution and the events.
 async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
     let outcomes = std::mem::take(&mut *message.outcomes.lock().unwrap_or_else(|e| e.into_inner()));
     let envelope = &message.claimed.envelope;
@@ -561,7 +509,15 @@ async fn finish(message: Arc<InFlight>, ctx: Arc<Context>) {
         );
     }
     if !noticed.is_empty() {
-        send_notices(&message, &events, &noticed, &ctx, unix_ms(now)).await;
+        dsn::queue_notices(
+            &message.claimed,
+            &events,
+            &noticed,
+            ctx.queue.as_ref(),
+            &ctx.client.helo_name,
+            unix_ms(now),
+        )
+        .await;
     }
     let resolution = Resolution {
         retry: until.map(|until| {

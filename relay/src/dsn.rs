@@ -10,7 +10,9 @@
 use std::fmt::Write as _;
 
 use bytes::Bytes;
-use postroad_queue::{DsnRet, Envelope, MessageId, Recipient, Response};
+use postroad_queue::{
+    Claimed, DeliveryEvent, DsnRet, Envelope, MessageId, Queue, Recipient, Response,
+};
 
 /// Largest original returned whole; a bigger one is returned as its headers.
 pub const MAX_RETURNED: usize = 10 * 1024 * 1024;
@@ -237,6 +239,53 @@ fn rfc2822(ms: u64) -> String {
         .and_then(chrono::DateTime::from_timestamp_millis)
         .unwrap_or_default()
         .to_rfc2822()
+}
+
+/// Queues the DSNs for the `noticed` recipients of a message (indices into its envelope,
+/// with what happened to each): one for the failures, one for the deliveries, before the
+/// resolution is recorded, so that a crash in between sends them again after the
+/// restart, never not at all.
+pub async fn queue_notices(
+    claimed: &Claimed,
+    events: &[DeliveryEvent],
+    noticed: &[(usize, Action, bool)],
+    queue: &dyn Queue,
+    helo_name: &str,
+    now_ms: u64,
+) {
+    let envelope = &claimed.envelope;
+    for kind in [Action::Failed, Action::Delivered] {
+        let entries: Vec<Entry<'_>> = noticed
+            .iter()
+            .filter(|(_, action, _)| *action == kind)
+            .filter_map(|&(index, action, expired)| {
+                let recipient = &envelope.recipients[index];
+                let event = events.iter().find(|e| e.recipient == recipient.address)?;
+                Some(Entry {
+                    recipient,
+                    action,
+                    response: event.reply.as_ref()?,
+                    remote_host: event.remote_host.as_deref(),
+                    expired,
+                })
+            })
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let (notice, body) = notice(envelope, &claimed.body, &entries, helo_name, now_ms);
+        let notice_id = notice.id;
+        match queue.enqueue(notice, body).await {
+            Ok(()) => {
+                metrics::counter!("postroad_dsn_sent_total").increment(1);
+                tracing::info!(id = %envelope.id, notice = %notice_id, to = %envelope.sender, recipients = entries.len(), "delivery status notification queued");
+            }
+            Err(e) => {
+                metrics::counter!("postroad_dsn_errors_total").increment(1);
+                tracing::error!(id = %envelope.id, to = %envelope.sender, "cannot queue the delivery status notification: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -34,10 +34,7 @@ fn read_error(e: ReadError) -> Problem {
             Problem::fields(vec![FieldError::new("cursor", "invalid-value", reason)])
         }
         ReadError::Unavailable(reason) => {
-            tracing::warn!(error = %reason, "http api: history unavailable");
-            Problem::new(Kind::StoreUnavailable)
-                .detail(format!("the history database: {reason}"))
-                .retry_after(5)
+            Problem::store_unavailable("the history database", reason)
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod history;
 pub mod intake;
 pub mod messages;
+mod page;
 pub mod suppressions;
 pub mod templates;
 pub mod users;

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use postroad_webhooks::suppression::{Entry, MAX_DETAIL, Reason, Suppressions, list_address};
+use postroad_webhooks::suppression::{Entry, Field, Suppressions, entry_by_hand, list_address};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -21,9 +21,6 @@ use crate::state::AppState;
 
 /// Most entries one `POST` adds.
 pub const MAX_ADD: usize = 10_000;
-/// Entries per page unless `limit` says otherwise, and the most it may say.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 /// One entry of the list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -115,10 +112,7 @@ fn list_of(state: &AppState) -> Result<&Arc<Suppressions>, Problem> {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Problem {
-    tracing::warn!(error = %e, "http api: suppression store unavailable");
-    Problem::new(Kind::StoreUnavailable)
-        .detail(format!("the suppression store: {e}"))
-        .retry_after(5)
+    Problem::store_unavailable("the suppression store", e)
 }
 
 /// The tenant's entries in address order, a page at a time.
@@ -142,16 +136,8 @@ pub async fn list(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let list = list_of(&state)?;
-    let Query(query) = query
-        .map_err(|e| Problem::fields(vec![FieldError::new("?", "invalid-value", e.body_text())]))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::fields(vec![FieldError::new(
-            "limit",
-            "invalid-value",
-            format!("1 to {MAX_LIMIT}"),
-        )]));
-    }
+    let query = super::page::query(query)?;
+    let limit = super::page::limit(query.limit)?;
     let after = query.after.map(|a| a.to_lowercase());
     let mut entries = list
         .store()
@@ -293,40 +279,24 @@ pub async fn add(
     Ok(axum::Json(Added { added }).into_response())
 }
 
-/// The entry a request asks for, or the bad field and why.
+/// The entry a request asks for, or the bad field (its name here) and why.
 fn entry(new: NewSuppression, tenant: &str, now: u64) -> Result<Entry, (&'static str, String)> {
-    let address = list_address(&new.address).map_err(|e| ("address", e))?;
-    let reason = match new.reason.as_deref() {
-        None => Reason::Manual,
-        Some(text) => Reason::parse(text).ok_or_else(|| {
-            (
-                "reason",
-                "one of hard-bounce, soft-bounce, complaint, unsubscribe, manual".to_string(),
-            )
-        })?,
-    };
-    let detail = new.detail.unwrap_or_default();
-    if detail.chars().count() > MAX_DETAIL {
-        return Err(("detail", format!("at most {MAX_DETAIL} characters")));
-    }
-    let expires_at_ms = match new.expires_at {
-        None => None,
-        Some(at) => {
-            let at = chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| ("expiresAt", format!("an RFC 3339 time: {e}")))?;
-            Some(
-                u64::try_from(at.timestamp_millis())
-                    .map_err(|_| ("expiresAt", "after 1970".to_string()))?,
-            )
-        }
-    };
-    Ok(Entry {
-        tenant: tenant.to_string(),
-        address,
-        reason,
-        source: "api".into(),
-        detail,
-        created_at_ms: now,
-        expires_at_ms,
+    entry_by_hand(
+        tenant,
+        &new.address,
+        new.reason.as_deref(),
+        new.detail.unwrap_or_default(),
+        new.expires_at.as_deref(),
+        "api",
+        now,
+    )
+    .map_err(|(field, why)| {
+        let name = match field {
+            Field::Address => "address",
+            Field::Reason => "reason",
+            Field::Detail => "detail",
+            Field::ExpiresAt => "expiresAt",
+        };
+        (name, why)
     })
 }

@@ -31,10 +31,7 @@ fn user_id(text: &str) -> Result<u64, Problem> {
 }
 
 fn store_error(e: PrefsError) -> Problem {
-    tracing::warn!(error = %e, "user preferences store");
-    Problem::new(Kind::StoreUnavailable)
-        .detail(format!("the preferences store: {e}"))
-        .retry_after(5)
+    Problem::store_unavailable("the preferences store", e)
 }
 
 /// Replaces the user's preferences.

@@ -20,10 +20,6 @@ use crate::history::rfc3339;
 use crate::problem::{FieldError, Kind, Problem};
 use crate::state::AppState;
 
-/// Dead letters per page unless `limit` says otherwise, and the most it may say.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 /// An endpoint (never its secret, which only registration shows).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -120,10 +116,7 @@ fn hooks(state: &AppState) -> Result<&Arc<CustomerHooks>, Problem> {
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Problem {
-    tracing::warn!(error = %e, "http api: webhook store unavailable");
-    Problem::new(Kind::StoreUnavailable)
-        .detail(format!("the webhook store: {e}"))
-        .retry_after(5)
+    Problem::store_unavailable("the webhook store", e)
 }
 
 async fn view(
@@ -324,16 +317,8 @@ pub async fn dead_letters(
     query: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let hooks = hooks(&state)?;
-    let Query(query) = query
-        .map_err(|e| Problem::fields(vec![FieldError::new("?", "invalid-value", e.body_text())]))?;
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Problem::fields(vec![FieldError::new(
-            "limit",
-            "invalid-value",
-            format!("1 to {MAX_LIMIT}"),
-        )]));
-    }
+    let query = super::page::query(query)?;
+    let limit = super::page::limit(query.limit)?;
     let endpoint = own(hooks, &caller, &id).await?;
     let mut letters = hooks
         .store()

@@ -2,6 +2,7 @@
 //! as a plain SMTP client.
 #![allow(dead_code)]
 
+pub mod app_stores;
 pub mod dkim_keys;
 pub mod http;
 pub mod influxdb;

@@ -10,8 +10,7 @@
 //!  "tags":{"plan":"pro"}}
 //! ```
 
-use chrono::{DateTime, SecondsFormat};
-use postroad_queue::DeliveryEvent;
+use postroad_queue::{DeliveryEvent, rfc3339};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -84,14 +83,6 @@ pub fn to_json(event: &DeliveryEvent) -> String {
             .collect(),
     };
     serde_json::to_string(&payload).unwrap_or_default()
-}
-
-fn rfc3339(ms: u64) -> String {
-    i64::try_from(ms)
-        .ok()
-        .and_then(DateTime::from_timestamp_millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 #[cfg(test)]
