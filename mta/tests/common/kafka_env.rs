@@ -96,7 +96,6 @@ group_id = "{p}-relay"
 history_group_id = "{p}-history"
 instance_id = "{instance}"
 commit_interval_ms = 200
-session_timeout_ms = 10000
 produce_timeout_ms = 3000
 {kafka_extra}
 
@@ -139,7 +138,12 @@ partitions = 2
     /// Starts a relay worker and waits until the group gave it partitions (static
     /// members must join one at a time with some brokers).
     pub fn relay(&self, instance: &str) -> Server {
-        let server = Server::start_with(&self.config(instance, ""), &["--roles", "relay"]);
+        self.relay_with(&self.config(instance, ""))
+    }
+
+    /// Like [`KafkaEnv::relay`], with a config of the test's own.
+    pub fn relay_with(&self, config: &str) -> Server {
+        let server = Server::start_with(config, &["--roles", "relay"]);
         wait_for_assignment(&server, 1);
         server
     }

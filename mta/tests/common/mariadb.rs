@@ -120,7 +120,7 @@ impl Drop for PrivateMariadb {
 }
 
 /// A database of a test's own on the machine's MariaDB (127.0.0.1:3306, root), dropped
-/// at the end.
+/// at the end (kept when the test fails).
 pub struct MachineDatabase {
     pub name: String,
 }
@@ -168,6 +168,10 @@ impl MachineDatabase {
 
 impl Drop for MachineDatabase {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept database {} for a look at what failed", self.name);
+            return;
+        }
         let _ = Command::new("mariadb")
             .args(["--no-defaults", "-h127.0.0.1", "-P3306", "-uroot"])
             .args(["-e", &format!("DROP DATABASE IF EXISTS {}", self.name)])

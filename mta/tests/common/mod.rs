@@ -177,7 +177,11 @@ tls = "implicit"
             .arg("--config")
             .arg(&self.config_path)
             .args(&self.args)
-            .env("RUST_LOG", "info")
+            // POSTROAD_TEST_RUST_LOG: more detail from the servers when a test is studied.
+            .env(
+                "RUST_LOG",
+                std::env::var("POSTROAD_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -52,7 +52,11 @@ pub struct KafkaConfig {
     pub max_held: usize,
     /// How often resolved offsets are committed, in milliseconds. Default 500.
     pub commit_interval_ms: u64,
-    /// Consumer `session.timeout.ms` (`session_timeout_ms`). Default 10,000 ms.
+    /// Consumer `session.timeout.ms` (`session_timeout_ms`). Default 45,000 ms
+    /// (librdkafka's own): a static member restarted within it rejoins as the same
+    /// member and keeps its partitions without a rebalance, so a rolling restart moves
+    /// no partition; a crashed worker's partitions wait this long for it, or for a
+    /// rebalance without it.
     #[serde(rename = "session_timeout_ms", with = "Millis")]
     pub session_timeout: Duration,
     /// Consumer `fetch.wait.max.ms`: the longest a fetch waits for new records. Keep it
@@ -87,7 +91,7 @@ impl Default for KafkaConfig {
             max_held_per_partition: 1000,
             max_held: 10_000,
             commit_interval_ms: 500,
-            session_timeout: Duration::from_millis(10_000),
+            session_timeout: Duration::from_millis(45_000),
             fetch_wait_max_ms: 20,
             lag_interval_ms: 5000,
             publish_events: true,

@@ -5,12 +5,16 @@
 //! down: the batch waits, with backoff, and nothing further is read). Offsets are
 //! committed only after the sink has stored a batch, so a crash, a rebalance or an
 //! outage re-reads events, never skips them; the history drops replays by event id.
+//! The offsets committed are those of the records in the stored batch, never the
+//! consumer's position (which runs ahead of what the sink holds).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +38,11 @@ impl EventConsumer {
     /// the group has no committed offsets), as the static member `kafka.instance_id`:
     /// restarted under the same id, it gets its partitions back at once.
     pub fn subscribe(kafka: &KafkaConfig) -> Result<Self> {
-        let config = group_config(kafka, &kafka.history_group_id, &kafka.instance_id, &[]);
+        // Offsets are never stored behind our back: librdkafka stores the offset of each
+        // record it hands out, also those a closing consumer drains and drops, and a
+        // commit in flight would take them. Only what the sink holds is committed.
+        let own = [("enable.auto.offset.store", "false".to_string())];
+        let config = group_config(kafka, &kafka.history_group_id, &kafka.instance_id, &own);
         let consumer: StreamConsumer = config.create().map_err(|e| {
             QueueError::Config(format!("cannot create the Kafka events consumer: {e}"))
         })?;
@@ -54,12 +62,15 @@ impl EventConsumer {
         tracing::info!(topic = %self.topic, sink = sink.name(), "reading the events topic");
         loop {
             let mut events = Vec::with_capacity(max_batch);
+            // Partition → (first, last) offset read into this batch.
+            let mut read = BTreeMap::new();
             let first = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 m = self.consumer.recv() => m,
             };
             match first {
-                Ok(m) => skipped += decode(&m, &mut events),
+                Ok(m) => skipped += decode(&m, &mut events, &mut read),
                 Err(e) => {
                     tracing::warn!("cannot read the events topic: {e}");
                     // Read errors are transient (librdkafka reconnects): a short pause.
@@ -73,7 +84,7 @@ impl EventConsumer {
             let deadline = Instant::now() + batching.linger;
             while events.len() < max_batch {
                 match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                    Ok(Ok(m)) => skipped += decode(&m, &mut events),
+                    Ok(Ok(m)) => skipped += decode(&m, &mut events, &mut read),
                     Ok(Err(e)) => {
                         tracing::warn!("cannot read the events topic: {e}");
                         break;
@@ -84,8 +95,14 @@ impl EventConsumer {
             if !write(&*sink, &events, &stop).await {
                 return;
             }
-            // Every record read so far is stored: commit past all of them.
-            if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Async) {
+            tracing::debug!(events = events.len(), offsets = ?read, "events stored");
+            // The batch is stored: commit past its records, and only them.
+            let mut past = TopicPartitionList::new();
+            for (partition, (_, last)) in &read {
+                let _ =
+                    past.add_partition_offset(&self.topic, *partition, Offset::Offset(last + 1));
+            }
+            if let Err(e) = self.consumer.commit(&past, CommitMode::Async) {
                 tracing::warn!(
                     "cannot commit the events topic's offsets (they are read again): {e}"
                 );
@@ -134,8 +151,16 @@ async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
     }
 }
 
-/// Adds the record's event to `events`; 1 if it is not an event (skipped), else 0.
-fn decode(m: &BorrowedMessage<'_>, events: &mut Vec<DeliveryEvent>) -> u64 {
+/// Adds the record's event to `events` and its offset to `read`; 1 if it is not an
+/// event (skipped), else 0.
+fn decode(
+    m: &BorrowedMessage<'_>,
+    events: &mut Vec<DeliveryEvent>,
+    read: &mut BTreeMap<i32, (i64, i64)>,
+) -> u64 {
+    read.entry(m.partition())
+        .and_modify(|(_, last)| *last = m.offset())
+        .or_insert((m.offset(), m.offset()));
     match m.payload().map(serde_json::from_slice::<DeliveryEvent>) {
         Some(Ok(event)) => {
             events.push(event);
