@@ -38,12 +38,14 @@ pub mod store;
 pub mod submit;
 mod template_cache;
 mod tls_listener;
+pub mod tracking;
 
 pub use config::{ApiConfig, SesKey};
 pub use redis_link::{RedisError, RedisLink};
 pub use server::Api;
 pub use state::{Deps, MessageLimits};
 pub use store::{AppStore, StoreError};
+pub use tracking::{Tracking, TrackingConfig};
 
 /// The JSON message reader and builder, for the fuzz targets in `fuzz/` only: not an
 /// API.
@@ -69,6 +71,7 @@ pub mod fuzzing {
             max_recipients: 5,
             client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
             caller: &caller,
+            tracking: None,
         };
         let mut errors = Vec::new();
         let Some(parsed) = forms::parse(&value, "", &mut errors) else {

@@ -11,10 +11,12 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, AlertView};
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
-use crate::routes::{alerts, history, intake, messages, suppressions, templates, users, webhooks};
+use crate::routes::{
+    alerts, history, intake, messages, suppressions, templates, tracking, users, webhooks,
+};
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
-    Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm,
+    Addresses, Attachment, ExplicitForm, MetaFields, RawForm, TemplateForm, TrackingOptions,
 };
 
 /// A message in one of the three JSON forms, each with the metadata fields: told apart
@@ -51,6 +53,7 @@ impl ToSchema for MessageRequest {
             (RawForm::name(), RawForm::schema()),
             (Addresses::name(), Addresses::schema()),
             (Attachment::name(), Attachment::schema()),
+            (TrackingOptions::name(), TrackingOptions::schema()),
         ] {
             schemas.push((name.into_owned(), schema));
         }
@@ -73,7 +76,7 @@ impl Modify for BearerKeys {
 #[openapi(
     info(
         title = "Postroad HTTP API",
-        description = "Submit mail (single, batch, template, raw MIME), manage templates and the suppression list, read the delivery history and the alerts. Errors are RFC 9457 problem documents."
+        description = "Submit mail (single, batch, template, raw MIME), manage templates and the suppression list, read the delivery history and the alerts; the open, click and one-click unsubscribe links of tracked mail. Errors are RFC 9457 problem documents."
     ),
     paths(
         messages::send,
@@ -101,6 +104,10 @@ impl Modify for BearerKeys {
         intake::inbound,
         intake::ses,
         intake::sendgrid,
+        tracking::open,
+        tracking::click,
+        tracking::unsubscribe,
+        tracking::unsubscribe_page,
     ),
     components(schemas(
         MessageRequest,

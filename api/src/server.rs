@@ -22,7 +22,9 @@ use crate::compat::{self, sendgrid, ses};
 use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
-use crate::routes::{alerts, history, intake, messages, suppressions, templates, users, webhooks};
+use crate::routes::{
+    alerts, history, intake, messages, suppressions, templates, tracking, users, webhooks,
+};
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
 use crate::tls_listener::TlsListener;
@@ -168,6 +170,13 @@ pub(crate) fn router(state: AppState) -> Router {
         // Provider webhooks prove themselves by their signatures.
         .route("/webhooks/ses", post(intake::ses))
         .route("/webhooks/sendgrid", post(intake::sendgrid))
+        // Links in the mail: the token is the credential.
+        .route("/t/o/{token}", get(tracking::open))
+        .route("/t/c/{token}", get(tracking::click))
+        .route(
+            "/u/{token}",
+            get(tracking::unsubscribe_page).post(tracking::unsubscribe),
+        )
         .merge(authenticated)
         .fallback(messages::not_found)
         .method_not_allowed_fallback(messages::method_not_allowed)

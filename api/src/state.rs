@@ -50,6 +50,10 @@ pub struct Deps {
     pub webhooks: Option<Arc<postroad_webhooks::customer::CustomerHooks>>,
     /// `POST /v1/inbound` (with `[bounces]` domains); `None`: it answers 404.
     pub reports: Option<Arc<postroad_webhooks::Reports>>,
+    /// `[tracking]` with a base URL: tracked links and `List-Unsubscribe` in messages,
+    /// and the routes that answer them; `None`: messages get neither and `/t/...`,
+    /// `/u/...` answer 404.
+    pub tracking: Option<Arc<crate::tracking::Tracking>>,
     /// The certificate for `http.tls` (required when it is on).
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -86,6 +90,7 @@ impl AppState {
             max_recipients: self.deps.limits.max_recipients,
             client_ip,
             caller,
+            tracking: self.deps.tracking.as_deref(),
         }
     }
 

@@ -483,7 +483,27 @@ fn the_openapi_document_describes_every_route() {
             "{path} needs no key"
         );
     }
-    assert_eq!(paths.len(), 17);
+    // The links in tracked mail: documented, no key (the token is signed), and a
+    // token this server did not make is 404.
+    for (path, method) in [
+        ("/t/o/{token}", "get"),
+        ("/t/c/{token}", "get"),
+        ("/u/{token}", "get"),
+        ("/u/{token}", "post"),
+    ] {
+        assert!(
+            paths[path][method].is_object(),
+            "{method} {path} is not documented"
+        );
+        assert!(
+            paths[path][method]["security"].is_null(),
+            "{path} needs no key"
+        );
+        let concrete = path.replace("{token}", "AAAA");
+        let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
+        assert_eq!(reply.status, 404, "{method} {concrete}");
+    }
+    assert_eq!(paths.len(), 20);
     for schema in [
         "MessageRequest",
         "Problem",

@@ -35,5 +35,6 @@ pub mod smtp_client;
 pub mod smtp_cmd;
 pub mod stats;
 pub mod timeline;
+pub mod track_cmd;
 pub mod tracker;
 pub mod verify_cmd;

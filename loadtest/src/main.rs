@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use postroad_loadtest::{dns_cmd, e2e_cmd, history_cmd, http_cmd, sink_cmd, smtp_cmd, verify_cmd};
+use postroad_loadtest::{
+    dns_cmd, e2e_cmd, history_cmd, http_cmd, sink_cmd, smtp_cmd, track_cmd, verify_cmd,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about = "Postroad's load-test harness")]
@@ -28,6 +30,9 @@ enum Command {
     /// Fill a history database (10M rows over 12 months for 1M users by default)
     /// through the history writer, then time its queries: events/s and p50/p95/p99.
     History(Box<history_cmd::HistoryArgs>),
+    /// Load the tracking routes (open pixel, tracked link) with tokens signed by the
+    /// server's tracking key: requests/s and latency.
+    Track(Box<track_cmd::TrackArgs>),
     /// Check stored messages against their X-Loadtest-Checksum header.
     Verify(verify_cmd::VerifyArgs),
 }
@@ -42,6 +47,7 @@ async fn main() -> ExitCode {
         Command::Sink(args) => sink_cmd::run(*args).await,
         Command::Dns(args) => dns_cmd::run(*args).await,
         Command::History(args) => history_cmd::run(*args).await,
+        Command::Track(args) => track_cmd::run(*args).await,
         Command::Verify(args) => verify_cmd::run(args),
     };
     match result {

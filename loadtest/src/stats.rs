@@ -29,6 +29,11 @@ impl Latency {
         self.hist.record(us).expect("clamped into range");
     }
 
+    /// Adds another histogram's samples (one per connection, merged at the end).
+    pub fn merge(&mut self, other: &Latency) {
+        self.hist.add(&other.hist).expect("same bounds");
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let ms = |us: u64| us as f64 / 1000.0;
         let q = |q: f64| {

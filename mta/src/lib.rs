@@ -25,4 +25,5 @@ pub mod suppression;
 pub mod suppression_cmd;
 mod text_table;
 pub mod tls;
+pub mod tracking;
 pub mod webhook_cmd;

@@ -207,6 +207,7 @@ fn main() -> anyhow::Result<()> {
                 *provider = provider.redacted();
             }
             config.bounces = config.bounces.redacted();
+            config.tracking = config.tracking.redacted();
             if !config.admin.token.is_empty() {
                 config.admin.token = "(set; not shown)".into();
             }

@@ -271,6 +271,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             reports: reports.clone(),
             suppressions: Some(suppressions.clone()),
             webhooks: customer_hooks.clone(),
+            tracking: crate::tracking::open(&config.tracking, &config.server.data_dir)?,
             tls: tls.clone().filter(|_| api_tls),
         };
         Some(bind_api(&config, deps).await?)

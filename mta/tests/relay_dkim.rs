@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::{api_key, curl};
 use common::relay_env::RelayEnv;
 use common::{Client, dkim_keys, run, scripts_dir, wait_until};
 
@@ -104,4 +105,100 @@ fn an_unreadable_key_is_refused_naming_the_key() {
         out.contains("src.test") && out.contains("/nonexistent/key.pem"),
         "{out}"
     );
+}
+
+#[test]
+fn a_bulk_api_message_carries_one_click_unsubscribe_under_the_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rsa, rsa_record) = dkim_keys::key(dir.path(), false);
+    let extra = format!(
+        "[[dkim]]\ndomain = \"src.test\"\nselector = \"r2026\"\nkey_file = \"{rsa}\"\n\n\
+         [tracking]\nbase_url = \"https://t.src.test\"\n"
+    );
+    let env = RelayEnv::start("", &extra);
+    let key = api_key(&env.server, &["create", "--name", "news"]);
+    let message = serde_json::json!({
+        "from": "News <news@src.test>", "to": "ann@fast.test", "subject": "Spring sale",
+        "text": "The sale is on.", "priority": "bulk", "campaign": "spring",
+        "headers": {"Message-ID": "<bulk.1@src.test>"}});
+    let (status, answer) = curl(
+        env.server.http,
+        key.trim(),
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &message.to_string(),
+        ],
+        "/v1/messages",
+    );
+    assert_eq!(status, 202, "{answer}");
+
+    let signed = delivered(&env, "<bulk.1@src.test>");
+    let text = String::from_utf8_lossy(&signed).to_string();
+    assert!(
+        text.contains("List-Unsubscribe: <https://t.src.test/u/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+        "{text}"
+    );
+    // The signature covers both (Gmail and Yahoo check), and dkimpy verifies it.
+    let signature = text
+        .split("DKIM-Signature:")
+        .nth(1)
+        .and_then(|s| s.split("\r\n\r\n").next())
+        .unwrap()
+        .to_ascii_lowercase();
+    let signed_headers: String = signature
+        .split(';')
+        .find_map(|tag| tag.trim().strip_prefix("h="))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let names: Vec<&str> = signed_headers.split(':').collect();
+    for header in [
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "from",
+        "subject",
+    ] {
+        assert!(names.contains(&header), "{header} not signed: {names:?}");
+    }
+    let record = format!("r2026._domainkey.src.test={rsa_record}");
+    let verifier = scripts_dir().join("dkim_verify.py");
+    let (ok, out) = run(
+        "python3",
+        &[verifier.to_str().unwrap(), &record],
+        Some(&signed),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "pass d=src.test s=r2026 a=rsa-sha256", "{out}");
+    // The link answers the one-click POST of a mailbox provider.
+    let url = text
+        .split("List-Unsubscribe: <https://t.src.test")
+        .nth(1)
+        .and_then(|s| s.split('>').next())
+        .unwrap()
+        .to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["--data", "List-Unsubscribe=One-Click"])
+        .arg(format!("http://127.0.0.1:{}{url}", env.server.http))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    let (ok, out) = run(
+        common::binary(),
+        &[
+            "suppression",
+            "show",
+            "ann@fast.test",
+            "--config",
+            env.server.config_path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok && out.contains("unsubscribe"), "{out}");
 }

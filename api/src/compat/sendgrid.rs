@@ -312,6 +312,7 @@ async fn prepare(
         let mut headers = request.headers.clone();
         headers.extend(p.headers);
         let mut form = ExplicitForm {
+            tracking: Default::default(),
             from: p
                 .from
                 .as_ref()

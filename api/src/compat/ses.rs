@@ -285,6 +285,7 @@ async fn prepare(
     }
     let meta = check::meta(&fields, ctx.caller.tenant.as_deref(), "", &mut errors);
     let mut form = ExplicitForm {
+        tracking: Default::default(),
         from: request.from_email_address,
         to: listed(to_addresses),
         cc: listed(cc_addresses),

@@ -7,5 +7,6 @@ pub mod messages;
 mod page;
 pub mod suppressions;
 pub mod templates;
+pub mod tracking;
 pub mod users;
 pub mod webhooks;

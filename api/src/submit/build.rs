@@ -6,8 +6,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mail_builder::MessageBuilder;
 use mail_builder::headers::address::Address;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
-use postroad_queue::MessageId;
+use postroad_queue::{MessageId, Metadata};
 
 use super::Context;
 use super::check;
@@ -17,6 +18,54 @@ use crate::render::Rendered;
 
 /// The sender's address and the message bytes.
 pub type Built = (String, Vec<u8>);
+
+/// Tracking for a message of one recipient.
+pub struct TrackingPlan<'a> {
+    pub tracking: &'a crate::tracking::Tracking,
+    pub recipient: String,
+    pub meta: &'a Metadata,
+    pub wanted: crate::tracking::Wanted,
+}
+
+/// The HTML body (tracked as `plan` says) on `builder`, and `List-Unsubscribe` with
+/// its one-click companion; `None` (an error at `at`) when a link cannot be made.
+fn dress(
+    mut builder: MessageBuilder<'static>,
+    html: Option<&str>,
+    plan: Option<&TrackingPlan<'_>>,
+    id: MessageId,
+    sender: &str,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<MessageBuilder<'static>> {
+    let Some(plan) = plan else {
+        if let Some(html) = html {
+            builder = builder.html_body(html.to_string());
+        }
+        return Some(builder);
+    };
+    let Some(dressed) =
+        plan.tracking
+            .dress(id, sender, &plan.recipient, plan.meta, html, plan.wanted)
+    else {
+        errors.push(FieldError::new(
+            at,
+            "too-long",
+            "a field of the message is too long for a tracking link",
+        ));
+        return None;
+    };
+    if let Some(html) = dressed.html {
+        builder = builder.html_body(html);
+    }
+    if let Some(value) = dressed.list_unsubscribe {
+        builder = builder.header("List-Unsubscribe", Raw::new(value)).header(
+            "List-Unsubscribe-Post",
+            Raw::new("List-Unsubscribe=One-Click"),
+        );
+    }
+    Some(builder)
+}
 
 /// Longest subject, in characters.
 const MAX_SUBJECT: usize = 998;
@@ -183,6 +232,7 @@ impl Heading {
 pub fn explicit(
     form: &ExplicitForm,
     id: MessageId,
+    plan: Option<&TrackingPlan<'_>>,
     base: &str,
     ctx: &Context<'_>,
     errors: &mut Vec<FieldError>,
@@ -242,9 +292,15 @@ pub fn explicit(
     if let Some(text) = &form.text {
         builder = builder.text_body(text.clone());
     }
-    if let Some(html) = &form.html {
-        builder = builder.html_body(html.clone());
-    }
+    let mut builder = dress(
+        builder,
+        form.html.as_deref(),
+        plan,
+        id,
+        &address,
+        &pointer(base, "tracking"),
+        errors,
+    )?;
     for (a, content) in attachments {
         let content_type = a
             .content_type
@@ -262,6 +318,7 @@ pub fn templated(
     form: &TemplateForm,
     rendered: &Rendered,
     id: MessageId,
+    plan: Option<&TrackingPlan<'_>>,
     base: &str,
     ctx: &Context<'_>,
     errors: &mut Vec<FieldError>,
@@ -284,8 +341,14 @@ pub fn templated(
     if let Some(text) = &rendered.text {
         builder = builder.text_body(text.clone());
     }
-    if let Some(html) = &rendered.html {
-        builder = builder.html_body(html.clone());
-    }
+    let builder = dress(
+        builder,
+        rendered.html.as_deref(),
+        plan,
+        id,
+        &address,
+        &pointer(base, "tracking"),
+        errors,
+    )?;
     finish(builder, address, base, errors)
 }

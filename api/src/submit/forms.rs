@@ -60,9 +60,11 @@ pub struct TemplateForm {
     /// Extra header fields (no CR/LF; not From/To/Subject/Content-*/X-Postroad-*).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tracking: TrackingOptions,
 }
 
-const TEMPLATE_FIELDS: [&str; 7] = [
+const TEMPLATE_FIELDS: [&str; 8] = [
     "recipient",
     "templateData",
     "templateVersion",
@@ -70,7 +72,30 @@ const TEMPLATE_FIELDS: [&str; 7] = [
     "from",
     "replyTo",
     "headers",
+    "tracking",
 ];
+
+/// Tracking asked for a message (needs `[tracking] base_url`, and one recipient).
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingOptions {
+    /// An open pixel at the end of the HTML.
+    #[serde(default)]
+    pub opens: bool,
+    /// Every web link of the HTML through a tracked redirect.
+    #[serde(default)]
+    pub clicks: bool,
+    /// `List-Unsubscribe` with a one-click URL (RFC 8058); always on for `bulk`
+    /// priority.
+    #[serde(default)]
+    pub unsubscribe: bool,
+}
+
+impl TrackingOptions {
+    pub fn any(&self) -> bool {
+        self.opens || self.clicks || self.unsubscribe
+    }
+}
 
 /// One or many addresses.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -121,9 +146,11 @@ pub struct ExplicitForm {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    #[serde(default)]
+    pub tracking: TrackingOptions,
 }
 
-const EXPLICIT_FIELDS: [&str; 10] = [
+const EXPLICIT_FIELDS: [&str; 11] = [
     "from",
     "to",
     "cc",
@@ -134,6 +161,7 @@ const EXPLICIT_FIELDS: [&str; 10] = [
     "html",
     "headers",
     "attachments",
+    "tracking",
 ];
 
 /// A complete MIME message with its envelope.

@@ -28,6 +28,8 @@ pub struct Context<'a> {
     pub max_recipients: usize,
     pub client_ip: IpAddr,
     pub caller: &'a Caller,
+    /// `[tracking]`, when it has a base URL.
+    pub tracking: Option<&'a crate::tracking::Tracking>,
 }
 
 /// A message ready for the queue.
@@ -85,8 +87,10 @@ pub async fn prepare(
                 &mut errors,
             );
             let rendered = render(&form, &meta, base, ctx, templates, prefs, &mut errors).await?;
-            let message =
-                rendered.and_then(|r| build::templated(&form, &r, id, base, ctx, &mut errors));
+            let plan = tracking_plan(form.tracking, &meta, &recipients, base, ctx, &mut errors);
+            let message = rendered.and_then(|r| {
+                build::templated(&form, &r, id, plan.as_ref(), base, ctx, &mut errors)
+            });
             let sender = message.as_ref().map(|(sender, _)| sender.clone());
             let body = message.map(|(_, body)| body);
             finish(id, sender, recipients, body, meta, ctx, base, errors)
@@ -136,7 +140,8 @@ pub(crate) fn untemplated(
                 ctx,
                 &mut errors,
             );
-            let message = build::explicit(&form, id, base, ctx, &mut errors);
+            let plan = tracking_plan(form.tracking, &meta, &recipients, base, ctx, &mut errors);
+            let message = build::explicit(&form, id, plan.as_ref(), base, ctx, &mut errors);
             let sender = message.as_ref().map(|(sender, _)| sender.clone());
             let body = message.map(|(_, body)| body);
             finish(id, sender, recipients, body, meta, ctx, base, errors)
@@ -229,6 +234,63 @@ async fn render(
 }
 
 /// The envelope recipients of the address fields, checked, without repeats.
+/// The tracking a message gets: what it asks for in `tracking`, and `List-Unsubscribe`
+/// for every bulk message, when `[tracking]` has a base URL; for one recipient only (its
+/// links name it).
+fn tracking_plan<'m>(
+    options: forms::TrackingOptions,
+    meta: &'m Metadata,
+    recipients: &[Recipient],
+    base: &str,
+    ctx: &Context<'m>,
+    errors: &mut Vec<FieldError>,
+) -> Option<build::TrackingPlan<'m>> {
+    let Some(tracking) = ctx.tracking else {
+        if options.any() {
+            errors.push(FieldError::new(
+                pointer(base, "tracking"),
+                "tracking-off",
+                "this server tracks nothing: tracking.base_url is not set",
+            ));
+        }
+        return None;
+    };
+    let bulk = meta.priority == postroad_queue::metadata::Priority::Bulk;
+    let wanted = crate::tracking::Wanted {
+        opens: options.opens,
+        clicks: options.clicks,
+        unsubscribe: options.unsubscribe || bulk,
+    };
+    if !(wanted.opens || wanted.clicks || wanted.unsubscribe) {
+        return None;
+    }
+    match recipients {
+        [one] => Some(build::TrackingPlan {
+            tracking,
+            recipient: one.address.clone(),
+            meta,
+            wanted,
+        }),
+        [] => None,
+        _ => {
+            let (at, why) = if options.any() {
+                ("tracking", "tracked links name their reader")
+            } else {
+                (
+                    "priority",
+                    "a bulk message's unsubscribe link names its reader",
+                )
+            };
+            errors.push(FieldError::new(
+                pointer(base, at),
+                "one-recipient",
+                format!("{why}: send one message per recipient"),
+            ));
+            None
+        }
+    }
+}
+
 fn recipients(
     fields: &[(&str, Option<&Addresses>)],
     base: &str,

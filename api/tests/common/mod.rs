@@ -32,6 +32,8 @@ pub struct Setup {
     /// as two nodes share a database.
     pub beside: Option<(Arc<tempfile::TempDir>, String)>,
     pub tenant: Option<String>,
+    /// `[tracking]` (with a base URL), as the server's would be.
+    pub tracking: Option<Arc<postroad_api::Tracking>>,
 }
 
 impl TestApi {
@@ -40,6 +42,7 @@ impl TestApi {
     }
 
     pub fn start_with(setup: Setup, tune: impl FnOnce(&mut ApiConfig)) -> Self {
+        let tracking = setup.tracking.clone();
         let (dir, shared_key) = match setup.beside {
             Some((dir, key)) => (dir, Some(key)),
             None => (Arc::new(tempfile::tempdir().unwrap()), None),
@@ -90,6 +93,7 @@ impl TestApi {
                         .await
                         .unwrap(),
                 ),
+                tracking,
                 tls: None,
             };
             (

@@ -64,6 +64,8 @@ pub struct Config {
     pub webhooks: postroad_webhooks::WebhooksConfig,
     /// `[suppression]`: addresses mail is not sent to.
     pub suppression: postroad_webhooks::suppression::SuppressionConfig,
+    /// `[tracking]`: open and click tracking, one-click unsubscribe.
+    pub tracking: postroad_api::TrackingConfig,
     /// `[log]`: how `serve` logs.
     pub log: LogConfig,
 }
@@ -169,6 +171,7 @@ impl Default for Config {
             bounces: Default::default(),
             webhooks: Default::default(),
             suppression: Default::default(),
+            tracking: Default::default(),
             log: Default::default(),
         }
     }
@@ -254,6 +257,7 @@ impl Config {
         self.influx.validate().map_err(ConfigError::Semantic)?;
         self.alerts.validate().map_err(ConfigError::Semantic)?;
         self.bounces.validate().map_err(ConfigError::Semantic)?;
+        self.tracking.validate().map_err(ConfigError::Semantic)?;
         self.webhooks.validate().map_err(ConfigError::Semantic)?;
         self.suppression.validate().map_err(ConfigError::Semantic)?;
         self.history
