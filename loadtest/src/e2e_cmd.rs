@@ -141,6 +141,17 @@ pub struct E2eArgs {
     #[arg(long = "sink-change", value_name = "SECS:DOMAIN:FAULTS")]
     pub sink_changes: Vec<String>,
 
+    /// Record the spawned Postroad's messages per CPU-second (utime + stime from
+    /// /proc) in this rates file for `postroad plan`: its "pipeline" section, or
+    /// "ingress" with --ingress-only; other sections are kept.
+    #[arg(long, value_name = "FILE", requires = "spawn_postroad")]
+    pub rates_out: Option<PathBuf>,
+
+    /// The spawned Postroad only accepts and queues (relay.enabled = false): measures
+    /// ingress alone; nothing is delivered or waited for.
+    #[arg(long, requires = "spawn_postroad")]
+    pub ingress_only: bool,
+
     /// Write each --sink-domain domain's rate-against-its-limit chart as an SVG file
     /// of its own, DIR/rate-DOMAIN.svg.
     #[arg(long, value_name = "DIR")]
@@ -216,6 +227,7 @@ pub fn zone(mix: &DomainMix) -> Zone {
 }
 
 pub mod limits;
+mod rates;
 mod report;
 pub use report::{E2eReport, SpawnInfo};
 
@@ -227,6 +239,9 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<ExitCode> {
     }
     let report = execute(&args).await?;
     print!("{}", report.text());
+    if let Some(path) = &args.rates_out {
+        rates::write(path, &args, &report)?;
+    }
     if let Some(path) = &args.load.run.json {
         let json = serde_json::to_vec_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
@@ -308,6 +323,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
             let opts = PostroadOptions {
                 binary: binary.clone(),
                 fsync: args.fsync,
+                relay: !args.ingress_only,
                 delivery: if args.smarthost {
                     Delivery::Smarthost(sink_addr)
                 } else {
@@ -357,7 +373,8 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         }
     };
 
-    // the load
+    // the load, and the CPU time Postroad spends on it
+    let cpu_before = postroad.as_ref().and_then(PostroadProcess::cpu_secs);
     let mut load_args = args.load.clone();
     load_args.addr = target.clone();
     load_args.run.json = None;
@@ -423,7 +440,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
     let mut interrupted = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    while !tracker.drained() && drain_start.elapsed() < drain_timeout {
+    while !args.ingress_only && !tracker.drained() && drain_start.elapsed() < drain_timeout {
         if let Some(p) = postroad.as_mut()
             && let Some(status) = p.try_wait()
         {
@@ -445,6 +462,11 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
     if drained && !interrupted {
         tokio::time::sleep(settle).await;
     }
+    let postroad_cpu_secs = postroad
+        .as_ref()
+        .and_then(PostroadProcess::cpu_secs)
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
 
     // stop everything
     let spawn_info = match postroad.as_mut() {
@@ -494,7 +516,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
     let delivery_secs = rec.last_delivery_us.saturating_sub(start_us) as f64 / 1e6;
     let drain_secs = rec.last_delivery_us.saturating_sub(load_end_us) as f64 / 1e6;
     let mut problems = Vec::new();
-    if rec.lost > 0 {
+    if rec.lost > 0 && !args.ingress_only {
         problems.push(format!("{} lost", rec.lost));
     }
     if rec.duplicates > 0 {
@@ -515,7 +537,7 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
             load.rejected, load.errors
         ));
     }
-    if !drained {
+    if !drained && !args.ingress_only {
         problems.push(if interrupted {
             "interrupted while draining".to_owned()
         } else if let Some(s) = postroad_died {
@@ -574,6 +596,8 @@ pub async fn execute(args: &E2eArgs) -> anyhow::Result<E2eReport> {
         duplicate_sample: rec.duplicate_sample,
         by_domain: rec.by_domain,
         ok: problems.is_empty(),
+        ingress_only: args.ingress_only,
+        postroad_cpu_secs,
         problems,
         load,
         timeline: timeline.seconds_until(Some(rec.last_delivery_us.max(load_end_us))),

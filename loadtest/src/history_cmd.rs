@@ -11,6 +11,7 @@
 
 mod fill;
 mod queries;
+mod rates;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +59,11 @@ pub struct HistoryArgs {
     /// Drop the database (MySQL) or file (SQLite) first when it holds rows.
     #[arg(long)]
     pub fresh: bool,
+    /// After the fill, record events/s, events per CPU-second of this process and the
+    /// bytes the database holds per event as the "history" section of this rates file
+    /// (for `postroad plan --rates`; other sections are kept).
+    #[arg(long, value_name = "FILE", conflicts_with = "queries_only")]
+    pub rates_out: Option<PathBuf>,
 }
 
 pub async fn run(args: HistoryArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -88,8 +94,15 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<std::process::ExitCode> {
             !fill::holds_rows(&store).await?,
             "the database holds history already: pass --fresh to start over, or --queries-only"
         );
+        let cpu_before = crate::rates_file::own_cpu_secs();
         let report = fill::run(&store, &data, args.batch, args.writers).await?;
+        let cpu = crate::rates_file::own_cpu_secs()
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         report.print();
+        if let Some(path) = &args.rates_out {
+            rates::write(path, &config, &report, cpu).await?;
+        }
     }
     let report = queries::run(&store, &data, args.queries, args.limit).await?;
     report.print();

@@ -27,6 +27,7 @@ pub mod load_page;
 pub mod mix;
 pub mod pacer;
 pub mod postroad_proc;
+pub mod rates_file;
 pub mod run;
 pub mod schedule;
 pub mod sink;

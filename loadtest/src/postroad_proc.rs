@@ -24,6 +24,8 @@ pub enum Delivery {
 pub struct PostroadOptions {
     pub binary: PathBuf,
     pub fsync: bool,
+    /// `relay.enabled`: false for an ingress-only process (accepts and queues).
+    pub relay: bool,
     pub delivery: Delivery,
     /// Inbound connections the load will open (sizes the connection limits).
     pub connections: u32,
@@ -84,7 +86,7 @@ pub fn config_text(opts: &PostroadOptions, data_dir: &Path, ports: Ports) -> Str
         "[smtp]\nmax_connections = {}\nmax_connections_per_ip = {per_ip}\n",
         (per_ip + 100).max(2000)
     );
-    let _ = writeln!(c, "[relay]\nenabled = true\ntls = \"none\"");
+    let _ = writeln!(c, "[relay]\nenabled = {}\ntls = \"none\"", opts.relay);
     match opts.delivery {
         Delivery::Mx { dns, mx_port } => {
             let _ = writeln!(c, "nameservers = [\"{dns}\"]\nmx_port = {mx_port}");
@@ -227,6 +229,11 @@ impl PostroadProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// CPU seconds (user + system) it has used so far (Linux).
+    pub fn cpu_secs(&self) -> Option<f64> {
+        self.pid().and_then(crate::rates_file::cpu_secs)
+    }
+
     /// The exit status if it has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child
@@ -312,6 +319,7 @@ mod tests {
         let mut opts = PostroadOptions {
             binary: "postroad".into(),
             fsync: false,
+            relay: true,
             delivery: Delivery::Mx {
                 dns: "127.0.0.1:5300".parse().unwrap(),
                 mx_port: 2526,
@@ -331,6 +339,7 @@ mod tests {
         let c = config_text(&opts, Path::new("/tmp/x/data"), ports);
         let v: toml::Value = toml::from_str(&c).unwrap();
         assert_eq!(v["spool"]["fsync"].as_bool(), Some(false));
+        assert_eq!(v["relay"]["enabled"].as_bool(), Some(true));
         assert_eq!(
             v["relay"]["nameservers"][0].as_str(),
             Some("127.0.0.1:5300")

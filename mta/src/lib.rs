@@ -16,6 +16,7 @@ pub mod history_cmd;
 mod history_reader;
 pub mod metrics;
 pub mod migrate_cmd;
+pub mod plan;
 pub mod roles;
 mod secret_file;
 pub mod serve;

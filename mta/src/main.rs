@@ -70,6 +70,9 @@ enum Command {
     Webhook(postroad::webhook_cmd::WebhookArgs),
     /// Classify bounces and complaints: `bounce classify FILE...`.
     Bounce(postroad::bounce_cmd::BounceArgs),
+    /// The capacity planner: ingress nodes, relay workers, Kafka, MySQL, Redis,
+    /// InfluxDB and the monthly cost for a mail volume, from measured per-core rates.
+    Plan(Box<postroad::plan::PlanArgs>),
     /// Check a shaping file (relay.shaping_file) and print its layers.
     CheckShaping {
         /// The shaping file.
@@ -198,6 +201,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(postroad::webhook_cmd::run(args)),
         Command::CheckShaping { file } => postroad::shaping::check(&file),
         Command::Bounce(args) => postroad::bounce_cmd::run(args),
+        Command::Plan(args) => postroad::plan::run(*args),
         Command::CheckConfig { config } => {
             let mut config = Config::load(config.as_deref())?;
             postroad_dkim::Signer::load(&config.dkim)?;

@@ -72,6 +72,11 @@ pub struct E2eReport {
     /// Why the run failed; empty when it did not.
     pub problems: Vec<String>,
     pub ok: bool,
+    /// The spawned Postroad only accepted and queued (`--ingress-only`).
+    pub ingress_only: bool,
+    /// CPU seconds the spawned Postroad used from the start of the load to the end
+    /// of the drain.
+    pub postroad_cpu_secs: Option<f64>,
     /// The generator's own report (without its timeline: see `timeline`).
     pub load: Report,
     /// Per-second buckets: accepted, failed, delivered, ack and e2e p50/p99.
@@ -104,18 +109,33 @@ impl E2eReport {
             "accepted     {} of {} messages in {:.3} s: {:.1} msg/s",
             self.messages_accepted, self.messages_sent, self.load_secs, self.accepted_per_sec
         );
-        let _ = writeln!(
-            s,
-            "delivered    {} of {} deliveries in {:.3} s from the first send: {:.1}/s (drain {:.3} s after the load)",
-            self.delivered,
-            self.deliveries_expected,
-            self.delivery_secs,
-            self.delivered_per_sec,
-            self.drain_secs
-        );
-        let _ = writeln!(s, "lost         {}", self.lost);
-        for l in self.lost_sample.iter().take(5) {
-            let _ = writeln!(s, "             {l}");
+        if self.ingress_only {
+            let _ = writeln!(
+                s,
+                "delivered    nothing: ingress only (relay.enabled = false), {} queued",
+                self.deliveries_expected
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "delivered    {} of {} deliveries in {:.3} s from the first send: {:.1}/s (drain {:.3} s after the load)",
+                self.delivered,
+                self.deliveries_expected,
+                self.delivery_secs,
+                self.delivered_per_sec,
+                self.drain_secs
+            );
+            let _ = writeln!(s, "lost         {}", self.lost);
+            for l in self.lost_sample.iter().take(5) {
+                let _ = writeln!(s, "             {l}");
+            }
+        }
+        if let Some(cpu) = self.postroad_cpu_secs {
+            let _ = writeln!(
+                s,
+                "postroad cpu {cpu:.2} s (user + system, from the start of the load): {:.0} messages per CPU-second",
+                self.messages_accepted as f64 / cpu.max(1e-9)
+            );
         }
         let _ = writeln!(s, "duplicates   {}", self.duplicates);
         for l in self.duplicate_sample.iter().take(5) {
@@ -160,7 +180,9 @@ impl E2eReport {
                 let _ = writeln!(s, "limits       {line}");
             }
         }
-        if self.ok {
+        if self.ok && self.ingress_only {
+            let _ = writeln!(s, "result       OK: every message accepted");
+        } else if self.ok {
             let _ = writeln!(s, "result       OK: nothing lost, nothing duplicated");
         } else {
             let _ = writeln!(s, "result       FAILED: {}", self.problems.join("; "));
