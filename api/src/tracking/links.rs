@@ -49,7 +49,7 @@ pub fn decorate(
                 .any(|a| a.name.eq_ignore_ascii_case("data-postroad-notrack"));
             let href = attrs.iter().find(|a| a.name.eq_ignore_ascii_case("href"));
             if let (false, Some(href)) = (skip, href)
-                && let Some((from, to)) = href.value
+                && let Some((from, to, quoted)) = href.value
             {
                 let target = decode_entities(html[from..to].trim());
                 if is_web(&target)
@@ -57,9 +57,10 @@ pub fn decorate(
                 {
                     links += 1;
                     // The value with its quotes (if any) becomes "url".
-                    let (from, to) = match bytes.get(from.wrapping_sub(1)) {
-                        Some(b'"' | b'\'') if from > 0 => (from - 1, to + 1),
-                        _ => (from, to),
+                    let (from, to) = if quoted {
+                        (from - 1, to + 1)
+                    } else {
+                        (from, to)
                     };
                     out.push_str(&html[copied..from]);
                     out.push('"');
@@ -103,8 +104,9 @@ fn tag_end(bytes: &[u8], start: usize) -> Option<usize> {
 
 struct Attribute<'a> {
     name: &'a str,
-    /// Where the value is in the whole text (without its quotes).
-    value: Option<(usize, usize)>,
+    /// Where the value is in the whole text (without its quotes), and whether it is
+    /// quoted.
+    value: Option<(usize, usize, bool)>,
 }
 
 /// The attributes of a tag's inside (`text` starts at `base` in the whole text).
@@ -139,18 +141,21 @@ fn attributes(text: &str, base: usize) -> Vec<Attribute<'_>> {
             match bytes.get(j) {
                 Some(&q @ (b'"' | b'\'')) => {
                     let from = j + 1;
-                    let to = text[from..]
-                        .find(q as char)
-                        .map_or(text.len(), |e| from + e);
-                    value = Some((base + from, base + to));
-                    j = (to + 1).min(text.len());
+                    match text[from..].find(q as char) {
+                        Some(end) => {
+                            value = Some((base + from, base + from + end, true));
+                            j = from + end + 1;
+                        }
+                        // Unclosed: malformed, left alone.
+                        None => j = text.len(),
+                    }
                 }
                 Some(_) => {
                     let from = j;
                     while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b'>' {
                         j += 1;
                     }
-                    value = Some((base + from, base + j));
+                    value = Some((base + from, base + j, false));
                 }
                 None => {}
             }
@@ -276,6 +281,17 @@ mod tests {
         assert_eq!(out.links, 0);
         let out = decorate("plain text", wrap, None);
         assert_eq!(out.html, "plain text");
+    }
+
+    #[test]
+    fn a_quote_inside_an_unquoted_value_does_not_confuse_the_scanner() {
+        // Found by the fuzzer: the tag's end and the attribute's quotes disagreed.
+        let html = "<a class=x'y href=\"https://a.example\">a</a> <a href='https://b.example>b";
+        let out = decorate(html, wrap, Some("<img>"));
+        assert!(out.html.ends_with("<img>"), "{}", out.html);
+        let fuzzed = include_str!("../../../fuzz/seeds/tracking/crash-unclosed-quote.html");
+        let out = decorate(fuzzed, wrap, Some("<img>"));
+        assert!(out.html.contains("<img>"));
     }
 
     #[test]
