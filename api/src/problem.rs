@@ -173,6 +173,15 @@ impl Problem {
             .retry_after(5)
     }
 
+    /// `queue-unavailable` (logged): the queue could not make `what` (`"enqueue"`)
+    /// durable; try again in 5 s.
+    pub fn queue_unavailable(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %e, "http api: {what} failed");
+        Problem::new(Kind::QueueUnavailable)
+            .detail(e.to_string())
+            .retry_after(5)
+    }
+
     pub fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!("http api: {what}");
         Problem::new(Kind::Internal)

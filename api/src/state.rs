@@ -109,12 +109,7 @@ impl AppState {
                 .detail(format!(
                     "a message of {size} bytes is over the queue's limit of {max}"
                 ))),
-            Err(e) => {
-                tracing::warn!(error = %e, "http api: enqueue failed");
-                Err(Problem::new(Kind::QueueUnavailable)
-                    .detail(e.to_string())
-                    .retry_after(5))
-            }
+            Err(e) => Err(Problem::queue_unavailable("enqueue", e)),
         }
     }
 }

@@ -41,15 +41,8 @@ impl Default for BouncesConfig {
 const KEY_FILE: SecretFile = SecretFile {
     name: "bounce.key",
     what: "bounce (VERP) key",
-    check: check_secret,
+    check: secret_file::mac_key,
 };
-
-fn check_secret(secret: &str) -> Result<(), String> {
-    if secret.len() < 16 {
-        return Err("must be at least 16 characters long".into());
-    }
-    Ok(())
-}
 
 impl BouncesConfig {
     /// Rejects what cannot work, naming the key.
@@ -70,7 +63,7 @@ impl BouncesConfig {
             }
         }
         if !self.secret.is_empty() {
-            check_secret(&self.secret).map_err(|e| format!("bounces.secret {e}"))?;
+            secret_file::mac_key(&self.secret).map_err(|e| format!("bounces.secret {e}"))?;
         }
         Verp::new(b"0123456789abcdef", &self.local_part)
             .map(|_| ())
@@ -83,11 +76,7 @@ impl BouncesConfig {
             return Ok(None);
         }
         self.validate().map_err(anyhow::Error::msg)?;
-        let secret = if self.secret.is_empty() {
-            secret_file::load_or_create(&KEY_FILE, data_dir)?
-        } else {
-            self.secret.clone()
-        };
+        let secret = secret_file::given_or_generated(&self.secret, &KEY_FILE, data_dir)?;
         let verp = Verp::new(secret.as_bytes(), &self.local_part)?;
         Ok(ReturnPaths::new(verp, &self.domains).map(Arc::new))
     }

@@ -39,6 +39,28 @@ pub fn load_or_create(file: &SecretFile, data_dir: &Path) -> anyhow::Result<Stri
     }
 }
 
+/// The secret given in the config, or else the one in (or generated into) `file`.
+pub fn given_or_generated(
+    given: &str,
+    file: &SecretFile,
+    data_dir: &Path,
+) -> anyhow::Result<String> {
+    if given.is_empty() {
+        load_or_create(file, data_dir)
+    } else {
+        Ok(given.to_string())
+    }
+}
+
+/// The check of a key for MACs (VERP return paths, tracking links): at least 16
+/// characters.
+pub fn mac_key(secret: &str) -> Result<(), String> {
+    if secret.len() < 16 {
+        return Err("must be at least 16 characters long".into());
+    }
+    Ok(())
+}
+
 /// Reads a secret file: `None` when it does not exist.
 pub fn read(file: &SecretFile, path: &Path) -> anyhow::Result<Option<String>> {
     let text = match std::fs::read_to_string(path) {

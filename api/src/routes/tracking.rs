@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use postroad_queue::{DeliveryEvent, EventKind, unix_ms};
 use uuid::Uuid;
 
-use crate::problem::{Kind, Problem};
+use crate::problem::Problem;
 use crate::state::AppState;
 use crate::tracking::{Claims, Purpose, machine};
 
@@ -105,7 +105,8 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
     let Some(claims) = claims(&state, &token, Purpose::Unsubscribe) else {
         return not_found();
     };
-    let event = event(&claims, EventKind::Unsubscribed, None);
+    let now = unix_ms(std::time::SystemTime::now());
+    let event = event(&claims, EventKind::Unsubscribed, None, now);
     if let Some(list) = &state.deps.suppressions {
         let entry = postroad_webhooks::suppression::entry_for(&event, 0);
         if let Some(entry) = entry
@@ -187,10 +188,10 @@ async fn record(
     let sent = (claims.message.as_u128() >> 80) as u64;
     let machine = machine::is_machine(method == Method::HEAD, agent, sent, now, window);
     let reason = machine.then(|| "machine".to_string());
-    record_events(state, vec![event(claims, kind, reason)]).await
+    record_events(state, vec![event(claims, kind, reason, now)]).await
 }
 
-fn event(claims: &Claims, kind: EventKind, reason: Option<String>) -> DeliveryEvent {
+fn event(claims: &Claims, kind: EventKind, reason: Option<String>, at_ms: u64) -> DeliveryEvent {
     let domain = claims
         .recipient
         .rsplit_once('@')
@@ -203,7 +204,7 @@ fn event(claims: &Claims, kind: EventKind, reason: Option<String>) -> DeliveryEv
         sender: claims.sender.clone(),
         recipient: claims.recipient.clone(),
         domain,
-        at_ms: unix_ms(std::time::SystemTime::now()),
+        at_ms,
         attempt: 0,
         remote_host: None,
         reply: None,
@@ -214,12 +215,12 @@ fn event(claims: &Claims, kind: EventKind, reason: Option<String>) -> DeliveryEv
 }
 
 async fn record_events(state: &AppState, events: Vec<DeliveryEvent>) -> Result<(), Problem> {
-    state.deps.queue.record(events).await.map_err(|e| {
-        tracing::warn!(error = %e, "tracking: cannot record");
-        Problem::new(Kind::QueueUnavailable)
-            .detail(e.to_string())
-            .retry_after(5)
-    })
+    state
+        .deps
+        .queue
+        .record(events)
+        .await
+        .map_err(|e| Problem::queue_unavailable("recording a tracking event", e))
 }
 
 fn not_found() -> Response {
