@@ -19,6 +19,9 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Most messages in one `POST /v1/messages/batch`.
     pub max_batch: usize,
+    /// Most rows in one recipient list (`POST /v1/lists`, or a campaign with its
+    /// recipients); a list is read as a stream, so `max_body_bytes` does not apply.
+    pub max_list_rows: u64,
     /// Requests handled at once; more get `503` with `Retry-After` at once, never a
     /// queue without bound.
     pub max_concurrent_requests: usize,
@@ -97,6 +100,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 16 * 1024 * 1024,
             max_batch: 1000,
+            max_list_rows: 10_000_000,
             max_concurrent_requests: 64,
             request_timeout: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
@@ -118,6 +122,9 @@ impl ApiConfig {
             if value == 0 {
                 return Err(format!("{key} must be above 0"));
             }
+        }
+        if self.max_list_rows == 0 {
+            return Err("http.max_list_rows must be above 0".into());
         }
         if self.request_timeout.is_zero() {
             return Err("http.request_timeout_secs must be above 0".into());

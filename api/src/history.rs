@@ -24,6 +24,22 @@ pub trait HistoryReader: Send + Sync {
         tenant: Option<&str>,
         limit: u32,
     ) -> Result<Option<MessageHistory>, ReadError>;
+
+    /// Recipients of `campaign` per variant and current status.
+    async fn campaign_statuses(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<CampaignStatusCount>, ReadError>;
+}
+
+/// How many recipients of a campaign's variant are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignStatusCount {
+    pub variant: Option<String>,
+    pub status: EventKind,
+    /// An open or click by a machine (a mail privacy proxy, a link scanner).
+    pub machine: bool,
+    pub recipients: u64,
 }
 
 /// What `GET /v1/history` lists. The filters combine with AND.

@@ -22,6 +22,7 @@
 pub mod alerts;
 mod auth;
 mod body;
+pub mod campaigns;
 pub mod compat;
 mod config;
 pub mod history;

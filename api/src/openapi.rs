@@ -12,7 +12,8 @@ use crate::alerts::{AlertCondition, AlertReport, AlertSeverity, AlertState, Aler
 use crate::history::{EventView, HistoryPage, MessageHistory, RecipientView, ReplyView};
 use crate::problem::{FieldError, Problem};
 use crate::routes::{
-    alerts, history, intake, messages, suppressions, templates, tracking, users, webhooks,
+    alerts, campaigns, history, intake, messages, suppressions, templates, tracking, users,
+    webhooks,
 };
 use crate::store::templates::{Definition, Parts, Template};
 use crate::submit::forms::{
@@ -108,6 +109,12 @@ impl Modify for BearerKeys {
         tracking::click,
         tracking::unsubscribe,
         tracking::unsubscribe_page,
+        campaigns::upload_list,
+        campaigns::get_list,
+        campaigns::create,
+        campaigns::list,
+        campaigns::get,
+        campaigns::act,
     ),
     components(schemas(
         MessageRequest,
@@ -146,6 +153,15 @@ impl Modify for BearerKeys {
         Problem,
         FieldError,
         intake::Recorded,
+        crate::campaigns::spec::CampaignRequest,
+        crate::campaigns::CampaignView,
+        crate::campaigns::ListSummary,
+        crate::campaigns::Expansion,
+        crate::campaigns::Results,
+        crate::campaigns::Rates,
+        crate::store::lists::RecipientList,
+        crate::store::lists::RowError,
+        campaigns::CampaignList,
     )),
     modifiers(&BearerKeys),
     tags(
@@ -154,6 +170,7 @@ impl Modify for BearerKeys {
         (name = "history", description = "Delivery history: each recipient's status and the events behind it"),
         (name = "alerts", description = "Alert rules evaluated over a sliding window of events: what fires and since when"),
         (name = "suppressions", description = "The suppression list of the key's tenant: addresses mail is not sent to (hard bounces, complaints, unsubscribes, by hand)"),
+        (name = "campaigns", description = "Recipient lists read as a stream (CSV or NDJSON; bad rows reported by line, duplicates dropped) and campaigns that send a template to a list in batches, skipping suppressed addresses; progress, results with rates, pause, resume, cancel"),
         (name = "users", description = "User preferences that template-form messages render with"),
         (name = "webhooks", description = "The tenant's webhook endpoints: its events POSTed in signed batches (Postroad-Signature), in order, retried, then dead-lettered. Also the provider event webhooks (SES through SNS, SendGrid): authenticated by their signatures, recorded durably as events before the 200"),
     )

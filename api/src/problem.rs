@@ -25,6 +25,8 @@ pub enum Kind {
     RequestTimeout,
     QueueUnavailable,
     StoreUnavailable,
+    /// The resource is not in a state that allows it (a finished campaign paused).
+    WrongState,
     Internal,
 }
 
@@ -45,6 +47,7 @@ impl Kind {
             Kind::RequestTimeout => "request-timeout",
             Kind::QueueUnavailable => "queue-unavailable",
             Kind::StoreUnavailable => "store-unavailable",
+            Kind::WrongState => "wrong-state",
             Kind::Internal => "internal",
         }
     }
@@ -59,7 +62,7 @@ impl Kind {
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Kind::IdempotencyInProgress => StatusCode::CONFLICT,
+            Kind::IdempotencyInProgress | Kind::WrongState => StatusCode::CONFLICT,
             Kind::Overloaded | Kind::QueueUnavailable | Kind::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -84,6 +87,7 @@ impl Kind {
             Kind::RequestTimeout => "The request body did not arrive in time",
             Kind::QueueUnavailable => "The queue cannot take messages right now",
             Kind::StoreUnavailable => "A store the request needs cannot be reached right now",
+            Kind::WrongState => "Not possible in the resource's present state",
             Kind::Internal => "Internal error",
         }
     }

@@ -23,7 +23,8 @@ use crate::prefs::{Embedded, PrefStore};
 use crate::problem::{Kind, Problem};
 use crate::render::Templates;
 use crate::routes::{
-    alerts, history, intake, messages, suppressions, templates, tracking, users, webhooks,
+    alerts, campaigns, history, intake, messages, suppressions, templates, tracking, users,
+    webhooks,
 };
 use crate::state::{AppState, Deps, Inner};
 use crate::template_cache::SharedTemplates;
@@ -68,6 +69,7 @@ impl Api {
             })?;
         let state = AppState(Arc::new(Inner {
             requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            campaign_wake: Arc::default(),
             templates: Templates::new(deps.store.clone(), shared),
             prefs,
             keys,
@@ -94,6 +96,7 @@ impl Api {
             let (state, stop) = (state.clone(), stop.clone());
             tokio::spawn(async move { state.templates.watch(stop).await })
         };
+        let campaigns = tokio::spawn(crate::campaigns::expand::run(state.clone(), stop.clone()));
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stopped = stop.clone().cancelled_owned();
         let served = match self.tls {
@@ -118,6 +121,7 @@ impl Api {
         stop.cancel();
         let _ = upkeep.await;
         let _ = watch.await;
+        let _ = campaigns.await;
     }
 }
 
@@ -150,6 +154,14 @@ pub(crate) fn router(state: AppState) -> Router {
             "/v1/webhooks/{id}/dead-letters/redrive",
             post(webhooks::redrive),
         )
+        .route("/v1/lists", post(campaigns::upload_list))
+        .route("/v1/lists/{id}", get(campaigns::get_list))
+        .route(
+            "/v1/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/v1/campaigns/{id}", get(campaigns::get))
+        .route("/v1/campaigns/{id}/{action}", post(campaigns::act))
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{email_type}",

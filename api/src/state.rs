@@ -28,6 +28,11 @@ pub struct MessageLimits {
 #[derive(Clone)]
 pub struct Deps {
     pub hostname: String,
+    /// Whom this process's campaign leases name: the same after a restart where only
+    /// one process at a time can have it (a spool's data directory), so a restarted
+    /// process goes on at once; unique per process otherwise (a crashed one's lease
+    /// then runs out before another takes over).
+    pub campaign_owner: String,
     pub limits: MessageLimits,
     pub queue: Arc<dyn Queue>,
     pub store: AppStore,
@@ -68,6 +73,8 @@ pub(crate) struct Inner {
     pub ses_keys: SesKeys,
     /// Requests handled now (`http.max_concurrent_requests`).
     pub requests: Arc<Semaphore>,
+    /// Wakes the campaign expander (a campaign created or resumed).
+    pub campaign_wake: Arc<Notify>,
 }
 
 #[derive(Clone)]

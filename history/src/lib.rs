@@ -60,7 +60,7 @@ pub use postroad_queue::{
 pub use query::{Cursor, HistoryQuery, MAX_LIMIT, Page};
 pub use sink::HistorySink;
 pub use status::RecipientStatus;
-pub use store::{HistoryStore, InsertOutcome, Migrated, today};
+pub use store::{CampaignStatus, HistoryStore, InsertOutcome, Migrated, today};
 
 /// Everything that can go wrong in the history store or its writer.
 #[derive(Debug, thiserror::Error)]

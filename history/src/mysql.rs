@@ -223,6 +223,21 @@ impl MysqlHistory {
         Ok(events)
     }
 
+    /// Recipients of `campaign` per (variant, status, whether the status came from a
+    /// machine: a privacy proxy or a link scanner).
+    pub async fn campaign_statuses(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<(Option<String>, String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT variant, status, CAST(COALESCE(reason = 'machine', 0) AS SIGNED) AS machine, COUNT(*) \
+             FROM email_history WHERE campaign = ? GROUP BY variant, status, machine",
+        )
+        .bind(campaign)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn count_events(&self) -> Result<Vec<(String, i64)>> {
         Ok(
             sqlx::query_as("SELECT kind, COUNT(*) FROM email_events GROUP BY kind")

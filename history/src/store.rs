@@ -22,6 +22,16 @@ pub struct InsertOutcome {
     pub recipients: u64,
 }
 
+/// How many recipients of a campaign's variant are in one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignStatus {
+    pub variant: Option<String>,
+    pub status: EventKind,
+    /// Opened or clicked by a machine, not a person.
+    pub machine: bool,
+    pub recipients: u64,
+}
+
 /// What `postroad migrate` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
@@ -228,6 +238,27 @@ impl HistoryStore {
             }
         }
         Ok(counts)
+    }
+
+    /// Recipients of `campaign` by their current status, per variant; `machine`: the
+    /// status is an open or click by a machine (a mail privacy proxy, a link scanner).
+    pub async fn campaign_statuses(&self, campaign: &str) -> Result<Vec<CampaignStatus>> {
+        let rows = match &self.backend {
+            Inner::Sqlite(s) => s.campaign_statuses(campaign).await?,
+            Inner::Mysql(s) => s.campaign_statuses(campaign).await?,
+        };
+        rows.into_iter()
+            .map(|(variant, status, machine, n)| {
+                let status = EventKind::from_str(&status)
+                    .map_err(|reason| HistoryError::Corrupt { id: 0, reason })?;
+                Ok(CampaignStatus {
+                    variant,
+                    status,
+                    machine: machine != 0,
+                    recipients: u64::try_from(n).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// MySQL: makes sure every month up to `ahead` months after `today` has its own

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use postroad_api::history::{
-    EventView, HistoryFilter, HistoryPage, HistoryReader, MessageHistory, ReadError, RecipientView,
-    ReplyView, rfc3339,
+    CampaignStatusCount, EventView, HistoryFilter, HistoryPage, HistoryReader, MessageHistory,
+    ReadError, RecipientView, ReplyView, rfc3339,
 };
 use postroad_history::{Cursor, HistoryError, HistoryQuery, HistoryStore, RecipientStatus};
 use postroad_queue::MessageId;
@@ -42,6 +42,26 @@ impl HistoryReader for StoreReader {
             rows: page.rows.into_iter().map(view).collect(),
             next: page.next.map(|c| c.to_string()),
         })
+    }
+
+    async fn campaign_statuses(
+        &self,
+        campaign: &str,
+    ) -> Result<Vec<CampaignStatusCount>, ReadError> {
+        let rows = self
+            .0
+            .campaign_statuses(campaign)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|s| CampaignStatusCount {
+                variant: s.variant,
+                status: s.status,
+                machine: s.machine,
+                recipients: s.recipients,
+            })
+            .collect())
     }
 
     async fn message(

@@ -9,6 +9,7 @@ pub mod archive_cmd;
 pub mod auth;
 pub mod bounce_cmd;
 pub mod bounces;
+pub mod campaign_cmd;
 mod chain_sink;
 pub mod config;
 pub mod data_dir;

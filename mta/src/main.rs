@@ -64,6 +64,8 @@ enum Command {
         #[arg(long, short, env = "POSTROAD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Campaigns: `campaign list|show|pause|resume|cancel`.
+    Campaign(postroad::campaign_cmd::CampaignArgs),
     /// The suppression list: `suppression list|show|add|remove|import|export`.
     Suppression(postroad::suppression_cmd::SuppressionArgs),
     /// The tenants' webhook endpoints: `webhook list|dead ID|redrive ID`.
@@ -189,6 +191,11 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(postroad::api_key_cmd::run(args)),
+        Command::Campaign(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?
+            .block_on(postroad::campaign_cmd::run(args)),
         Command::Suppression(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

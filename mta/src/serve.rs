@@ -126,6 +126,10 @@ impl OpenQueue {
 }
 
 pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
+    // First of all: a SIGTERM that arrives while starting (a pod stopped as it comes up,
+    // or the moment the listeners answer) is kept and honoured once started, instead of
+    // killing the process with the default action.
+    let stop_signals = StopSignals::install()?;
     crate::data_dir::prepare(&config.server.data_dir)?;
     let feed = HistoryFeed::of(&config, roles)?;
 
@@ -255,8 +259,22 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = if roles.ingress && config.http.enabled {
         let provider_hooks =
             ProviderHooks::new(&config.webhooks, queue.clone()).map_err(anyhow::Error::msg)?;
+        let campaign_owner = match &backend {
+            OpenQueue::Spool(_) => format!(
+                "{}:{}",
+                config.server.hostname,
+                config.server.data_dir.display()
+            ),
+            _ => format!(
+                "{}:{}:{:08x}",
+                config.server.hostname,
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+        };
         let deps = Deps {
             hostname: config.server.hostname.clone(),
+            campaign_owner,
             limits: MessageLimits {
                 max_message_size: config.smtp.max_message_size,
                 max_recipients: config.smtp.max_recipients,
@@ -370,7 +388,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     }
     health.serving();
     tracing::info!(hostname = %config.server.hostname, "postroad ready");
-    wait_for_signal().await;
+    stop_signals.wait().await;
     health.draining();
     tracing::info!("shutting down: no new connections");
     parts.stop().await;
@@ -449,18 +467,26 @@ async fn bind_api(config: &Config, deps: Deps) -> anyhow::Result<Api> {
     Ok(api)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the start of `serve`.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot catch SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot catch SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

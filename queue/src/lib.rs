@@ -191,6 +191,16 @@ pub struct Gauge {
     pub value: f64,
 }
 
+/// A named position stored with a batch of messages (how far a campaign's expansion
+/// got), set to `value`; `previous` is what it was before (restored if the write
+/// fails after reaching the disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub name: String,
+    pub value: u64,
+    pub previous: Option<u64>,
+}
+
 /// The interface both queue backends (embedded spool, Kafka) implement.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -208,6 +218,33 @@ pub trait Queue: Send + Sync + 'static {
         for (envelope, body) in messages {
             self.enqueue(envelope, body).await?;
         }
+        Ok(())
+    }
+
+    /// Stores `messages` as [`Queue::enqueue_many`] does, and sets the named position
+    /// `checkpoint` in the same durable write where the backend can (the spool: one
+    /// transaction, so after a crash the checkpoint says exactly which messages are
+    /// stored). Backends that cannot only store the messages, and
+    /// [`Queue::checkpoint`] answers `None` there.
+    async fn enqueue_checkpointed(
+        &self,
+        messages: Vec<(Envelope, Bytes)>,
+        checkpoint: Checkpoint,
+    ) -> Result<()> {
+        let _ = checkpoint;
+        self.enqueue_many(messages).await
+    }
+
+    /// The value a checkpoint was last set to by [`Queue::enqueue_checkpointed`];
+    /// `None` if it never was, was cleared, or the backend keeps none.
+    async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Forgets a checkpoint (its work is done).
+    async fn clear_checkpoint(&self, name: &str) -> Result<()> {
+        let _ = name;
         Ok(())
     }
 

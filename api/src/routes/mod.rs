@@ -1,6 +1,7 @@
 //! The routes, by resource.
 
 pub mod alerts;
+pub mod campaigns;
 pub mod history;
 pub mod intake;
 pub mod messages;

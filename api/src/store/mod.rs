@@ -1,7 +1,9 @@
 //! The API's application data: API keys, templates, idempotency records, user
-//! preferences, the suppression list, customer webhook endpoints and their outboxes.
+//! preferences, the suppression list, customer webhook endpoints and their outboxes,
+//! recipient lists and campaigns.
 //! In SQLite (`app.sqlite` in the data directory) by default; in the history's MySQL
-//! database (its migrations `0002_app_data`, `0005_suppressions` and `0006_webhooks`)
+//! database (its migrations `0002_app_data`, `0005_suppressions`, `0006_webhooks` and
+//! `0007_campaigns`)
 //! when the history is on MySQL, so every node of a cluster shares it. Written rarely (a key or template change, one row per idempotent request, a
 //! suppression) and read through in-process caches on the hot path.
 //!
@@ -10,8 +12,10 @@
 //! Identifiers compare byte for byte on both, so on MySQL their columns have a binary
 //! collation, which sqlx reports as binary: they are read as bytes ([`text`]).
 
+pub mod campaigns;
 pub mod idempotency;
 pub mod keys;
+pub mod lists;
 pub mod prefs;
 pub mod suppressions;
 pub mod templates;
@@ -32,7 +36,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("../migrations/app-sqlite");
 /// The file name of the store in the data directory.
 pub const FILE_NAME: &str = "app.sqlite";
 /// The tables a MySQL database must have (created by `postroad migrate`).
-const MYSQL_TABLES: [&str; 9] = [
+const MYSQL_TABLES: [&str; 12] = [
     "api_keys",
     "templates",
     "idempotency",
@@ -42,6 +46,9 @@ const MYSQL_TABLES: [&str; 9] = [
     "webhook_endpoints",
     "webhook_outbox",
     "webhook_dead",
+    "recipient_lists",
+    "list_recipients",
+    "campaigns",
 ];
 /// Connections to MySQL: the store is off the hot path, a few are plenty.
 const MYSQL_CONNECTIONS: u32 = 8;

@@ -75,6 +75,7 @@ impl TestApi {
                     .unwrap();
             let deps = Deps {
                 hostname: "mx.postroad.test".into(),
+                campaign_owner: "api-tests".into(),
                 limits: MessageLimits {
                     max_message_size: 64 * 1024,
                     max_recipients: 5,

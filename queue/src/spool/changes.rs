@@ -6,8 +6,8 @@ use redb::{ReadableTable, StorageError, Table};
 
 use super::outbox::{EventLog, Outbox};
 use super::tables::{
-    BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due, decode_envelope,
-    encode_dead_letter, encode_envelope,
+    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due,
+    decode_envelope, encode_dead_letter, encode_envelope,
 };
 use super::writer::{Op, Output};
 use crate::{DeadLetter, Envelope, MessageId, QueueError, Recipient, Result};
@@ -18,6 +18,7 @@ pub(super) struct Tables<'txn> {
     envelopes: Table<'txn, u128, &'static [u8]>,
     schedule: Table<'txn, (u64, u128), ()>,
     dead_letters: Table<'txn, u128, &'static [u8]>,
+    checkpoints: Table<'txn, &'static str, u64>,
     outbox: Outbox<'txn>,
 }
 
@@ -36,6 +37,7 @@ impl<'txn> Tables<'txn> {
             envelopes: txn.open_table(ENVELOPES)?,
             schedule: txn.open_table(SCHEDULE)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
+            checkpoints: txn.open_table(CHECKPOINTS)?,
             outbox: Outbox::open(txn, events)?,
         })
     }
@@ -79,7 +81,24 @@ impl<'txn> Tables<'txn> {
             Op::Flush { now_ms } => self.flush(*now_ms),
             Op::RequeueDead { id, now_ms } => self.requeue_dead(*id, *now_ms),
             Op::PurgeDead { id } => self.purge_dead(*id),
+            Op::Checkpoint { name, value, .. } => {
+                self.set_checkpoint(name, *value)?;
+                Ok(Ok(Output::Done))
+            }
         }
+    }
+
+    /// Sets (or with `None` removes) a named position.
+    pub(super) fn set_checkpoint(
+        &mut self,
+        name: &str,
+        value: Option<u64>,
+    ) -> std::result::Result<(), StorageError> {
+        match value {
+            Some(value) => self.checkpoints.insert(name, value)?,
+            None => self.checkpoints.remove(name)?,
+        };
+        Ok(())
     }
 
     /// See [`Outbox::forget_messages`].

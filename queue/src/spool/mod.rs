@@ -63,8 +63,8 @@ use self::tables::{
 };
 use self::writer::{Msg, Op, Output};
 use crate::{
-    Claimed, DeadLetter, DeliveryEvent, Envelope, MessageId, Queue, QueueError, QueueStats,
-    RecoveryReport, Resolution, Result, unix_ms,
+    Checkpoint, Claimed, DeadLetter, DeliveryEvent, Envelope, MessageId, Queue, QueueError,
+    QueueStats, RecoveryReport, Resolution, Result, unix_ms,
 };
 
 /// File name of the database inside [`SpoolConfig::dir`].
@@ -370,6 +370,41 @@ impl Spool {
         })?
     }
 
+    /// Stores `messages` (and `mark`, a checkpoint op) in one transaction.
+    async fn enqueue_group(
+        &self,
+        messages: Vec<(Envelope, Bytes)>,
+        mark: Option<Op>,
+    ) -> Result<()> {
+        let tx = self.inner.tx.as_ref().ok_or(QueueError::ShuttingDown)?;
+        let due_ms = unix_ms(SystemTime::now());
+        let mut ops = Vec::with_capacity(messages.len() + 1);
+        let mut answers = Vec::with_capacity(messages.len() + 1);
+        let enqueues = messages.into_iter().map(|(envelope, body)| {
+            let events = outbox::Outbox::encode(&crate::queued_events(&envelope))?;
+            Ok(Op::Enqueue {
+                envelope,
+                body,
+                due_ms,
+                events,
+            })
+        });
+        for op in enqueues.chain(mark.map(Ok)) {
+            let (reply, answer) = oneshot::channel();
+            ops.push((op?, reply));
+            answers.push(answer);
+        }
+        tx.send(Msg::Group(ops))
+            .await
+            .map_err(|_| QueueError::ShuttingDown)?;
+        for answer in answers {
+            answer.await.map_err(|_| {
+                QueueError::Storage("the spool writer stopped before answering".into())
+            })??;
+        }
+        Ok(())
+    }
+
     async fn submit(&self, op: Op) -> Result<Output> {
         let tx = self.inner.tx.as_ref().ok_or(QueueError::ShuttingDown)?;
         let (reply, rx) = oneshot::channel();
@@ -429,31 +464,35 @@ impl Queue for Spool {
     }
 
     async fn enqueue_many(&self, messages: Vec<(Envelope, Bytes)>) -> Result<()> {
-        let tx = self.inner.tx.as_ref().ok_or(QueueError::ShuttingDown)?;
-        let due_ms = unix_ms(SystemTime::now());
-        let mut ops = Vec::with_capacity(messages.len());
-        let mut answers = Vec::with_capacity(messages.len());
-        for (envelope, body) in messages {
-            let events = outbox::Outbox::encode(&crate::queued_events(&envelope))?;
-            let (reply, answer) = oneshot::channel();
-            let op = Op::Enqueue {
-                envelope,
-                body,
-                due_ms,
-                events,
-            };
-            ops.push((op, reply));
-            answers.push(answer);
-        }
-        tx.send(Msg::Group(ops))
-            .await
-            .map_err(|_| QueueError::ShuttingDown)?;
-        for answer in answers {
-            answer.await.map_err(|_| {
-                QueueError::Storage("the spool writer stopped before answering".into())
-            })??;
-        }
-        Ok(())
+        self.enqueue_group(messages, None).await
+    }
+
+    async fn enqueue_checkpointed(
+        &self,
+        messages: Vec<(Envelope, Bytes)>,
+        checkpoint: Checkpoint,
+    ) -> Result<()> {
+        let mark = Op::Checkpoint {
+            name: checkpoint.name,
+            value: Some(checkpoint.value),
+            previous: checkpoint.previous,
+        };
+        self.enqueue_group(messages, Some(mark)).await
+    }
+
+    async fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        let name = name.to_string();
+        self.read(move |shared| shared.checkpoint(&name)).await
+    }
+
+    async fn clear_checkpoint(&self, name: &str) -> Result<()> {
+        self.submit(Op::Checkpoint {
+            name: name.to_string(),
+            value: None,
+            previous: None,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>> {

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use redb::{Database, ReadTransaction, ReadableTableMetadata};
 
 use super::Shared;
-use super::tables::{BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_envelope, storage};
+use super::tables::{
+    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_envelope, storage,
+};
 use crate::{Claimed, Envelope, MessageId, QueueError, QueueStats, RecoveryReport, Result};
 
 /// The readers' database handle.
@@ -42,6 +44,17 @@ impl Shared {
             DbSlot::Recovering(reason),
         );
         drop(old); // outside the lock
+    }
+
+    /// A named position set with messages; `None` if never set (nor the table made).
+    pub(crate) fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
+        let txn = begin_read(self)?;
+        let table = match txn.open_table(CHECKPOINTS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        Ok(table.get(name).map_err(storage)?.map(|v| v.value()))
     }
 
     pub(crate) fn set_open(&self, db: Arc<Database>) {

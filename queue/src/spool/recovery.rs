@@ -11,8 +11,8 @@
 //! 3. waits with a backoff (100 ms doubling to 2 s), answering what arrives meanwhile the
 //!    same way, and reopens the file (redb repairs it on open) until that works;
 //! 4. commits, before anything else, one durable transaction that removes whatever a
-//!    refused enqueue left in the file (a commit can fail after its data got there) and
-//!    re-applies the parked resolves, then hands the new handle to the readers and
+//!    refused enqueue left in the file (a commit can fail after its data got there),
+//!    puts back the checkpoints a refused batch set, and re-applies the parked resolves, then hands the new handle to the readers and
 //!    answers the parked waiters.
 //!
 //! Re-applying a resolve is idempotent: one whose first commit did reach the file finds
@@ -57,6 +57,9 @@ pub(super) struct Pending {
     /// Messages whose enqueue was refused but whose failed commit may have reached the
     /// file; removed by the first transaction after reopening.
     refused: Vec<u128>,
+    /// Checkpoints set by a refused batch whose failed commit may have reached the
+    /// file, with the values to restore (the messages they count are removed).
+    checkpoints: Vec<(String, Option<u64>)>,
     /// Resolves not yet committed, with their waiters.
     parked: Batch,
 }
@@ -106,6 +109,12 @@ impl Writer {
                 Op::Enqueue { envelope, .. } => {
                     if matches!(outcomes.get(i), Some(Ok(Output::Done))) {
                         self.pending.refused.push(envelope.id.as_u128());
+                    }
+                    let _ = reply.send(Err(clone_error(&error)));
+                }
+                Op::Checkpoint { name, previous, .. } => {
+                    if outcomes.get(i).is_some() {
+                        self.pending.checkpoints.push((name.clone(), *previous));
                     }
                     let _ = reply.send(Err(clone_error(&error)));
                 }
@@ -269,6 +278,11 @@ impl Writer {
                     removed += 1;
                 }
             }
+            for (name, previous) in &self.pending.checkpoints {
+                tables
+                    .set_checkpoint(name, *previous)
+                    .map_err(Failure::new)?;
+            }
             if removed > 0 {
                 // Their queued events reached the file with them.
                 tables
@@ -295,6 +309,7 @@ impl Writer {
             );
         }
         self.pending.refused.clear();
+        self.pending.checkpoints.clear();
         let parked = std::mem::take(&mut self.pending.parked);
         if !parked.is_empty() {
             tracing::info!(

@@ -292,3 +292,47 @@ async fn shutdown_while_storage_is_broken_fails_parked_resolves_and_finishes() {
     let ids: Vec<MessageId> = claimed.iter().map(|c| c.envelope.id).collect();
     assert_eq!(ids, vec![env.id]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_whose_commit_reached_the_file_leaves_its_checkpoint_as_it_was() {
+    let dir = TempDir::new().unwrap();
+    let faults = Arc::new(Faults::default());
+    let spool = open_faulty(dir.path(), &faults);
+    let mark = |value, previous| crate::Checkpoint {
+        name: "campaign:c1".into(),
+        value,
+        previous,
+    };
+    let first = envelope(&["a@example.net"]);
+    spool
+        .enqueue_checkpointed(
+            vec![(first.clone(), Bytes::from_static(b"1"))],
+            mark(1000, None),
+        )
+        .await
+        .unwrap();
+
+    faults.sync.store(true, Ordering::SeqCst);
+    let refused = envelope(&["b@example.net"]);
+    let batch = vec![(refused.clone(), Bytes::from_static(b"2"))];
+    let r = spool
+        .enqueue_checkpointed(batch, mark(2000, Some(1000)))
+        .await;
+    assert!(matches!(r, Err(QueueError::Storage(_))), "{r:?}");
+    faults.sync.store(false, Ordering::SeqCst);
+
+    // Reads fail until the writer has reopened the file and settled what was refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let at = loop {
+        match spool.checkpoint("campaign:c1").await {
+            Ok(at) => break at,
+            Err(_) => {
+                assert!(Instant::now() < deadline, "the spool never recovered");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert_eq!(at, Some(1000), "the refused batch's checkpoint stayed");
+    assert!(spool.get(refused.id).await.unwrap().is_none());
+    assert!(spool.get(first.id).await.unwrap().is_some());
+}

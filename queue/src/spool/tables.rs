@@ -6,6 +6,7 @@
 //! | `envelopes` | message id | `[version][due_ms: u64 BE][postcard Envelope]` |
 //! | `schedule` | `(due_ms, id)` | `()` |
 //! | `dead_letters` | message id | `[version][postcard DeadLetter]` |
+//! | `checkpoints` | name | a position ([`crate::Checkpoint`]), set with messages |
 //!
 //! Invariant (kept by doing every change in one write transaction): a message is queued
 //! iff it has an `envelopes` record, a `bodies` record and exactly one `schedule` key,
@@ -20,6 +21,7 @@ pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bo
 pub(crate) const ENVELOPES: TableDefinition<u128, &[u8]> = TableDefinition::new("envelopes");
 pub(crate) const SCHEDULE: TableDefinition<(u64, u128), ()> = TableDefinition::new("schedule");
 pub(crate) const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
+pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
 
 /// Format versions of envelope records; bump (and keep a decoder in [`super::legacy`])
 /// when `Envelope` changes. 1: before message metadata; 2: with it.

@@ -176,3 +176,44 @@ fn spool_files_are_owner_only_whatever_the_umask() {
     assert_eq!(mode(&dir), "0700");
     assert_eq!(mode(&dir.join(SPOOL_FILE)), "0600");
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_stored_with_its_messages_and_survives_a_reopen() {
+    let dir = TempDir::new().unwrap();
+    let spool = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    assert_eq!(spool.checkpoint("campaign:c1").await.unwrap(), None);
+    let batch = |n: usize| {
+        (0..n)
+            .map(|i| {
+                let env = Envelope::new(
+                    "s@example.com",
+                    vec![Recipient::new(format!("r{i}@example.net"))],
+                    "192.0.2.1".parse().unwrap(),
+                );
+                (env, Bytes::from(format!("body {i}")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mark = |value, previous| crate::Checkpoint {
+        name: "campaign:c1".into(),
+        value,
+        previous,
+    };
+    spool
+        .enqueue_checkpointed(batch(3), mark(3, None))
+        .await
+        .unwrap();
+    spool
+        .enqueue_checkpointed(batch(2), mark(5, Some(3)))
+        .await
+        .unwrap();
+    assert_eq!(spool.checkpoint("campaign:c1").await.unwrap(), Some(5));
+    assert_eq!(spool.checkpoint("campaign:other").await.unwrap(), None);
+    drop(spool);
+
+    let spool = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    assert_eq!(spool.checkpoint("campaign:c1").await.unwrap(), Some(5));
+    assert_eq!(spool.stats().await.unwrap().queued, 5);
+    spool.clear_checkpoint("campaign:c1").await.unwrap();
+    assert_eq!(spool.checkpoint("campaign:c1").await.unwrap(), None);
+}

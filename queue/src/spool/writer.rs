@@ -69,6 +69,13 @@ pub(crate) enum Op {
     PurgeDead {
         id: MessageId,
     },
+    /// Sets a named position (`None`: removes it); `previous` is restored if the
+    /// commit fails after reaching the file.
+    Checkpoint {
+        name: String,
+        value: Option<u64>,
+        previous: Option<u64>,
+    },
 }
 
 impl Op {
