@@ -1,7 +1,8 @@
 //! `postroad campaign list|show|pause|resume|cancel`: campaigns in the application
 //! store (the data directory's `app.sqlite`, or the history's MySQL database), also
 //! while servers run: a paused or cancelled campaign stops being expanded after the
-//! batch in progress; a resumed one is taken up within seconds.
+//! batch in progress and the relays hold (paused) or drop (cancelled) its queued mail
+//! within seconds; a resumed one is taken up within seconds.
 
 use std::path::PathBuf;
 
@@ -43,11 +44,11 @@ pub enum CampaignCommand {
     },
     /// One campaign: its list, expansion and results from the history, as JSON.
     Show { id: String },
-    /// Stop queueing more of it (what is queued is sent).
+    /// Queue no more of it and hold what is queued (also once it is sent).
     Pause { id: String },
     /// Go on with a paused campaign.
     Resume { id: String },
-    /// Stop it for good.
+    /// Stop it for good: what is queued and not yet sent is dropped.
     Cancel { id: String },
 }
 
@@ -69,7 +70,7 @@ async fn command(
     tenant: Option<&str>,
     command: CampaignCommand,
 ) -> anyhow::Result<()> {
-    let (id, from, to, verb): (String, &[&str], &str, &str) = match command {
+    let (id, verb) = match command {
         CampaignCommand::List { limit, json } => {
             let campaigns = store.campaigns(tenant, limit.max(1)).await?;
             let mut views = Vec::with_capacity(campaigns.len());
@@ -105,20 +106,11 @@ async fn command(
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
-        CampaignCommand::Pause { id } => (
-            id,
-            &[state::SCHEDULED, state::SENDING],
-            state::PAUSED,
-            "pause",
-        ),
-        CampaignCommand::Resume { id } => (id, &[state::PAUSED], state::SCHEDULED, "resume"),
-        CampaignCommand::Cancel { id } => (
-            id,
-            &[state::SCHEDULED, state::SENDING, state::PAUSED],
-            state::CANCELLED,
-            "cancel",
-        ),
+        CampaignCommand::Pause { id } => (id, "pause"),
+        CampaignCommand::Resume { id } => (id, "resume"),
+        CampaignCommand::Cancel { id } => (id, "cancel"),
     };
+    let (from, to) = state::transition(verb).expect("a known action");
     let c = find(store, tenant, &id).await?;
     if !store.set_campaign_state(tenant, &id, from, to).await? {
         anyhow::bail!("campaign {id} is {}: cannot {verb} it", c.state);

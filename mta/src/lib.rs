@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bounce_cmd;
 pub mod bounces;
 pub mod campaign_cmd;
+pub mod campaign_gate;
 mod chain_sink;
 pub mod config;
 pub mod data_dir;

@@ -29,6 +29,7 @@ use postroad_webhooks::customer::{CustomerHooks, Dispatcher, WebhookSink};
 use postroad_webhooks::suppression::SuppressionSink;
 use postroad_webhooks::{ProviderHooks, Reports};
 
+use crate::campaign_gate::CampaignStates;
 use crate::chain_sink::Chain;
 use crate::suppression::ForRelay;
 
@@ -223,6 +224,11 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     };
     let fanout = Fanout::start(queue.clone(), sinks);
     let return_paths = config.bounces.return_paths(&config.server.data_dir)?;
+    let campaign_states = if relaying {
+        Some(CampaignStates::load(app_store.clone()).await)
+    } else {
+        None
+    };
     let relay = if relaying {
         let dkim = postroad_dkim::Signer::load(&config.dkim)?.map(Arc::new);
         if let Some(signer) = &dkim {
@@ -240,6 +246,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             redis.clone(),
             return_paths.clone(),
             Some(Arc::new(ForRelay(suppressions.clone()))),
+            campaign_states
+                .clone()
+                .map(|s| s as Arc<dyn postroad_relay::CampaignGate>),
         )?)
     } else {
         if roles.relay {
@@ -351,6 +360,9 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
     {
         let list = suppressions.clone();
         parts.start("suppression", move |stop| list.run(stop));
+    }
+    if let Some(states) = campaign_states {
+        parts.start("campaign-states", move |stop| states.run(stop));
     }
     if let Some(hooks) = customer_hooks.filter(|_| feed != HistoryFeed::Elsewhere) {
         let owner = format!("{}:{}", config.server.hostname, std::process::id());

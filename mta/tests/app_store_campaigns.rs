@@ -6,6 +6,7 @@
 mod common;
 
 use common::app_stores::stores;
+use postroad_api::store::campaigns::state::transition;
 use postroad_api::store::campaigns::{CampaignRecord, Progress, state};
 use postroad_api::store::lists::{ListCounts, ListRow, RowError};
 
@@ -230,4 +231,17 @@ async fn one_lease_holder_expands_a_campaign_until_it_is_paused_or_cancelled() {
             .collect();
         assert_eq!(listed.len(), 2, "{at}");
     }
+}
+
+#[test]
+fn a_sent_campaign_can_still_be_paused_or_cancelled_but_nothing_leaves_cancelled() {
+    let allowed =
+        |action: &str, from: &str| transition(action).is_some_and(|(f, _)| f.contains(&from));
+    assert!(allowed("pause", state::SENT) && allowed("cancel", state::SENT));
+    assert!(allowed("resume", state::PAUSED) && !allowed("resume", state::SENT));
+    for action in ["pause", "resume", "cancel"] {
+        assert!(!allowed(action, state::CANCELLED), "{action}");
+    }
+    assert_eq!(transition("resume").unwrap().1, state::SCHEDULED);
+    assert!(transition("restart").is_none());
 }

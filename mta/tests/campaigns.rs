@@ -7,12 +7,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use common::http::{api_key, curl};
 use common::relay_env::RelayEnv;
 use common::{run, wait_until};
+use postroad_loadtest::sink::Faults;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -219,10 +220,117 @@ fn a_csv_list_campaign_reaches_every_distinct_address_once_and_reports_it() {
     assert_eq!(shown["results"]["delivered"], json!(151), "{shown}");
     let (ok, out) = run(
         common::binary(),
-        &["campaign", "pause", &id, "--config", config],
+        &["campaign", "cancel", &id, "--config", config],
         None,
     );
-    assert!(!ok && out.contains("is sent: cannot pause it"), "{out}");
+    assert!(ok && out.contains("cancelled"), "{out}");
+    let (ok, out) = run(
+        common::binary(),
+        &["campaign", "resume", &id, "--config", config],
+        None,
+    );
+    assert!(
+        !ok && out.contains("is cancelled: cannot resume it"),
+        "{out}"
+    );
+}
+
+/// Creates a campaign of `n` recipients `{prefix}{i}@later.test` with its recipients
+/// inline; its id.
+fn inline_campaign(env: &RelayEnv, key: &str, prefix: &str, n: usize) -> String {
+    let header = json!({"name": prefix, "emailType": "news", "templateData": {"first": "you", "brand": "B"}});
+    let mut body = format!("{header}\n");
+    for i in 0..n {
+        body.push_str(&format!("{{\"address\": \"{prefix}{i}@later.test\"}}\n"));
+    }
+    let create = [
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &body,
+    ];
+    let (status, created) = curl(env.server.http, key, &create, "/v1/campaigns");
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn queued_mail_of_a_paused_campaign_waits_and_of_a_cancelled_one_is_never_sent() {
+    let env = RelayEnv::start("", "");
+    let key = api_key(&env.server, &["create", "--name", "marketing"]);
+    let key = key.trim();
+    put_template(&env, key);
+    // later.test defers everything: the campaigns' mail stays queued, tried again
+    // every second or two.
+    let deferring = Faults {
+        tempfail_share: 1.0,
+        ..Faults::default()
+    };
+    let later = HashMap::from([("later.test".to_string(), deferring)]);
+    env.sink.set_faults(Faults::default(), later).unwrap();
+    let paused = inline_campaign(&env, key, "p", 100);
+    let cancelled = inline_campaign(&env, key, "c", 100);
+    for id in [&paused, &cancelled] {
+        wait_for(&env, key, id, "every recipient deferred", |c| {
+            c["state"] == "sent" && c["results"]["deferred"] == 100
+        });
+    }
+    let post = |id: &str, action: &str| {
+        let path = format!("/v1/campaigns/{id}/{action}");
+        let (status, c) = curl(env.server.http, key, &["-X", "POST"], &path);
+        assert_eq!(status, 200, "{c}");
+        c
+    };
+    assert_eq!(post(&paused, "pause")["state"], "paused");
+    assert_eq!(post(&cancelled, "cancel")["state"], "cancelled");
+
+    // Cancelled: every recipient is resolved suppressed, none sent.
+    let dropped = wait_for(&env, key, &cancelled, "the cancelled mail dropped", |c| {
+        c["results"]["suppressed"] == 100
+    });
+    assert_eq!(dropped["results"]["delivered"], 0, "{dropped}");
+
+    // Paused: with later.test taking mail again, the relay still holds it.
+    let held_before = env
+        .server
+        .log()
+        .matches("held mail of paused campaigns")
+        .count();
+    env.sink
+        .set_faults(Faults::default(), HashMap::new())
+        .unwrap();
+    wait_until(
+        "the paused campaign's mail held again after later.test took mail",
+        WAIT,
+        || {
+            env.server
+                .log()
+                .matches("held mail of paused campaigns")
+                .count()
+                > held_before + 1
+        },
+        || env.server.log(),
+    );
+    assert!(
+        received(&env).is_empty(),
+        "sent while paused: {:?}",
+        received(&env)
+    );
+
+    assert_eq!(post(&paused, "resume")["state"], "scheduled");
+    let done = wait_for(&env, key, &paused, "the resumed mail delivered", |c| {
+        c["state"] == "sent" && c["results"]["delivered"] == 100
+    });
+    assert_eq!(done["expansion"]["queued"], 100, "{done}");
+    let got = received(&env);
+    assert_eq!(got.len(), 100, "{got:?}");
+    assert!(got.keys().all(|r| r.starts_with('p')), "{got:?}");
+    assert!(got.values().all(|&n| n == 1), "{got:?}");
+    let history = env.history_json(&["--recipient", "c7@later.test"]);
+    assert!(
+        history.to_string().contains("campaign-cancelled"),
+        "{history}"
+    );
 }
 
 #[test]

@@ -36,7 +36,8 @@ pub enum EventKind {
     /// complaint notice).
     Complained,
     /// Not sent: the address is on the suppression list (it bounced hard, complained
-    /// or unsubscribed before, or an operator put it there).
+    /// or unsubscribed before, or an operator put it there), or its campaign was
+    /// cancelled (reason `campaign-cancelled`).
     Suppressed,
     /// The recipient asked to receive no more mail of this kind (a provider's
     /// unsubscribe notice).

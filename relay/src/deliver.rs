@@ -105,14 +105,17 @@ impl Outcome {
         }
     }
 
-    /// Not sent, for the suppression list's `reason`.
+    /// Not sent, for the suppression list's `reason` (or because its campaign was
+    /// cancelled: [`crate::gate::CANCELLED`]).
     pub fn suppressed(reason: &'static str) -> Self {
+        let text = if reason == crate::gate::CANCELLED {
+            "not sent: its campaign was cancelled".to_string()
+        } else {
+            format!("recipient is on the suppression list ({reason})")
+        };
         Self {
             disposition: Disposition::Suppressed(reason),
-            response: Response::local(
-                EnhancedCode::new(5, 7, 1),
-                format!("recipient is on the suppression list ({reason})"),
-            ),
+            response: Response::local(EnhancedCode::new(5, 7, 1), text),
             host: None,
             provider_message_id: None,
         }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::ClientConfig;
 use crate::config::RelayConfig;
 use crate::deliver::{Context, Fallbacks, InFlight, Outcome, finish_without_jobs};
+use crate::gate::{self, CampaignGate};
 use crate::mx_provider::MxProviders;
 use crate::provider::{ProviderLane, ProviderView, routing};
 use crate::retry::RetryPolicy;
@@ -49,6 +50,8 @@ pub struct Relay {
     providers: BTreeMap<String, Arc<ProviderLane>>,
     /// Addresses not to send to.
     suppressions: Option<Arc<dyn SuppressionList>>,
+    /// Campaigns whose mail waits (paused) or is not sent (cancelled).
+    campaigns: Option<Arc<dyn CampaignGate>>,
     in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
 }
@@ -59,7 +62,8 @@ impl Relay {
     /// `dkim`, every message is signed once per attempt, before its first send;
     /// `shaping` sets each site's limits; with `redis`, each site's `max_message_rate`
     /// is shared by every relay process; recipients on `suppressions` are resolved
-    /// `suppressed` unsent.
+    /// `suppressed` unsent; `campaigns` holds back paused campaigns' mail and drops
+    /// cancelled ones' (see [`crate::gate`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: RelayConfig,
@@ -70,6 +74,7 @@ impl Relay {
         redis: Option<postroad_redis_link::RedisLink>,
         return_paths: Option<Arc<postroad_bounce::verp::ReturnPaths>>,
         suppressions: Option<Arc<dyn SuppressionList>>,
+        campaigns: Option<Arc<dyn CampaignGate>>,
     ) -> Result<Arc<Self>, RelayError> {
         config.validate().map_err(RelayError::Config)?;
         let router = Router::new(&config)?;
@@ -105,6 +110,7 @@ impl Relay {
             sites: Mutex::new(HashMap::new()),
             providers,
             suppressions,
+            campaigns,
             in_flight,
             wake,
         }))
@@ -153,16 +159,22 @@ impl Relay {
                 }
                 continue;
             }
+            let sorted = gate::sort(self.campaigns.as_deref(), claimed);
+            gate::hold(self.ctx.queue.as_ref(), sorted.held).await;
+            let (claimed, cancelled): (Vec<Claimed>, Vec<bool>) = sorted.go_on.into_iter().unzip();
             let mut suppressed = match &self.suppressions {
                 Some(list) => crate::suppressed::look_up(list.as_ref(), &claimed).await,
                 None => Vec::new(),
             }
             .into_iter();
-            for message in claimed {
+            for (message, cancelled) in claimed.into_iter().zip(cancelled) {
                 let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
                     break; // cannot happen: only this loop takes permits
                 };
-                let listed = suppressed.next().unwrap_or_default();
+                let mut listed = suppressed.next().unwrap_or_default();
+                if cancelled {
+                    listed = vec![Some(gate::CANCELLED); message.envelope.recipients.len()];
+                }
                 let relay = self.clone();
                 tokio::spawn(async move {
                     let message = relay.sign(message).await;

@@ -305,7 +305,14 @@ impl Job {
         let mut messages = Vec::with_capacity(values.len());
         for value in &values {
             match submit::prepare(value, "", &ctx, &state.templates, &prefs).await {
-                Ok(prepared) => messages.push((prepared.envelope, prepared.body)),
+                Ok(mut prepared) => {
+                    // A campaign's failures go to its results and the suppression
+                    // list, never as delivery status notices to its sender.
+                    for r in &mut prepared.envelope.recipients {
+                        r.notify.never = true;
+                    }
+                    messages.push((prepared.envelope, prepared.body));
+                }
                 Err(Refusal::Fields(errors)) => {
                     progress.failed += 1;
                     progress.last_error = errors

@@ -395,21 +395,9 @@ pub async fn get(
     Ok(axum::Json(view(&state, &c, true).await?).into_response())
 }
 
-/// What a change of state may start from, and what it leads to.
-fn transition(action: &str) -> Option<(&'static [&'static str], &'static str)> {
-    match action {
-        "pause" => Some((&[state::SCHEDULED, state::SENDING], state::PAUSED)),
-        "resume" => Some((&[state::PAUSED], state::SCHEDULED)),
-        "cancel" => Some((
-            &[state::SCHEDULED, state::SENDING, state::PAUSED],
-            state::CANCELLED,
-        )),
-        _ => None,
-    }
-}
-
-/// Pauses (stops queueing more), resumes or cancels a campaign. Mail already queued
-/// is sent; cancel stops the rest for good.
+/// Pauses (nothing more is queued, and the relay holds what is queued), resumes or
+/// cancels a campaign (for good: what is queued and not yet sent is dropped, each
+/// recipient `suppressed` with reason `campaign-cancelled`).
 #[utoipa::path(
     post,
     path = "/v1/campaigns/{id}/{action}",
@@ -422,7 +410,7 @@ fn transition(action: &str) -> Option<(&'static [&'static str], &'static str)> {
         (status = 200, description = "Done: the campaign as it is now", body = CampaignView),
         (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such campaign or action", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not possible in its state (a sent or cancelled campaign)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not possible in its state (a cancelled campaign; resume of one not paused)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -431,7 +419,7 @@ pub async fn act(
     Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let (from, to) = transition(&action).ok_or_else(|| {
+    let (from, to) = state::transition(&action).ok_or_else(|| {
         Problem::new(Kind::NotFound).detail(format!("no action {action:?} (pause, resume, cancel)"))
     })?;
     let c = own(&state, &caller, &id).await?;

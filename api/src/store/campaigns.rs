@@ -5,13 +5,26 @@
 use super::{AppStore, Result, now_ms, on_pool, text};
 
 /// A campaign's states. `scheduled` (waiting for its time or an expander), `sending`
-/// (being expanded), `paused`, `cancelled`, `sent` (every recipient expanded).
+/// (being expanded), `paused` (nothing more queued, the queued mail held),
+/// `cancelled` (the queued mail dropped), `sent` (every recipient queued).
 pub mod state {
     pub const SCHEDULED: &str = "scheduled";
     pub const SENDING: &str = "sending";
     pub const PAUSED: &str = "paused";
     pub const CANCELLED: &str = "cancelled";
     pub const SENT: &str = "sent";
+
+    /// What `action` (`pause`, `resume`, `cancel`) may start from and leads to. A sent
+    /// campaign may still be paused or cancelled: its queued mail is then held or
+    /// dropped by the relay.
+    pub fn transition(action: &str) -> Option<(&'static [&'static str], &'static str)> {
+        match action {
+            "pause" => Some((&[SCHEDULED, SENDING, SENT], PAUSED)),
+            "resume" => Some((&[PAUSED], SCHEDULED)),
+            "cancel" => Some((&[SCHEDULED, SENDING, PAUSED, SENT], CANCELLED)),
+            _ => None,
+        }
+    }
 }
 
 /// A campaign's row.
@@ -247,6 +260,24 @@ impl AppStore {
             .rows_affected()
         });
         Ok(updated == 1)
+    }
+
+    /// Paused and cancelled campaigns changed within `within_ms`, with their state:
+    /// what the relay holds back.
+    pub async fn held_campaigns(&self, within_ms: u64) -> Result<Vec<(String, String)>> {
+        let since = now_ms() - within_ms.min(i64::MAX as u64) as i64;
+        let rows: Vec<(Vec<u8>, String)> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, state FROM campaigns WHERE state IN ('paused', 'cancelled') \
+                 AND updated_at >= ?",
+            )
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(|(id, state)| Ok((text(id)?, state)))
+            .collect()
     }
 
     /// Lets go of the lease (stopping, or the campaign was paused).
