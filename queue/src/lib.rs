@@ -248,8 +248,16 @@ pub trait Queue: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Hands out up to `max` messages whose due time has come and that nobody holds.
+    /// Hands out up to `max` messages whose due time has come and that nobody holds:
+    /// `high` ones first, then `normal`, then `bulk` where the backend keeps lanes.
     async fn claim(&self, max: usize) -> Result<Vec<Claimed>>;
+
+    /// As [`Queue::claim`], but no `bulk` message: what the relay asks while bulk mail
+    /// holds its share of the deliveries in flight. Backends without lanes claim as
+    /// usual.
+    async fn claim_urgent(&self, max: usize) -> Result<Vec<Claimed>> {
+        self.claim(max).await
+    }
 
     /// Resolves a claimed message (see [`Resolution`]); with neither retry nor dead
     /// recipients, the message is simply done and forgotten.

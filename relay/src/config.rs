@@ -62,6 +62,9 @@ pub struct RelayConfig {
     pub max_queue_age_secs: u64,
     /// Messages claimed from the queue and not yet resolved, at most.
     pub max_in_flight: usize,
+    /// Share of `max_in_flight` that `bulk` mail may hold (0 < share <= 1); the rest
+    /// is kept for `high` and `normal` mail, claimed first.
+    pub bulk_share: f64,
     /// Messages claimed from the queue at once.
     pub claim_batch: usize,
     /// Milliseconds between queue polls when there is nothing to do.
@@ -96,6 +99,7 @@ impl Default for RelayConfig {
             retry_jitter: 0.1,
             max_queue_age_secs: 5 * 24 * 3600,
             max_in_flight: 10_000,
+            bulk_share: 0.8,
             claim_batch: 512,
             poll_interval_ms: 100,
             providers: BTreeMap::new(),
@@ -129,6 +133,9 @@ impl RelayConfig {
             if value == 0 {
                 return Err(format!("{key} must be above 0"));
             }
+        }
+        if !(self.bulk_share > 0.0 && self.bulk_share <= 1.0) {
+            return Err("relay.bulk_share must be above 0 and at most 1".into());
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err("relay.retry_jitter must be in [0, 1)".into());

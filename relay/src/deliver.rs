@@ -154,17 +154,23 @@ pub struct InFlight {
     pub claimed: Claimed,
     outcomes: Mutex<Vec<Option<Outcome>>>,
     pending_jobs: AtomicUsize,
-    _permit: OwnedSemaphorePermit,
+    /// Its place among the messages in flight (and, for bulk mail, in bulk's share):
+    /// given back when it is resolved.
+    _permits: (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>),
 }
 
 impl InFlight {
-    pub fn new(claimed: Claimed, permit: OwnedSemaphorePermit) -> Arc<Self> {
+    pub fn new(
+        claimed: Claimed,
+        permit: OwnedSemaphorePermit,
+        bulk_permit: Option<OwnedSemaphorePermit>,
+    ) -> Arc<Self> {
         let n = claimed.envelope.recipients.len();
         Arc::new(Self {
             claimed,
             outcomes: Mutex::new(vec![None; n]),
             pending_jobs: AtomicUsize::new(0),
-            _permit: permit,
+            _permits: (permit, bulk_permit),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use postroad_queue::{Claimed, Queue};
+use postroad_queue::{Claimed, Priority, Queue};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +53,9 @@ pub struct Relay {
     /// Campaigns whose mail waits (paused) or is not sent (cancelled).
     campaigns: Option<Arc<dyn CampaignGate>>,
     in_flight: Arc<Semaphore>,
+    /// Bulk mail's share of `in_flight` (`relay.bulk_share`): while it is taken, only
+    /// `high` and `normal` mail is claimed.
+    bulk_in_flight: Arc<Semaphore>,
     wake: Arc<Notify>,
 }
 
@@ -92,6 +95,8 @@ impl Relay {
         };
         let providers = providers(&config, redis.as_ref())?;
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
+        let bulk_share = (config.max_in_flight as f64 * config.bulk_share).ceil() as usize;
+        let bulk_in_flight = Arc::new(Semaphore::new(bulk_share.max(1)));
         // A backend that learns of new work by itself (Kafka) wakes the claim loop.
         let wake = queue.ready_signal().unwrap_or_default();
         Ok(Arc::new(Self {
@@ -112,6 +117,7 @@ impl Relay {
             suppressions,
             campaigns,
             in_flight,
+            bulk_in_flight,
             wake,
         }))
     }
@@ -144,7 +150,13 @@ impl Relay {
                 }
                 continue;
             }
-            let claimed = match self.ctx.queue.claim(room).await {
+            // Bulk mail holding its whole share: claim only the other lanes.
+            let claim = if self.bulk_in_flight.available_permits() == 0 {
+                self.ctx.queue.claim_urgent(room).await
+            } else {
+                self.ctx.queue.claim(room).await
+            };
+            let claimed = match claim {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!("cannot claim from the queue: {e}");
@@ -171,6 +183,10 @@ impl Relay {
                 let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
                     break; // cannot happen: only this loop takes permits
                 };
+                // Soft: a bulk message claimed as the share filled goes without one.
+                let bulk_permit = (message.envelope.meta.priority == Priority::Bulk)
+                    .then(|| self.bulk_in_flight.clone().try_acquire_owned().ok())
+                    .flatten();
                 let mut listed = suppressed.next().unwrap_or_default();
                 if cancelled {
                     listed = vec![Some(gate::CANCELLED); message.envelope.recipients.len()];
@@ -179,7 +195,7 @@ impl Relay {
                 tokio::spawn(async move {
                     let message = relay.sign(message).await;
                     relay
-                        .dispatch(InFlight::new(message, permit), &listed)
+                        .dispatch(InFlight::new(message, permit, bulk_permit), &listed)
                         .await
                 });
             }

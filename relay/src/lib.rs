@@ -19,6 +19,7 @@ pub mod deliver;
 pub mod dsn;
 mod engine;
 pub mod gate;
+mod lanes;
 pub mod mx_provider;
 mod pace;
 pub mod provider;

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use postroad_queue::{EnhancedCode, Response};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::adaptive::Controller;
 use crate::automation::{Automation, Fired};
 use crate::client::{ClientError, Connection, TlsPolicy};
 use crate::deliver::{Attempt, Context, Job, Outcome, Report, deliver};
+use crate::lanes::Lanes;
 use crate::mx_provider::{MxProvider, MxProviders};
 use crate::pace::Pacer;
 use crate::route::Destination;
@@ -32,8 +32,8 @@ pub struct Site {
     shape: Mutex<Arc<Shape>>,
     /// The reply rules of the site, and what they put in force.
     automation: Mutex<Automation>,
-    tx: mpsc::UnboundedSender<Job>,
-    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    /// Jobs waiting for a connection, by priority.
+    waiting: Lanes<Job>,
     queued: AtomicUsize,
     workers: AtomicUsize,
     idle: AtomicUsize,
@@ -86,7 +86,6 @@ impl Site {
         mx_providers: &Arc<MxProviders>,
     ) -> Arc<Self> {
         let key = site_key(domain.as_deref(), &destination);
-        let (tx, rx) = mpsc::unbounded_channel();
         let shape = shaping.shape(domain.as_deref(), host_names(&destination));
         let rules = shaping.rules_for(shape.provider.as_deref(), domain.as_deref());
         let control = Controller::new(
@@ -109,8 +108,7 @@ impl Site {
             messages: Pacer::new(shape.max_message_rate.map(|r| r.per_sec())),
             connections: Pacer::new(shape.max_connection_rate.map(|r| r.per_sec())),
             shape: Mutex::new(Arc::new(shape)),
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
+            waiting: Lanes::default(),
             queued: AtomicUsize::new(0),
             workers: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
@@ -321,15 +319,8 @@ impl Site {
     /// Queues a job and makes sure a connection will take it.
     pub fn submit(self: &Arc<Self>, job: Job, ctx: &Arc<Context>) {
         self.queued.fetch_add(1, Ordering::SeqCst);
-        if let Err(mpsc::error::SendError(job)) = self.tx.send(job) {
-            // Cannot happen while the site exists (it holds the receiver); be safe anyway.
-            self.queued.fetch_sub(1, Ordering::SeqCst);
-            job.fail_all(
-                Outcome::deferred(local_reply("4.3.0", "site queue closed".into()), None),
-                ctx,
-            );
-            return;
-        }
+        let priority = job.message.claimed.envelope.meta.priority;
+        self.waiting.push(priority, job);
         self.ensure_worker(ctx);
     }
 
@@ -430,12 +421,9 @@ async fn connection_task(site: Arc<Site>, ctx: Arc<Context>) {
         }
         site.idle.fetch_add(1, Ordering::SeqCst);
         let idle_timeout = site.shape().idle_timeout;
-        let next = {
-            let mut rx = site.rx.lock().await;
-            tokio::time::timeout(idle_timeout, rx.recv()).await
-        };
+        let next = site.waiting.pop(idle_timeout).await;
         site.idle.fetch_sub(1, Ordering::SeqCst);
-        let Ok(Some(job)) = next else {
+        let Some(job) = next else {
             break;
         };
         site.queued.fetch_sub(1, Ordering::SeqCst);

@@ -6,11 +6,11 @@ use redb::{ReadableTable, StorageError, Table};
 
 use super::outbox::{EventLog, Outbox};
 use super::tables::{
-    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_due,
-    decode_envelope, encode_dead_letter, encode_envelope,
+    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, LANES, SCHEDULE, decode_dead_letter,
+    decode_envelope, encode_dead_letter, encode_envelope, later_in, schedule_key,
 };
 use super::writer::{Op, Output};
-use crate::{DeadLetter, Envelope, MessageId, QueueError, Recipient, Result};
+use crate::{DeadLetter, Envelope, MessageId, Priority, QueueError, Recipient, Result};
 
 /// The open tables of one write transaction.
 pub(super) struct Tables<'txn> {
@@ -114,12 +114,15 @@ impl<'txn> Tables<'txn> {
         self.outbox.finish()
     }
 
-    /// The due time in the stored envelope record: `None` if there is no record.
-    fn stored_due(&self, id: MessageId) -> std::result::Result<Option<Result<u64>>, StorageError> {
-        Ok(self
-            .envelopes
-            .get(id.as_u128())?
-            .map(|record| decode_due(id, record.value())))
+    /// The schedule key of the stored envelope record: `None` if there is no record.
+    fn stored_key(
+        &self,
+        id: MessageId,
+    ) -> std::result::Result<Option<Result<(u64, u128)>>, StorageError> {
+        Ok(self.envelopes.get(id.as_u128())?.map(|record| {
+            decode_envelope(id, record.value())
+                .map(|(due, e)| schedule_key(e.meta.priority, due, id.as_u128()))
+        }))
     }
 
     fn stored_dead_letter(
@@ -139,9 +142,9 @@ impl<'txn> Tables<'txn> {
             Err(e) => return Ok(Err(e)),
         };
         // The same id again (a retried enqueue): replace it, keeping one schedule key.
-        let output = match self.stored_due(id)? {
-            Some(Ok(old_due)) => {
-                self.schedule.remove((old_due, id.as_u128()))?;
+        let output = match self.stored_key(id)? {
+            Some(Ok(old)) => {
+                self.schedule.remove(old)?;
                 Output::Replaced
             }
             Some(Err(e)) => return Ok(Err(e)),
@@ -150,7 +153,8 @@ impl<'txn> Tables<'txn> {
         let key = id.as_u128();
         self.envelopes.insert(key, record.as_slice())?;
         self.bodies.insert(key, body.as_ref())?;
-        self.schedule.insert((due_ms, key), ())?;
+        self.schedule
+            .insert(schedule_key(envelope.meta.priority, due_ms, key), ())?;
         Ok(Ok(output))
     }
 
@@ -159,10 +163,10 @@ impl<'txn> Tables<'txn> {
     /// keeps it. Whether there was anything to remove.
     pub(super) fn remove_refused(&mut self, key: u128) -> std::result::Result<bool, StorageError> {
         let id = MessageId::from_u128(key);
-        match self.stored_due(id)? {
+        match self.stored_key(id)? {
             None => return Ok(false),
-            Some(Ok(due)) => {
-                self.schedule.remove((due, key))?;
+            Some(Ok(scheduled)) => {
+                self.schedule.remove(scheduled)?;
             }
             Some(Err(e)) => {
                 // Cannot name its schedule key; claim skips a key without an envelope.
@@ -200,6 +204,7 @@ impl<'txn> Tables<'txn> {
                 Some((Ok(record), due)) => Some((record, due)),
                 None => None,
             };
+        let lane = stored.meta.priority;
         let dead_record = match dead {
             None => None,
             Some((recipients, reason)) => {
@@ -234,14 +239,14 @@ impl<'txn> Tables<'txn> {
                 }
             }
         };
-        self.schedule.remove((due, key))?;
+        self.schedule.remove(schedule_key(lane, due, key))?;
         if let Some(record) = dead_record {
             self.dead_letters.insert(key, record.as_slice())?;
         }
         match retry_record {
             Some((record, due)) => {
                 self.envelopes.insert(key, record.as_slice())?;
-                self.schedule.insert((due, key), ())?;
+                self.schedule.insert(schedule_key(lane, due, key), ())?;
             }
             None => {
                 self.envelopes.remove(key)?;
@@ -256,27 +261,32 @@ impl<'txn> Tables<'txn> {
 
     fn flush(&mut self, now_ms: u64) -> OpResult {
         let mut later = Vec::new();
-        for entry in self.schedule.range((now_ms.saturating_add(1), 0u128)..)? {
-            let (key, _) = entry?;
-            later.push(key.value());
+        for lane in LANES {
+            for entry in self.schedule.range(later_in(lane, now_ms))? {
+                let (key, _) = entry?;
+                later.push(key.value());
+            }
         }
-        for &(due, key) in &later {
+        for &(scheduled, key) in &later {
             let id = MessageId::from_u128(key);
-            let record = match self
+            let decoded = self
                 .envelopes
                 .get(key)?
-                .map(|r| decode_envelope(id, r.value()))
-            {
-                Some(Ok((_, envelope))) => encode_envelope(&envelope, now_ms),
-                Some(Err(e)) => Err(e),
+                .map(|r| decode_envelope(id, r.value()));
+            let (record, priority) = match decoded {
+                Some(Ok((_, envelope))) => {
+                    (encode_envelope(&envelope, now_ms), envelope.meta.priority)
+                }
+                Some(Err(e)) => (Err(e), Priority::Normal),
                 None => continue,
             };
             let record = match record {
                 Ok(record) => record,
                 Err(e) => return Ok(Err(e)),
             };
-            self.schedule.remove((due, key))?;
-            self.schedule.insert((now_ms, key), ())?;
+            self.schedule.remove((scheduled, key))?;
+            self.schedule
+                .insert(schedule_key(priority, now_ms, key), ())?;
             self.envelopes.insert(key, record.as_slice())?;
         }
         Ok(Ok(Output::Count(later.len() as u64)))
@@ -315,7 +325,8 @@ impl<'txn> Tables<'txn> {
             self.bodies.insert(new_key, body.as_slice())?;
         }
         self.envelopes.insert(new_key, record.as_slice())?;
-        self.schedule.insert((now_ms, new_key), ())?;
+        self.schedule
+            .insert(schedule_key(envelope.meta.priority, now_ms, new_key), ())?;
         Ok(Ok(Output::Id(new_id)))
     }
 

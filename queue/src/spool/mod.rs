@@ -59,7 +59,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::reads::{begin_read, load};
 use self::tables::{
-    BODIES, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_dead_letter, decode_envelope, storage,
+    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, LANES, SCHEDULE, decode_dead_letter,
+    decode_envelope, storage,
 };
 use self::writer::{Msg, Op, Output};
 use crate::{
@@ -257,6 +258,7 @@ impl Spool {
         txn.open_table(ENVELOPES).map_err(storage)?;
         txn.open_table(SCHEDULE).map_err(storage)?;
         txn.open_table(DEAD_LETTERS).map_err(storage)?;
+        txn.open_table(CHECKPOINTS).map_err(storage)?;
         txn.open_table(outbox::OUTBOX).map_err(storage)?;
         txn.commit().map_err(storage)?;
         let last_event = outbox::last_seq(&db.begin_read().map_err(storage)?)?;
@@ -500,7 +502,17 @@ impl Queue for Spool {
             return Ok(Vec::new());
         }
         let now_ms = unix_ms(SystemTime::now());
-        self.read(move |shared| shared.claim(max, now_ms)).await
+        self.read(move |shared| shared.claim(max, now_ms, &LANES))
+            .await
+    }
+
+    async fn claim_urgent(&self, max: usize) -> Result<Vec<Claimed>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now_ms = unix_ms(SystemTime::now());
+        self.read(move |shared| shared.claim(max, now_ms, &LANES[..2]))
+            .await
     }
 
     async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()> {

@@ -9,7 +9,7 @@ use redb::{Database, ReadTransaction, ReadableTableMetadata};
 
 use super::Shared;
 use super::tables::{
-    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, SCHEDULE, decode_envelope, storage,
+    BODIES, CHECKPOINTS, DEAD_LETTERS, ENVELOPES, LANES, SCHEDULE, decode_envelope, due_in, storage,
 };
 use crate::{Claimed, Envelope, MessageId, QueueError, QueueStats, RecoveryReport, Result};
 
@@ -46,14 +46,10 @@ impl Shared {
         drop(old); // outside the lock
     }
 
-    /// A named position set with messages; `None` if never set (nor the table made).
+    /// A named position set with messages; `None` if never set.
     pub(crate) fn checkpoint(&self, name: &str) -> Result<Option<u64>> {
         let txn = begin_read(self)?;
-        let table = match txn.open_table(CHECKPOINTS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
-        };
+        let table = txn.open_table(CHECKPOINTS).map_err(storage)?;
         Ok(table.get(name).map_err(storage)?.map(|v| v.value()))
     }
 
@@ -91,7 +87,8 @@ pub(crate) fn load(txn: &ReadTransaction, id: MessageId) -> Result<Option<(Envel
 }
 
 impl Shared {
-    pub(crate) fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>> {
+    /// Up to `max` due messages nobody holds, from `lanes` in turn (see [`LANES`]).
+    pub(crate) fn claim(&self, max: usize, now_ms: u64, lanes: &[u64]) -> Result<Vec<Claimed>> {
         // Taking the claims lock before the read transaction, and the writer releasing
         // claims only after its commit, means a message resolved concurrently is either
         // still marked held here or already gone from this snapshot: never handed out
@@ -101,16 +98,18 @@ impl Shared {
             let txn = begin_read(self)?;
             let schedule = txn.open_table(SCHEDULE).map_err(storage)?;
             let mut picked = Vec::new();
-            for entry in schedule.range(..=(now_ms, u128::MAX)).map_err(storage)? {
-                if picked.len() >= max {
-                    break;
+            'lanes: for &lane in lanes {
+                for entry in schedule.range(due_in(lane, now_ms)).map_err(storage)? {
+                    if picked.len() >= max {
+                        break 'lanes;
+                    }
+                    let (key, _) = entry.map_err(storage)?;
+                    let (_, id) = key.value();
+                    if claims.held.contains(&id) || claims.corrupt.contains(&id) {
+                        continue;
+                    }
+                    picked.push(id);
                 }
-                let (key, _) = entry.map_err(storage)?;
-                let (_, id) = key.value();
-                if claims.held.contains(&id) || claims.corrupt.contains(&id) {
-                    continue;
-                }
-                picked.push(id);
             }
             claims.held.extend(&picked);
             (txn, picked)
@@ -167,12 +166,14 @@ impl Shared {
         let queued = schedule.len().map_err(storage)?;
         let mut due = 0u64;
         let mut ready = 0u64;
-        for entry in schedule.range(..=(now_ms, u128::MAX)).map_err(storage)? {
-            let (key, _) = entry.map_err(storage)?;
-            let (_, id) = key.value();
-            due += 1;
-            if !held.contains(&id) && !corrupt.contains(&id) {
-                ready += 1;
+        for lane in LANES {
+            for entry in schedule.range(due_in(lane, now_ms)).map_err(storage)? {
+                let (key, _) = entry.map_err(storage)?;
+                let (_, id) = key.value();
+                due += 1;
+                if !held.contains(&id) && !corrupt.contains(&id) {
+                    ready += 1;
+                }
             }
         }
         Ok(QueueStats {

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `bodies` | message id | the body bytes |
 //! | `envelopes` | message id | `[version][due_ms: u64 BE][postcard Envelope]` |
-//! | `schedule` | `(due_ms, id)` | `()` |
+//! | `schedule` | `(lane | due_ms, id)` ([`schedule_key`]) | `()` |
 //! | `dead_letters` | message id | `[version][postcard DeadLetter]` |
 //! | `checkpoints` | name | a position ([`crate::Checkpoint`]), set with messages |
 //!
@@ -15,13 +15,44 @@
 use redb::TableDefinition;
 
 use super::legacy::{DeadLetterV1, EnvelopeV1};
-use crate::{DeadLetter, Envelope, MessageId, QueueError, Result};
+use crate::{DeadLetter, Envelope, MessageId, Priority, QueueError, Result};
 
 pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
 pub(crate) const ENVELOPES: TableDefinition<u128, &[u8]> = TableDefinition::new("envelopes");
 pub(crate) const SCHEDULE: TableDefinition<(u64, u128), ()> = TableDefinition::new("schedule");
 pub(crate) const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
 pub(crate) const CHECKPOINTS: TableDefinition<&str, u64> = TableDefinition::new("checkpoints");
+
+/// Bits of a schedule key's first half above the due time: the message's priority
+/// lane. Normal is 0, so keys written before lanes existed are normal ones.
+const LANE_SHIFT: u32 = 60;
+const DUE_MASK: u64 = (1 << LANE_SHIFT) - 1;
+const NORMAL_LANE: u64 = 0;
+const HIGH_LANE: u64 = 1 << LANE_SHIFT;
+const BULK_LANE: u64 = 2 << LANE_SHIFT;
+/// The lanes in the order claims take them: every due `high` message before any
+/// `normal` one, every due `normal` one before any `bulk` one.
+pub(crate) const LANES: [u64; 3] = [HIGH_LANE, NORMAL_LANE, BULK_LANE];
+
+/// Where a message due at `due_ms` sorts in the schedule: its lane, then its due time.
+pub(crate) fn schedule_key(priority: Priority, due_ms: u64, id: u128) -> (u64, u128) {
+    let lane = match priority {
+        Priority::High => HIGH_LANE,
+        Priority::Normal => NORMAL_LANE,
+        Priority::Bulk => BULK_LANE,
+    };
+    (lane | due_ms.min(DUE_MASK), id)
+}
+
+/// The schedule keys of `lane` due at or before `now_ms`.
+pub(crate) fn due_in(lane: u64, now_ms: u64) -> std::ops::RangeInclusive<(u64, u128)> {
+    (lane, 0)..=(lane | now_ms.min(DUE_MASK), u128::MAX)
+}
+
+/// The schedule keys of `lane` due after `now_ms`.
+pub(crate) fn later_in(lane: u64, now_ms: u64) -> std::ops::RangeInclusive<(u64, u128)> {
+    (lane | now_ms.saturating_add(1).min(DUE_MASK), 0)..=(lane | DUE_MASK, u128::MAX)
+}
 
 /// Format versions of envelope records; bump (and keep a decoder in [`super::legacy`])
 /// when `Envelope` changes. 1: before message metadata; 2: with it.

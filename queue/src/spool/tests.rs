@@ -6,7 +6,7 @@ use tempfile::TempDir;
 
 use super::tables::{BODIES, ENVELOPES, SCHEDULE};
 use super::{SPOOL_FILE, Spool, SpoolConfig};
-use crate::{Envelope, MessageId, Queue, QueueError, Recipient};
+use crate::{Envelope, MessageId, Priority, Queue, QueueError, Recipient};
 
 async fn spool_with(n: usize) -> (TempDir, Spool, Vec<MessageId>) {
     let dir = TempDir::new().unwrap();
@@ -216,4 +216,50 @@ async fn a_checkpoint_is_stored_with_its_messages_and_survives_a_reopen() {
     assert_eq!(spool.stats().await.unwrap().queued, 5);
     spool.clear_checkpoint("campaign:c1").await.unwrap();
     assert_eq!(spool.checkpoint("campaign:c1").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn claims_take_every_due_high_message_then_normal_then_bulk() {
+    let dir = TempDir::new().unwrap();
+    let spool = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let message = |priority, to: &str| {
+        let mut env = Envelope::new(
+            "s@example.com",
+            vec![Recipient::new(to)],
+            "192.0.2.1".parse().unwrap(),
+        );
+        env.meta.priority = priority;
+        (env, Bytes::from_static(b"body"))
+    };
+    // A campaign's worth of bulk first, then the others.
+    let bulk: Vec<_> = (0..50)
+        .map(|i| message(Priority::Bulk, &format!("b{i}@x.test")))
+        .collect();
+    spool.enqueue_many(bulk).await.unwrap();
+    let (normal, body) = message(Priority::Normal, "n@x.test");
+    spool.enqueue(normal, body).await.unwrap();
+    let (high, body) = message(Priority::High, "h@x.test");
+    spool.enqueue(high.clone(), body).await.unwrap();
+    let stats = spool.stats().await.unwrap();
+    assert_eq!((stats.queued, stats.ready), (52, 52));
+
+    let first: Vec<String> = spool
+        .claim(3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.envelope.recipients[0].address.clone())
+        .collect();
+    assert_eq!(first, ["h@x.test", "n@x.test", "b0@x.test"]);
+
+    // A high message deferred is not due yet: bulk goes meanwhile; a flush makes it due
+    // and it is first again.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    spool.defer(high.clone(), later).await.unwrap();
+    let next = spool.claim(1).await.unwrap();
+    assert_eq!(next[0].envelope.recipients[0].address, "b1@x.test");
+    assert_eq!(spool.flush().await.unwrap(), 1);
+    let again = spool.claim(1).await.unwrap();
+    assert_eq!(again[0].envelope.id, high.id);
+    assert_eq!(spool.stats().await.unwrap().queued, 52);
 }
