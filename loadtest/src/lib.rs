@@ -15,6 +15,7 @@
 //!   ([`tracker`]).
 //! - [`timeline`] and [`html`]: per-second buckets and the HTML report.
 
+pub mod campaign_cmd;
 pub mod dns;
 pub mod dns_cmd;
 pub mod e2e_cmd;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use postroad_loadtest::{
-    dns_cmd, e2e_cmd, history_cmd, http_cmd, sink_cmd, smtp_cmd, track_cmd, verify_cmd,
+    campaign_cmd, dns_cmd, e2e_cmd, history_cmd, http_cmd, sink_cmd, smtp_cmd, track_cmd,
+    verify_cmd,
 };
 
 #[derive(Debug, Parser)]
@@ -33,6 +34,10 @@ enum Command {
     /// Load the tracking routes (open pixel, tracked link) with tokens signed by the
     /// server's tracking key: requests/s and latency.
     Track(Box<track_cmd::TrackArgs>),
+    /// A campaign of N recipients through a spawned Postroad's HTTP API to the sink,
+    /// with high-priority messages meanwhile: time to queue and to deliver, peak
+    /// memory, the high messages' latency.
+    Campaign(Box<campaign_cmd::CampaignArgs>),
     /// Check stored messages against their X-Loadtest-Checksum header.
     Verify(verify_cmd::VerifyArgs),
 }
@@ -48,6 +53,7 @@ async fn main() -> ExitCode {
         Command::Dns(args) => dns_cmd::run(*args).await,
         Command::History(args) => history_cmd::run(*args).await,
         Command::Track(args) => track_cmd::run(*args).await,
+        Command::Campaign(args) => campaign_cmd::run(*args).await,
         Command::Verify(args) => verify_cmd::run(args),
     };
     match result {
