@@ -115,6 +115,7 @@ impl Modify for BearerKeys {
         campaigns::list,
         campaigns::get,
         campaigns::act,
+        campaigns::variants,
     ),
     components(schemas(
         MessageRequest,
@@ -162,6 +163,10 @@ impl Modify for BearerKeys {
         crate::store::lists::RecipientList,
         crate::store::lists::RowError,
         campaigns::CampaignList,
+        campaigns::VariantReport,
+        campaigns::VariantResult,
+        campaigns::Leader,
+        crate::campaigns::variants::Variant,
     )),
     modifiers(&BearerKeys),
     tags(

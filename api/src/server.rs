@@ -161,6 +161,7 @@ pub(crate) fn router(state: AppState) -> Router {
             get(campaigns::list).post(campaigns::create),
         )
         .route("/v1/campaigns/{id}", get(campaigns::get))
+        .route("/v1/campaigns/{id}/variants", get(campaigns::variants))
         .route("/v1/campaigns/{id}/{action}", post(campaigns::act))
         .route("/v1/templates", get(templates::list))
         .route(

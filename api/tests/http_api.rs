@@ -503,7 +503,7 @@ fn the_openapi_document_describes_every_route() {
         let reply = api.call_as(None, &method.to_uppercase(), &concrete, None, &[]);
         assert_eq!(reply.status, 404, "{method} {concrete}");
     }
-    assert_eq!(paths.len(), 25);
+    assert_eq!(paths.len(), 26);
     for schema in [
         "MessageRequest",
         "Problem",

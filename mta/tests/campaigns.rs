@@ -578,3 +578,143 @@ fn a_campaign_is_refused_with_every_bad_field_named() {
         "{problem}"
     );
 }
+
+#[test]
+fn ab_variants_are_assigned_by_weight_and_compared_on_real_opens() {
+    let env = RelayEnv::start(
+        "",
+        "[tracking]\nbase_url = \"https://t.src.test\"\nmachine_window_secs = 0\n",
+    );
+    let key = api_key(&env.server, &["create", "--name", "marketing"]);
+    let key = key.trim();
+    let template = json!({"subject": "{{ subject_line }}", "text": "Hi.",
+        "html": "<html><body><p>Hi {{ first }}.</p></body></html>", "from": "News <news@src.test>"})
+    .to_string();
+    let put = [
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &template,
+    ];
+    assert_eq!(curl(env.server.http, key, &put, "/v1/templates/ab").0, 201);
+
+    let header = json!({"name": "Subject test", "emailType": "ab", "tracking": {"opens": true},
+        "templateData": {"first": "you"},
+        "variants": [{"name": "plain", "templateData": {"subject_line": "Our news"}},
+                     {"name": "bold", "weight": 1, "templateData": {"subject_line": "Big news!"}}]});
+    let mut body = format!("{header}\n");
+    for i in 0..200 {
+        body.push_str(&format!("{{\"address\": \"ab{i}@fast.test\"}}\n"));
+    }
+    let create = [
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &body,
+    ];
+    let (status, created) = curl(env.server.http, key, &create, "/v1/campaigns");
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for(&env, key, &id, "all of it delivered", |c| {
+        c["state"] == "sent" && c["results"]["delivered"] == 200
+    });
+
+    // Readers open most of the bold subject's mail, few of the plain one's.
+    let mut opened = BTreeMap::from([("plain", 0u64), ("bold", 0u64)]);
+    let mut sent = BTreeMap::from([("plain", 0u64), ("bold", 0u64)]);
+    for (i, m) in env.sink.messages().into_iter().enumerate() {
+        let text = String::from_utf8_lossy(&m.data).replace("=\r\n", "");
+        let variant = if text.contains("Subject: Big news!") {
+            "bold"
+        } else {
+            "plain"
+        };
+        assert!(
+            variant == "bold" || text.contains("Subject: Our news"),
+            "{text}"
+        );
+        *sent.get_mut(variant).unwrap() += 1;
+        let reads = if variant == "bold" {
+            i % 5 < 3
+        } else {
+            i % 10 == 0
+        };
+        if !reads {
+            continue;
+        }
+        let token = text
+            .split("https://t.src.test/t/o/")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no pixel in {text}"));
+        let url = format!("http://127.0.0.1:{}/t/o/{token}", env.server.http);
+        let browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/130.0";
+        let (ok, out) = run(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-A",
+                browser,
+                &url,
+            ],
+            None,
+        );
+        assert!(ok && out.trim() == "200", "{out}");
+        *opened.get_mut(variant).unwrap() += 1;
+    }
+    // Both variants got a fair share of the 200 (weights 1:1).
+    assert!(sent.values().all(|&n| (60..=140).contains(&n)), "{sent:?}");
+
+    let path = format!("/v1/campaigns/{id}/variants");
+    let mut report = Value::Null;
+    wait_until(
+        "every open in the history",
+        WAIT,
+        || {
+            report = curl(env.server.http, key, &[], &path).1;
+            let seen: u64 = report["variants"]
+                .as_array()
+                .map(|vs| {
+                    vs.iter()
+                        .map(|v| v["results"]["opened"].as_u64().unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0);
+            seen == opened.values().sum::<u64>()
+        },
+        || env.server.log(),
+    );
+    for v in report["variants"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        assert_eq!(v["results"]["delivered"], json!(sent[name]), "{report}");
+        assert_eq!(v["results"]["opened"], json!(opened[name]), "{report}");
+    }
+    let leader = &report["leader"];
+    assert_eq!(
+        (&leader["name"], &leader["runnerUp"]),
+        (&json!("bold"), &json!("plain")),
+        "{report}"
+    );
+    assert_eq!(leader["significant"], json!(true), "{report}");
+    assert!(
+        leader["verdict"]
+            .as_str()
+            .unwrap()
+            .starts_with("bold leads plain"),
+        "{report}"
+    );
+    let (status, clicks) = curl(env.server.http, key, &[], &format!("{path}?metric=clicked"));
+    assert_eq!(status, 200, "{clicks}");
+    assert!(
+        clicks.get("leader").is_none(),
+        "no clicks, no leader: {clicks}"
+    );
+    let (status, _) = curl(env.server.http, key, &[], &format!("{path}?metric=bounces"));
+    assert_eq!(status, 422);
+}

@@ -7,6 +7,7 @@ pub mod expand;
 pub mod rows;
 pub mod spec;
 pub mod upload;
+pub mod variants;
 
 use postroad_queue::EventKind;
 use serde::Serialize;

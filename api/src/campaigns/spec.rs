@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use utoipa::ToSchema;
 
+use super::variants::Variant;
 use crate::problem::FieldError;
 use crate::store::lists::ListRow;
 use crate::submit::check;
@@ -56,6 +57,10 @@ pub struct CampaignRequest {
     /// queue takes them.
     #[serde(default)]
     pub max_per_second: Option<u32>,
+    /// A/B variants (none, or 2 to 26): each recipient gets one by weight, the same
+    /// on every try; `GET /v1/campaigns/{id}/variants` compares them.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
 }
 
 /// A checked request: what every message of the campaign shares.
@@ -71,6 +76,8 @@ pub struct Spec {
     pub tracking: Tracking,
     pub priority: String,
     pub max_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
 }
 
 /// [`TrackingOptions`] as stored.
@@ -143,6 +150,7 @@ impl CampaignRequest {
                 }
             },
         };
+        super::variants::check(&self.variants, &mut errors);
         if self.max_per_second == Some(0) {
             errors.push(FieldError::new("/maxPerSecond", "invalid", "at least 1"));
         }
@@ -173,6 +181,7 @@ impl CampaignRequest {
                 },
                 priority,
                 max_per_second: self.max_per_second,
+                variants: self.variants,
             },
             name: self.name.map(|n| n.trim().to_string()),
             list: self.list,
@@ -184,7 +193,11 @@ impl CampaignRequest {
 impl Spec {
     /// The message for one recipient, in the template form of `POST /v1/messages`.
     pub fn message(&self, campaign: &str, row: &ListRow) -> Value {
+        let variant = super::variants::pick(&self.variants, campaign, &row.address);
         let mut data = self.template_data.clone();
+        if let Some(v) = variant {
+            data.extend(v.template_data.clone());
+        }
         if let Some(Ok(Value::Object(own))) = row.data.as_deref().map(serde_json::from_str) {
             data.extend(own);
         }
@@ -201,11 +214,17 @@ impl Spec {
             },
         });
         let fields = message.as_object_mut().expect("an object");
-        if let Some(v) = self.template_version {
+        let version = variant
+            .and_then(|v| v.template_version)
+            .or(self.template_version);
+        if let Some(v) = version {
             fields.insert("templateVersion".into(), v.into());
         }
-        if let Some(from) = &self.from {
+        if let Some(from) = variant.and_then(|v| v.from.as_ref()).or(self.from.as_ref()) {
             fields.insert("from".into(), from.clone().into());
+        }
+        if let Some(v) = variant {
+            fields.insert("variant".into(), v.name.clone().into());
         }
         if let Some(reply_to) = &self.reply_to {
             fields.insert("replyTo".into(), reply_to.clone().into());

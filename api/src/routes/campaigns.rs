@@ -440,3 +440,153 @@ pub async fn act(
     let c = own(&state, &caller, &id).await?;
     Ok(axum::Json(view(&state, &c, true).await?).into_response())
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VariantsQuery {
+    /// What the variants are compared on: `opened` (default) or `clicked`, each per
+    /// delivered recipient and by people only.
+    pub metric: Option<String>,
+}
+
+/// A campaign's variants side by side.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantReport {
+    pub metric: String,
+    /// In the campaign's order.
+    pub variants: Vec<VariantResult>,
+    /// The variant with the highest rate, against the runner-up; absent without two
+    /// variants that delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<Leader>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantResult {
+    pub name: String,
+    pub weight: u32,
+    /// The metric's rate: opened (or clicked) per delivered.
+    pub rate: f64,
+    pub results: Results,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Leader {
+    pub name: String,
+    pub runner_up: String,
+    /// The two-sided p-value of their difference (two-proportion z-test).
+    pub p_value: f64,
+    /// `p_value` below 0.05.
+    pub significant: bool,
+    /// In words: `"b leads a (p = 0.003): significant at 95%"` or `"not yet
+    /// significant (p = 0.41)"`.
+    pub verdict: String,
+}
+
+/// The variants of a campaign, each with its results and rate, and whether the best
+/// one's lead over the runner-up is significant.
+#[utoipa::path(
+    get,
+    path = "/v1/campaigns/{id}/variants",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "The campaign's id"), VariantsQuery),
+    responses(
+        (status = 200, description = "The variants compared", body = VariantReport),
+        (status = 401, description = "Missing, unknown or revoked API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such campaign, or it has no variants", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown metric", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn variants(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(query): Query<VariantsQuery>,
+) -> Result<Response, Problem> {
+    let metric = query.metric.unwrap_or_else(|| "opened".into());
+    if metric != "opened" && metric != "clicked" {
+        let error = FieldError::new("metric", "invalid", "opened or clicked");
+        return Err(Problem::fields(vec![error]));
+    }
+    let c = own(&state, &caller, &id).await?;
+    let spec: crate::campaigns::spec::Spec = serde_json::from_str(&c.spec)
+        .map_err(|e| Problem::internal(format!("campaign {id} spec: {e}")))?;
+    if spec.variants.is_empty() {
+        return Err(Problem::new(Kind::NotFound).detail(format!("campaign {id} has no variants")));
+    }
+    let history = state
+        .deps
+        .history
+        .as_ref()
+        .ok_or_else(|| Problem::new(Kind::NotFound).detail("this server reads no history"))?;
+    let counts = history
+        .campaign_statuses(&c.id)
+        .await
+        .map_err(|e| Problem::store_unavailable("the history", e))?;
+    let hits = |r: &Results| {
+        if metric == "clicked" {
+            r.clicked
+        } else {
+            r.opened
+        }
+    };
+    let variants: Vec<VariantResult> = spec
+        .variants
+        .iter()
+        .map(|v| {
+            let mine = counts
+                .iter()
+                .filter(|c| c.variant.as_deref() == Some(v.name.as_str()));
+            let results = Results::of(mine);
+            let rate = if metric == "clicked" {
+                results.rates.clicked
+            } else {
+                results.rates.opened
+            };
+            VariantResult {
+                name: v.name.clone(),
+                weight: v.weight,
+                rate,
+                results,
+            }
+        })
+        .collect();
+    let mut ranked: Vec<&VariantResult> = variants
+        .iter()
+        .filter(|v| v.results.delivered > 0)
+        .collect();
+    ranked.sort_by(|a, b| b.rate.total_cmp(&a.rate));
+    let leader = match ranked.as_slice() {
+        [best, second, ..] => crate::campaigns::variants::compare(
+            hits(&best.results),
+            best.results.delivered,
+            hits(&second.results),
+            second.results.delivered,
+        )
+        .map(|c| Leader {
+            name: best.name.clone(),
+            runner_up: second.name.clone(),
+            p_value: c.p_value,
+            significant: c.significant,
+            verdict: if c.significant {
+                format!(
+                    "{} leads {} (p = {:.3}): significant at 95%",
+                    best.name, second.name, c.p_value
+                )
+            } else {
+                format!("not yet significant (p = {:.2})", c.p_value)
+            },
+        }),
+        _ => None,
+    };
+    Ok(axum::Json(VariantReport {
+        metric,
+        variants,
+        leader,
+    })
+    .into_response())
+}
