@@ -167,6 +167,8 @@ impl Modify for BearerKeys {
         campaigns::VariantResult,
         campaigns::Leader,
         crate::campaigns::variants::Variant,
+        crate::campaigns::spec::TestPhase,
+        crate::campaigns::TestView,
     )),
     modifiers(&BearerKeys),
     tags(

@@ -61,6 +61,9 @@ fn an_expansion_goes_on_after_the_queues_checkpoint_when_the_store_lags() {
         suppressed: 0,
         failed: 0,
         last_error: None,
+        phase: 0,
+        test_ends_at_ms: None,
+        winner: None,
         created_at_ms: 0,
         finished_at_ms: None,
     };
@@ -79,7 +82,7 @@ fn an_expansion_goes_on_after_the_queues_checkpoint_when_the_store_lags() {
         })
         .collect();
     let checkpoint = Checkpoint {
-        name: postroad_api::campaigns::expand::checkpoint_name(&id),
+        name: postroad_api::campaigns::expand::checkpoint_name(&id, 0),
         value: WRITTEN as u64,
         previous: None,
     };
@@ -143,7 +146,7 @@ fn an_expansion_goes_on_after_the_queues_checkpoint_when_the_store_lags() {
         api.runtime
             .block_on(
                 api.spool
-                    .checkpoint(&postroad_api::campaigns::expand::checkpoint_name(&id))
+                    .checkpoint(&postroad_api::campaigns::expand::checkpoint_name(&id, 0))
             )
             .unwrap(),
         None,

@@ -47,6 +47,11 @@ CREATE TABLE campaigns (
     suppressed  INTEGER NOT NULL DEFAULT 0,
     failed      INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT,
+    -- An A/B test phase: 0 while the sample is expanded (or the whole list without
+    -- one), 1 for the rest after the test; its end, and the variant that won.
+    phase        INTEGER NOT NULL DEFAULT 0,
+    test_ends_at INTEGER,
+    winner       TEXT,
     owner       TEXT,
     lease_until INTEGER,
     created_at  INTEGER NOT NULL,

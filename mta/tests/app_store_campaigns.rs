@@ -33,6 +33,9 @@ fn campaign(id: &str, tenant: &str, list: &str) -> CampaignRecord {
         suppressed: 0,
         failed: 0,
         last_error: None,
+        phase: 0,
+        test_ends_at_ms: None,
+        winner: None,
         created_at_ms: 0,
         finished_at_ms: None,
     }
@@ -244,4 +247,62 @@ fn a_sent_campaign_can_still_be_paused_or_cancelled_but_nothing_leaves_cancelled
     }
     assert_eq!(transition("resume").unwrap().1, state::SCHEDULED);
     assert!(transition("restart").is_none());
+}
+
+#[tokio::test]
+async fn an_ab_test_waits_after_its_sample_and_keeps_its_first_winner() {
+    for (store, _guard) in stores("ab_tests").await {
+        let at = store.location().to_string();
+        store
+            .create_campaign(&campaign("cmp_ab", "acme", "lst_1"))
+            .await
+            .unwrap();
+        assert!(
+            store.take_campaign("cmp_ab", "a", 60_000).await.unwrap(),
+            "{at}"
+        );
+        let far = 4_000_000_000_000;
+        assert!(store.start_test("cmp_ab", "a", far).await.unwrap(), "{at}");
+        assert!(!store.start_test("cmp_ab", "a", far).await.unwrap(), "{at}");
+        let c = store.campaign(None, "cmp_ab").await.unwrap().unwrap();
+        assert_eq!(
+            (c.state.as_str(), c.phase, c.done_seq, c.test_ends_at_ms),
+            (state::TESTING, 1, 0, Some(far)),
+            "{at}"
+        );
+        // Not due while the test runs, for anyone.
+        assert!(store.due_campaigns("b").await.unwrap().is_empty(), "{at}");
+        assert!(
+            !store.take_campaign("cmp_ab", "b", 60_000).await.unwrap(),
+            "{at}"
+        );
+
+        let first = store.set_winner("cmp_ab", "bold").await.unwrap();
+        let second = store.set_winner("cmp_ab", "plain").await.unwrap();
+        assert_eq!(
+            (first.as_deref(), second.as_deref()),
+            (Some("bold"), Some("bold")),
+            "{at}"
+        );
+
+        // A test that has ended is due again, for its second phase.
+        store
+            .create_campaign(&campaign("cmp_ended", "acme", "lst_1"))
+            .await
+            .unwrap();
+        assert!(
+            store.take_campaign("cmp_ended", "a", 60_000).await.unwrap(),
+            "{at}"
+        );
+        assert!(store.start_test("cmp_ended", "a", 1).await.unwrap(), "{at}");
+        assert_eq!(
+            store.due_campaigns("b").await.unwrap(),
+            ["cmp_ended"],
+            "{at}"
+        );
+        assert!(
+            store.take_campaign("cmp_ended", "b", 60_000).await.unwrap(),
+            "{at}"
+        );
+    }
 }

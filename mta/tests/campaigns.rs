@@ -718,3 +718,123 @@ fn ab_variants_are_assigned_by_weight_and_compared_on_real_opens() {
     let (status, _) = curl(env.server.http, key, &[], &format!("{path}?metric=bounces"));
     assert_eq!(status, 422);
 }
+
+#[test]
+fn an_ab_test_sends_its_sample_both_variants_then_the_winner_to_the_rest() {
+    let env = RelayEnv::start(
+        "",
+        "[tracking]\nbase_url = \"https://t.src.test\"\nmachine_window_secs = 0\n",
+    );
+    let key = api_key(&env.server, &["create", "--name", "marketing"]);
+    let key = key.trim();
+    let template = json!({"subject": "{{ subject_line }}", "text": "Hi.",
+        "html": "<html><body><p>Hi.</p></body></html>", "from": "News <news@src.test>"})
+    .to_string();
+    let put = [
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &template,
+    ];
+    assert_eq!(curl(env.server.http, key, &put, "/v1/templates/ab").0, 201);
+    let header = json!({"name": "Tested", "emailType": "ab", "tracking": {"opens": true},
+        "variants": [{"name": "plain", "templateData": {"subject_line": "Our news"}},
+                     {"name": "bold", "templateData": {"subject_line": "Big news!"}}],
+        "test": {"share": 0.3, "waitSecs": 20}});
+    let mut body = format!("{header}\n");
+    for i in 0..300 {
+        body.push_str(&format!("{{\"address\": \"t{i}@fast.test\"}}\n"));
+    }
+    let create = [
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &body,
+    ];
+    let (status, created) = curl(env.server.http, key, &create, "/v1/campaigns");
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // The sample goes out; readers open it well within the test's 20 s.
+    let testing = wait_for(&env, key, &id, "the sample queued", |c| {
+        c["state"] == "testing"
+    });
+    let sample = testing["expansion"]["queued"].as_u64().unwrap();
+    assert!((50..=130).contains(&sample), "30% of 300: {testing}");
+    assert_eq!(testing["test"]["phase"], json!("waiting"), "{testing}");
+    wait_until(
+        "the sample delivered",
+        WAIT,
+        || env.sink.messages().len() as u64 == sample,
+        || env.server.log(),
+    );
+    let subject = |m: &postroad_loadtest::sink::ReceivedMessage| {
+        let text = String::from_utf8_lossy(&m.data).to_string();
+        if text.contains("Subject: Big news!") {
+            "bold"
+        } else {
+            "plain"
+        }
+    };
+    let mut opened = 0;
+    for m in env.sink.messages() {
+        let text = String::from_utf8_lossy(&m.data).replace("=\r\n", "");
+        if subject(&m) != "bold" {
+            continue;
+        }
+        let token = text
+            .split("https://t.src.test/t/o/")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap();
+        let url = format!("http://127.0.0.1:{}/t/o/{token}", env.server.http);
+        let (ok, _) = run(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-A",
+                "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+                &url,
+            ],
+            None,
+        );
+        assert!(ok);
+        opened += 1;
+    }
+    let sampled: Vec<&str> = env.sink.messages().iter().map(subject).collect();
+    assert!(
+        sampled.contains(&"plain") && opened > 0,
+        "both variants in the sample: {sampled:?}"
+    );
+    let variants = format!("/v1/campaigns/{id}/variants");
+    wait_until(
+        "the opens in the history",
+        WAIT,
+        || curl(env.server.http, key, &[], &variants).1["leader"]["name"] == "bold",
+        || env.server.log(),
+    );
+
+    let done = wait_for(&env, key, &id, "the rest delivered", |c| {
+        c["state"] == "sent" && c["results"]["delivered"] == 300
+    });
+    assert_eq!(
+        (
+            &done["test"]["winner"],
+            &done["test"]["phase"],
+            &done["expansion"]["queued"]
+        ),
+        (&json!("bold"), &json!("rest"), &json!(300)),
+        "{done}"
+    );
+    let all = env.sink.messages();
+    assert_eq!(received(&env).len(), 300);
+    let rest: Vec<&str> = all[sample as usize..].iter().map(subject).collect();
+    assert!(
+        rest.iter().all(|s| *s == "bold"),
+        "the rest got the winner only: {rest:?}"
+    );
+}

@@ -65,6 +65,8 @@ enum Left {
     State(String),
     /// Another process holds the lease, or the campaign is gone.
     TakenOver,
+    /// An A/B test's sample is queued; the rest waits so many seconds.
+    Testing(u64),
     Stopping,
 }
 
@@ -84,14 +86,35 @@ impl std::fmt::Display for Left {
         match self {
             Left::State(state) => f.write_str(state),
             Left::TakenOver => f.write_str("taken over"),
+            Left::Testing(secs) => write!(f, "testing for {secs} s"),
             Left::Stopping => f.write_str("stopping"),
         }
     }
 }
 
-/// The name of a campaign's checkpoint in the queue.
-pub fn checkpoint_name(campaign: &str) -> String {
-    format!("campaign:{campaign}")
+/// The name of a campaign's checkpoint in the queue, for its `phase` (an A/B test's
+/// rest walks the list a second time).
+pub fn checkpoint_name(campaign: &str, phase: u8) -> String {
+    match phase {
+        0 => format!("campaign:{campaign}"),
+        _ => format!("campaign:{campaign}:rest"),
+    }
+}
+
+/// Which rows of the list this walk takes, and with what variant.
+struct Pass {
+    /// The A/B test's share: the sample (first phase) or everyone else (second).
+    sample: Option<(f64, bool)>,
+    /// The test's winner, for everyone in the second phase.
+    winner: Option<String>,
+}
+
+impl Pass {
+    fn takes(&self, campaign: &str, address: &str) -> bool {
+        self.sample.is_none_or(|(share, inside)| {
+            super::variants::in_sample(campaign, address, share) == inside
+        })
+    }
 }
 
 /// Runs the campaigns due until `stop`, then lets go of their leases.
@@ -195,7 +218,14 @@ impl Job {
             return Ok(Outcome::Left(Left::TakenOver));
         };
         let spec: Spec = serde_json::from_str(&campaign.spec).map_err(Stopped::Spec)?;
-        let name = checkpoint_name(&self.id);
+        let pass = Pass {
+            sample: spec.test.as_ref().map(|t| (t.share, campaign.phase == 0)),
+            winner: match (&spec.test, campaign.phase) {
+                (Some(test), 1) => Some(self.winner(&campaign, &spec, &test.metric).await?),
+                _ => None,
+            },
+        };
+        let name = checkpoint_name(&self.id, campaign.phase);
         let mut checkpoint = self.queue_checkpoint(&name).await?;
         let mut done = campaign.done_seq;
         if let Some(at) = checkpoint.filter(|&at| at > done) {
@@ -220,10 +250,15 @@ impl Job {
             .max_per_second
             .map_or(BATCH, |m| (m as usize).clamp(1, BATCH));
         let mut pace = Pace::new(spec.max_per_second);
-        let mut next = self.build(&campaign, &spec, done, batch).await?;
+        let mut next = self.build(&campaign, &spec, &pass, done, batch).await?;
         loop {
             let Some(built) = next else {
-                return self.finish(&name).await;
+                return match &spec.test {
+                    Some(test) if campaign.phase == 0 => {
+                        self.start_test(&name, test.wait_secs).await
+                    }
+                    _ => self.finish(&name).await,
+                };
             };
             if self.stop.is_cancelled() {
                 return Ok(Outcome::Left(Left::Stopping));
@@ -232,7 +267,7 @@ impl Job {
             let last = built.last_seq;
             let (written, upcoming) = tokio::join!(
                 self.write(&name, built, checkpoint),
-                self.build(&campaign, &spec, last, batch),
+                self.build(&campaign, &spec, &pass, last, batch),
             );
             if let Some(left) = written? {
                 return Ok(Outcome::Left(left));
@@ -240,6 +275,65 @@ impl Job {
             checkpoint = Some(last);
             next = upcoming?;
         }
+    }
+
+    /// The A/B test's winner: the one recorded, else the best rate in the history
+    /// now (recorded, so every process goes on with the same).
+    async fn winner(
+        &self,
+        campaign: &CampaignRecord,
+        spec: &Spec,
+        metric: &str,
+    ) -> Result<String, Stopped> {
+        if let Some(winner) = &campaign.winner {
+            return Ok(winner.clone());
+        }
+        let counts = match &self.state.deps.history {
+            Some(history) => history
+                .campaign_statuses(&self.id)
+                .await
+                .map_err(|e| Stopped::Messages(format!("cannot read the test's results: {e}")))?,
+            None => Vec::new(),
+        };
+        let best = super::variants::winner(&spec.variants, &counts, metric)
+            .map(|v| v.name.clone())
+            .ok_or_else(|| Stopped::Messages("the test has no variants".into()))?;
+        let winner = self
+            .state
+            .deps
+            .store
+            .set_winner(&self.id, &best)
+            .await?
+            .unwrap_or(best);
+        tracing::info!(campaign = %self.id, %winner, %metric, "A/B test decided");
+        Ok(winner)
+    }
+
+    /// The sample is queued: the campaign waits `wait_secs` for its results.
+    async fn start_test(&self, name: &str, wait_secs: u64) -> Result<Outcome, Stopped> {
+        let ends = postroad_queue::unix_ms(std::time::SystemTime::now()) + wait_secs * 1000;
+        if !self
+            .state
+            .deps
+            .store
+            .start_test(&self.id, &self.owner, ends)
+            .await?
+        {
+            let state = self
+                .state
+                .deps
+                .store
+                .campaign(None, &self.id)
+                .await?
+                .map(|c| c.state);
+            return Ok(Outcome::Left(
+                Left::unless_sending(state).unwrap_or(Left::TakenOver),
+            ));
+        }
+        if let Err(e) = self.state.deps.queue.clear_checkpoint(name).await {
+            tracing::warn!(campaign = %self.id, error = %e, "cannot clear the campaign's checkpoint");
+        }
+        Ok(Outcome::Left(Left::Testing(wait_secs)))
     }
 
     async fn queue_checkpoint(&self, name: &str) -> Result<Option<u64>, Stopped> {
@@ -270,11 +364,12 @@ impl Job {
         &self,
         campaign: &CampaignRecord,
         spec: &Spec,
+        pass: &Pass,
         after: u64,
         batch: usize,
     ) -> Result<Option<Built>, Stopped> {
         let state = &self.state;
-        let rows = state
+        let mut rows = state
             .deps
             .store
             .list_rows(&campaign.list_id, after, batch)
@@ -282,13 +377,14 @@ impl Job {
         let Some(last_seq) = rows.last().map(|r| r.seq) else {
             return Ok(None);
         };
+        rows.retain(|r| pass.takes(&self.id, &r.address));
         let tenant = (!campaign.tenant.is_empty()).then_some(campaign.tenant.as_str());
         let suppressed = self.suppressed(tenant, &rows).await;
         let values: Vec<_> = rows
             .iter()
             .zip(&suppressed)
             .filter(|(_, s)| !**s)
-            .map(|(row, _)| spec.message(&self.id, row))
+            .map(|(row, _)| spec.message(&self.id, row, pass.winner.as_deref()))
             .collect();
         let caller = Caller {
             key_id: format!("campaign:{}", self.id),

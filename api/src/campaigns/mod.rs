@@ -34,9 +34,29 @@ pub struct CampaignView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     pub expansion: Expansion,
+    /// The A/B test, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestView>,
     /// From the delivery history; absent where this process cannot read it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Results>,
+}
+
+/// A campaign's A/B test: a sample first, then the winner to the rest.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestView {
+    pub share: f64,
+    pub wait_secs: u64,
+    pub metric: String,
+    /// `sample` (being queued), `waiting` (until `endsAt`), `rest` (the winner to
+    /// everyone else).
+    pub phase: String,
+    /// RFC 3339, once the sample is queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub winner: Option<String>,
 }
 
 /// The list a campaign is sent to, as its upload counted it.
@@ -173,9 +193,24 @@ impl Results {
 impl CampaignView {
     pub fn new(c: &CampaignRecord, list: Option<&RecipientList>, results: Option<Results>) -> Self {
         let recipients = list.map_or(0, |l| l.recipients);
-        let email_type = serde_json::from_str::<spec::Spec>(&c.spec)
-            .map(|s| s.email_type)
-            .unwrap_or_default();
+        let spec = serde_json::from_str::<spec::Spec>(&c.spec).ok();
+        let test = spec
+            .as_ref()
+            .and_then(|s| s.test.as_ref())
+            .map(|t| TestView {
+                share: t.share,
+                wait_secs: t.wait_secs,
+                metric: t.metric.clone(),
+                phase: match (c.phase, &c.winner) {
+                    (0, _) => "sample",
+                    (_, None) => "waiting",
+                    (_, Some(_)) => "rest",
+                }
+                .into(),
+                ends_at: c.test_ends_at_ms.map(postroad_queue::rfc3339),
+                winner: c.winner.clone(),
+            });
+        let email_type = spec.map(|s| s.email_type).unwrap_or_default();
         CampaignView {
             id: c.id.clone(),
             name: c.name.clone(),
@@ -203,6 +238,7 @@ impl CampaignView {
                     (c.expanded as f64 * 100.0 / recipients as f64).min(100.0)
                 },
             },
+            test,
             results,
         }
     }

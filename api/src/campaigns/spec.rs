@@ -61,6 +61,10 @@ pub struct CampaignRequest {
     /// on every try; `GET /v1/campaigns/{id}/variants` compares them.
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// An A/B test (with variants): first a sample of the list, then, after a wait,
+    /// the variant with the best rate to everyone else.
+    #[serde(default)]
+    pub test: Option<TestPhase>,
 }
 
 /// A checked request: what every message of the campaign shares.
@@ -78,6 +82,56 @@ pub struct Spec {
     pub max_per_second: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<TestPhase>,
+}
+
+/// Longest wait of an A/B test: a week.
+const MAX_TEST_WAIT_SECS: u64 = 7 * 24 * 3600;
+
+/// An A/B test: the share of the list that gets the variants, how long after that
+/// sample is queued the winner is picked, and on what.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestPhase {
+    /// Of the list, above 0 and below 1 (`0.1`: a tenth, picked by a hash of the
+    /// address).
+    pub share: f64,
+    /// Seconds from the sample being queued to the winner being picked (1 s to a week).
+    pub wait_secs: u64,
+    /// `opened` (default) or `clicked`: the rate per delivered, by people.
+    #[serde(default = "opened")]
+    pub metric: String,
+}
+
+fn opened() -> String {
+    "opened".into()
+}
+
+impl TestPhase {
+    fn check(&self, with_variants: bool, errors: &mut Vec<FieldError>) {
+        if !with_variants {
+            errors.push(FieldError::new("/test", "invalid", "a test needs variants"));
+        }
+        if !(self.share > 0.0 && self.share < 1.0) {
+            errors.push(FieldError::new(
+                "/test/share",
+                "invalid",
+                "above 0 and below 1",
+            ));
+        }
+        if self.wait_secs == 0 || self.wait_secs > MAX_TEST_WAIT_SECS {
+            let detail = format!("1 to {MAX_TEST_WAIT_SECS} seconds");
+            errors.push(FieldError::new("/test/waitSecs", "invalid", detail));
+        }
+        if self.metric != "opened" && self.metric != "clicked" {
+            errors.push(FieldError::new(
+                "/test/metric",
+                "invalid",
+                "opened or clicked",
+            ));
+        }
+    }
 }
 
 /// [`TrackingOptions`] as stored.
@@ -151,6 +205,9 @@ impl CampaignRequest {
             },
         };
         super::variants::check(&self.variants, &mut errors);
+        if let Some(test) = &self.test {
+            test.check(!self.variants.is_empty(), &mut errors);
+        }
         if self.max_per_second == Some(0) {
             errors.push(FieldError::new("/maxPerSecond", "invalid", "at least 1"));
         }
@@ -182,6 +239,7 @@ impl CampaignRequest {
                 priority,
                 max_per_second: self.max_per_second,
                 variants: self.variants,
+                test: self.test,
             },
             name: self.name.map(|n| n.trim().to_string()),
             list: self.list,
@@ -191,9 +249,13 @@ impl CampaignRequest {
 }
 
 impl Spec {
-    /// The message for one recipient, in the template form of `POST /v1/messages`.
-    pub fn message(&self, campaign: &str, row: &ListRow) -> Value {
-        let variant = super::variants::pick(&self.variants, campaign, &row.address);
+    /// The message for one recipient, in the template form of `POST /v1/messages`:
+    /// of its variant, or of `winner` (an A/B test's second phase).
+    pub fn message(&self, campaign: &str, row: &ListRow, winner: Option<&str>) -> Value {
+        let variant = match winner {
+            Some(name) => self.variants.iter().find(|v| v.name == name),
+            None => super::variants::pick(&self.variants, campaign, &row.address),
+        };
         let mut data = self.template_data.clone();
         if let Some(v) = variant {
             data.extend(v.template_data.clone());

@@ -100,6 +100,50 @@ pub fn pick<'v>(variants: &'v [Variant], campaign: &str, address: &str) -> Optio
     })
 }
 
+/// Whether `address` is in the A/B test's sample of `campaign` (`share` of the list),
+/// by another hash than the variant's, so the sample holds every variant in its
+/// weights.
+pub fn in_sample(campaign: &str, address: &str, share: f64) -> bool {
+    let mut hash = Sha256::new();
+    hash.update(b"sample\0");
+    hash.update(campaign.as_bytes());
+    hash.update([0]);
+    hash.update(address.to_lowercase().as_bytes());
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) as f64 / u64::MAX as f64) < share
+}
+
+/// The variant with the best rate of `metric` (`opened` or `clicked`, per delivered,
+/// by people) in `counts`; the first of the campaign's on a tie or without any
+/// delivered.
+pub fn winner<'v>(
+    variants: &'v [Variant],
+    counts: &[crate::history::CampaignStatusCount],
+    metric: &str,
+) -> Option<&'v Variant> {
+    let rate = |v: &Variant| {
+        let mine = counts
+            .iter()
+            .filter(|c| c.variant.as_deref() == Some(v.name.as_str()));
+        let r = super::Results::of(mine);
+        if metric == "clicked" {
+            r.rates.clicked
+        } else {
+            r.rates.opened
+        }
+    };
+    let mut best: Option<(&Variant, f64)> = None;
+    for v in variants {
+        let r = rate(v);
+        if best.is_none_or(|(_, b)| r > b) {
+            best = Some((v, r));
+        }
+    }
+    best.map(|(v, _)| v)
+}
+
 /// Two proportions compared: `a` of `n` against `b` of `m`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

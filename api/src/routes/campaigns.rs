@@ -235,6 +235,9 @@ pub async fn create(
         suppressed: 0,
         failed: 0,
         last_error: None,
+        phase: 0,
+        test_ends_at_ms: None,
+        winner: None,
         created_at_ms: now,
         finished_at_ms: None,
     };

@@ -13,15 +13,17 @@ pub mod state {
     pub const PAUSED: &str = "paused";
     pub const CANCELLED: &str = "cancelled";
     pub const SENT: &str = "sent";
+    /// An A/B test's sample is queued; the rest waits for the winner.
+    pub const TESTING: &str = "testing";
 
     /// What `action` (`pause`, `resume`, `cancel`) may start from and leads to. A sent
     /// campaign may still be paused or cancelled: its queued mail is then held or
     /// dropped by the relay.
     pub fn transition(action: &str) -> Option<(&'static [&'static str], &'static str)> {
         match action {
-            "pause" => Some((&[SCHEDULED, SENDING, SENT], PAUSED)),
+            "pause" => Some((&[SCHEDULED, SENDING, TESTING, SENT], PAUSED)),
             "resume" => Some((&[PAUSED], SCHEDULED)),
-            "cancel" => Some((&[SCHEDULED, SENDING, PAUSED, SENT], CANCELLED)),
+            "cancel" => Some((&[SCHEDULED, SENDING, TESTING, PAUSED, SENT], CANCELLED)),
             _ => None,
         }
     }
@@ -46,6 +48,12 @@ pub struct CampaignRecord {
     /// Rows whose message could not be made (a template error for that recipient).
     pub failed: u64,
     pub last_error: Option<String>,
+    /// 0: the A/B test's sample (or the whole list without a test); 1: the rest.
+    pub phase: u8,
+    /// When the A/B test ends (set once its sample is queued).
+    pub test_ends_at_ms: Option<u64>,
+    /// The variant the test picked for the rest.
+    pub winner: Option<String>,
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
 }
@@ -67,46 +75,52 @@ pub struct Progress {
     pub last_error: Option<String>,
 }
 
-type Record = (
-    Vec<u8>,
-    Vec<u8>,
-    String,
-    Vec<u8>,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
+/// A `campaigns` row as read (identifiers as bytes: see [`text`]).
+#[derive(sqlx::FromRow)]
+struct Record {
+    id: Vec<u8>,
+    tenant: Vec<u8>,
+    name: String,
+    list_id: Vec<u8>,
+    spec: String,
+    state: String,
+    send_at: i64,
+    done_seq: i64,
+    expanded: i64,
+    suppressed: i64,
+    failed: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    finished_at: Option<i64>,
+    phase: i64,
+    test_ends_at: Option<i64>,
+    winner: Option<String>,
+}
 
 const COLUMNS: &str = "id, tenant, name, list_id, spec, state, send_at, done_seq, expanded, \
-                       suppressed, failed, last_error, created_at, finished_at";
+                       suppressed, failed, last_error, created_at, finished_at, phase, \
+                       test_ends_at, winner";
 
 fn record(r: Record) -> Result<CampaignRecord> {
-    let (id, tenant, name, list_id, spec, state, send_at, done, expanded, suppressed) =
-        (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9);
-    let (failed, last_error, created, finished) = (r.10, r.11, r.12, r.13);
     let count = |n: i64| n.max(0) as u64;
     Ok(CampaignRecord {
-        id: text(id)?,
-        tenant: text(tenant)?,
-        name,
-        list_id: text(list_id)?,
-        spec,
-        state,
-        send_at_ms: count(send_at),
-        done_seq: count(done),
-        expanded: count(expanded),
-        suppressed: count(suppressed),
-        failed: count(failed),
-        last_error,
-        created_at_ms: count(created),
-        finished_at_ms: finished.map(count),
+        id: text(r.id)?,
+        tenant: text(r.tenant)?,
+        name: r.name,
+        list_id: text(r.list_id)?,
+        spec: r.spec,
+        state: r.state,
+        send_at_ms: count(r.send_at),
+        done_seq: count(r.done_seq),
+        expanded: count(r.expanded),
+        suppressed: count(r.suppressed),
+        failed: count(r.failed),
+        last_error: r.last_error,
+        phase: u8::try_from(r.phase).unwrap_or(0),
+        test_ends_at_ms: r.test_ends_at.map(count),
+        winner: r.winner,
+        created_at_ms: count(r.created_at),
+        finished_at_ms: r.finished_at.map(count),
     })
 }
 
@@ -165,9 +179,11 @@ impl AppStore {
         let now = now_ms();
         let ids: Vec<Vec<u8>> = on_pool!(self, pool => {
             sqlx::query_scalar(
-                "SELECT id FROM campaigns WHERE state IN ('scheduled', 'sending') AND send_at <= ? \
+                "SELECT id FROM campaigns WHERE state IN ('scheduled', 'sending', 'testing') \
+                 AND send_at <= ? AND (test_ends_at IS NULL OR test_ends_at <= ?) \
                  AND (owner IS NULL OR lease_until < ? OR owner = ?) ORDER BY send_at LIMIT 64",
             )
+            .bind(now)
             .bind(now)
             .bind(now)
             .bind(owner)
@@ -184,13 +200,15 @@ impl AppStore {
         let taken = on_pool!(self, pool => {
             sqlx::query(
                 "UPDATE campaigns SET owner = ?, lease_until = ?, state = 'sending', updated_at = ? \
-                 WHERE id = ? AND state IN ('scheduled', 'sending') \
+                 WHERE id = ? AND state IN ('scheduled', 'sending', 'testing') \
+                 AND (test_ends_at IS NULL OR test_ends_at <= ?) \
                  AND (owner IS NULL OR lease_until < ? OR owner = ?)",
             )
             .bind(owner)
             .bind(now + lease_ms as i64)
             .bind(now)
             .bind(id)
+            .bind(now)
             .bind(now)
             .bind(owner)
             .execute(pool)
@@ -278,6 +296,39 @@ impl AppStore {
         rows.into_iter()
             .map(|(id, state)| Ok((text(id)?, state)))
             .collect()
+    }
+
+    /// The A/B test's sample is queued: the campaign is `testing` until `ends_at_ms`,
+    /// then its second phase expands the list again from the start (the rest).
+    pub async fn start_test(&self, id: &str, owner: &str, ends_at_ms: u64) -> Result<bool> {
+        let updated = on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE campaigns SET state = 'testing', phase = 1, done_seq = 0, test_ends_at = ?, \
+                 owner = NULL, lease_until = NULL, updated_at = ? \
+                 WHERE id = ? AND owner = ? AND state = 'sending' AND phase = 0",
+            )
+            .bind(ends_at_ms.min(i64::MAX as u64) as i64)
+            .bind(now_ms())
+            .bind(id)
+            .bind(owner)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// Records the variant the test picked (once: a winner already recorded stays);
+    /// the winner in force.
+    pub async fn set_winner(&self, id: &str, winner: &str) -> Result<Option<String>> {
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE campaigns SET winner = ? WHERE id = ? AND winner IS NULL")
+                .bind(winner)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(self.campaign(None, id).await?.and_then(|c| c.winner))
     }
 
     /// Lets go of the lease (stopping, or the campaign was paused).
