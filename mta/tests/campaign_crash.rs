@@ -9,18 +9,13 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use common::http::{api_key, curl};
+use common::campaigns;
+use common::http::api_key;
 use postroad_queue::Queue;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const RECIPIENTS: usize = 30_000;
 const KILLS: usize = 3;
-
-fn campaign(server: &Server, key: &str, id: &str) -> Value {
-    let (status, c) = curl(server.http, key, &[], &format!("/v1/campaigns/{id}"));
-    assert_eq!(status, 200, "{c}");
-    c
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_expansion_queues_every_recipient_exactly_once() {
@@ -28,17 +23,8 @@ async fn sigkill_during_expansion_queues_every_recipient_exactly_once() {
     let key = api_key(&server, &["create", "--name", "marketing"]);
     let key = key.trim();
     let template = json!({"subject": "News for {{ first }}", "text": "Hi {{ first }}.",
-        "from": "News <news@src.test>"})
-    .to_string();
-    let put = [
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &template,
-    ];
-    assert_eq!(curl(server.http, key, &put, "/v1/templates/news").0, 201);
+        "from": "News <news@src.test>"});
+    campaigns::put_template(server.http, key, "news", &template);
 
     let mut body = format!("{}\n", json!({"name": "Crash", "emailType": "news"}));
     for i in 0..RECIPIENTS {
@@ -50,14 +36,7 @@ async fn sigkill_during_expansion_queues_every_recipient_exactly_once() {
     let path = server.data_dir().join("recipients.ndjson");
     std::fs::write(&path, body).unwrap();
     let file = format!("@{}", path.display());
-    let create = [
-        "-H",
-        "Content-Type: application/x-ndjson",
-        "--data-binary",
-        &file,
-    ];
-    let (status, created) = curl(server.http, key, &create, "/v1/campaigns");
-    assert_eq!(status, 201, "{created}");
+    let created = campaigns::create_inline(server.http, key, &file);
     let id = created["id"].as_str().unwrap().to_string();
 
     let started = Instant::now();
@@ -66,7 +45,7 @@ async fn sigkill_during_expansion_queues_every_recipient_exactly_once() {
         // Killed while it expands: after some of it is queued, before all of it.
         let deadline = Instant::now() + Duration::from_secs(60);
         let c = loop {
-            let c = campaign(&server, key, &id);
+            let c = campaigns::campaign(server.http, key, &id);
             let expanded = c["expansion"]["expanded"].as_u64().unwrap();
             if c["state"] == "sent" || (c["state"] == "sending" && expanded > 0) {
                 break c;
@@ -87,7 +66,7 @@ async fn sigkill_during_expansion_queues_every_recipient_exactly_once() {
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
-        let c = campaign(&server, key, &id);
+        let c = campaigns::campaign(server.http, key, &id);
         if c["state"] == "sent" {
             break c;
         }

@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::campaigns;
 use common::http::{api_key, curl};
 use common::relay_env::RelayEnv;
 use common::wait_until;
@@ -38,18 +39,7 @@ fn high_priority_mail_is_not_held_up_by_a_campaigns_backlog() {
     let key = api_key(&env.server, &["create", "--name", "shop"]);
     let key = key.trim();
     let template = json!({"subject": "News", "text": "Hello.", "from": "news@src.test"});
-    let put = [
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &template.to_string(),
-    ];
-    assert_eq!(
-        curl(env.server.http, key, &put, "/v1/templates/news").0,
-        201
-    );
+    campaigns::put_template(env.server.http, key, "news", &template);
 
     let mut body = format!("{}\n", json!({"name": "Backlog", "emailType": "news"}));
     for i in 0..BULK {
@@ -58,14 +48,7 @@ fn high_priority_mail_is_not_held_up_by_a_campaigns_backlog() {
     let path = env.server.data_dir().join("backlog.ndjson");
     std::fs::write(&path, body).unwrap();
     let file = format!("@{}", path.display());
-    let create = [
-        "-H",
-        "Content-Type: application/x-ndjson",
-        "--data-binary",
-        &file,
-    ];
-    let (status, created) = curl(env.server.http, key, &create, "/v1/campaigns");
-    assert_eq!(status, 201, "{created}");
+    let created = campaigns::create_inline(env.server.http, key, &file);
     let id = created["id"].as_str().unwrap().to_string();
     wait_until(
         "the whole campaign queued",

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app_stores;
+pub mod campaigns;
 pub mod dkim_keys;
 pub mod http;
 pub mod influxdb;
