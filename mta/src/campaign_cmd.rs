@@ -75,7 +75,7 @@ async fn command(
             let campaigns = store.campaigns(tenant, limit.max(1)).await?;
             let mut views = Vec::with_capacity(campaigns.len());
             for c in &campaigns {
-                views.push(view(store, c, None).await?);
+                views.push(CampaignView::load(store, c, None).await?);
             }
             if json {
                 for v in &views {
@@ -102,7 +102,7 @@ async fn command(
                     recipients: s.recipients,
                 })
                 .collect();
-            let v = view(store, &c, Some(Results::of(&counts))).await?;
+            let v = CampaignView::load(store, &c, Some(Results::of(&counts))).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
@@ -124,15 +124,6 @@ async fn find(store: &AppStore, tenant: Option<&str>, id: &str) -> anyhow::Resul
         .campaign(tenant, id)
         .await?
         .with_context(|| format!("no campaign {id}"))
-}
-
-async fn view(
-    store: &AppStore,
-    c: &CampaignRecord,
-    results: Option<Results>,
-) -> anyhow::Result<CampaignView> {
-    let list = store.list(&c.tenant, &c.list_id).await?;
-    Ok(CampaignView::new(c, list.as_ref(), results))
 }
 
 fn table(views: &[CampaignView]) -> String {

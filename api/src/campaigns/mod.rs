@@ -191,6 +191,16 @@ impl Results {
 }
 
 impl CampaignView {
+    /// The view of a stored campaign, with its list as `store` has it now.
+    pub async fn load(
+        store: &crate::store::AppStore,
+        c: &CampaignRecord,
+        results: Option<Results>,
+    ) -> crate::store::Result<Self> {
+        let list = store.list(&c.tenant, &c.list_id).await?;
+        Ok(Self::new(c, list.as_ref(), results))
+    }
+
     pub fn new(c: &CampaignRecord, list: Option<&RecipientList>, results: Option<Results>) -> Self {
         let recipients = list.map_or(0, |l| l.recipients);
         let spec = serde_json::from_str::<spec::Spec>(&c.spec).ok();

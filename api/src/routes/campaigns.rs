@@ -303,12 +303,6 @@ async fn view(
     c: &CampaignRecord,
     with_results: bool,
 ) -> Result<CampaignView, Problem> {
-    let list = state
-        .deps
-        .store
-        .list(&c.tenant, &c.list_id)
-        .await
-        .map_err(unavailable)?;
     let results = match (&state.deps.history, with_results) {
         (Some(history), true) => {
             let counts = history
@@ -319,7 +313,9 @@ async fn view(
         }
         _ => None,
     };
-    Ok(CampaignView::new(c, list.as_ref(), results))
+    CampaignView::load(&state.deps.store, c, results)
+        .await
+        .map_err(unavailable)
 }
 
 async fn own(state: &AppState, caller: &Caller, id: &str) -> Result<CampaignRecord, Problem> {
