@@ -132,6 +132,7 @@ publish_events = $PUBLISH_EVENTS
 
 [kafka.topics]
 send = { name = "bench-send", partitions = $PARTITIONS }
+bulk = { name = "bench-bulk", partitions = $PARTITIONS }
 events = { name = "bench-events", partitions = $EVENTS_PARTITIONS }
 $(for t in 1m:60 10m:600 1h:3600 6h:21600; do
     printf '[[kafka.retry_tier]]\ntopic = "bench-retry-%s"\ndelay_secs = %s\npartitions = %s\n' "${t%%:*}" "${t##*:}" "$TIER_PARTITIONS"

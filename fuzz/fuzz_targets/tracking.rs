@@ -1,5 +1,7 @@
 //! The tracking links: a token checked from arbitrary text (what `/t/o/`, `/t/c/` and
-//! `/u/` get from anyone), and arbitrary HTML dressed with tracked links.
+//! `/u/` get from anyone), an unsubscribe token looked for in arbitrary mail (what
+//! the `mailto:` address gets from anyone), and arbitrary HTML dressed with tracked
+//! links.
 //!
 //! Properties: no panic; no token verifies unless the key made it (a random input
 //! that verified would mean the check compares nothing); dressing text without
@@ -8,9 +10,19 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postroad_api::tracking::{Signer, links};
+use postroad_api::tracking::unsubscribe::token_claims;
+use postroad_api::tracking::{Signer, Tracking, TrackingConfig, links};
 
 fuzz_target!(|data: &[u8]| {
+    let config = TrackingConfig {
+        base_url: "https://t.test".into(),
+        ..TrackingConfig::default()
+    };
+    let tracking = Tracking::new(&config, "the fuzzing key, 16+");
+    assert!(
+        token_claims(&tracking, data).is_none(),
+        "found a token nobody made in mail"
+    );
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

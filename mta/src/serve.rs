@@ -21,6 +21,7 @@ use crate::roles::Parts;
 use crate::smtp::budget::MemoryBudget;
 use crate::smtp::{Shared, SmtpServer};
 use postroad_api::alerts::AlertSource;
+use postroad_api::tracking::unsubscribe::MailUnsubscribe;
 use postroad_api::{Api, Deps, MessageLimits};
 use postroad_history::{Backend as HistoryBackend, HistorySink, HistoryStore};
 use postroad_queue::{EventSink, Fanout};
@@ -265,6 +266,21 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         let lookup = Arc::new(StoreReader(history_reads.clone()));
         Arc::new(Reports::new(paths, queue.clone(), lookup))
     });
+    let tracking = if roles.ingress {
+        crate::tracking::open(
+            &config.tracking,
+            &config.bounces.domains,
+            &config.server.data_dir,
+        )?
+    } else {
+        None
+    };
+    // Mail to List-Unsubscribe's mailto: comes in with the reports.
+    let unsubscribe = tracking
+        .clone()
+        .filter(|_| reports.is_some())
+        .and_then(|t| MailUnsubscribe::new(t, Some(suppressions.clone()), queue.clone()))
+        .map(Arc::new);
     let api = if roles.ingress && config.http.enabled {
         let provider_hooks =
             ProviderHooks::new(&config.webhooks, queue.clone()).map_err(anyhow::Error::msg)?;
@@ -298,7 +314,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
             reports: reports.clone(),
             suppressions: Some(suppressions.clone()),
             webhooks: customer_hooks.clone(),
-            tracking: crate::tracking::open(&config.tracking, &config.server.data_dir)?,
+            tracking,
             tls: tls.clone().filter(|_| api_tls),
         };
         Some(bind_api(&config, deps).await?)
@@ -315,6 +331,7 @@ pub async fn serve(mut config: Config, roles: Roles) -> anyhow::Result<()> {
         budget: MemoryBudget::new(config.smtp.inflight_budget()),
         relay_waker: relay.as_ref().map(|r| r.waker()),
         reports,
+        unsubscribe,
         refuse_listed: config
             .suppression
             .reject_at_rcpt

@@ -223,6 +223,12 @@ fn the_small_and_large_overlays_render_validate_and_fit_their_partitions() {
         let partitions = effective["kafka"]["topics"]["send"]["partitions"]
             .as_integer()
             .unwrap();
+        // Bulk mail is spread over as many workers as the rest.
+        assert_eq!(
+            effective["kafka"]["topics"]["bulk"]["partitions"].as_integer(),
+            Some(partitions),
+            "{name}: bulk partitions"
+        );
         // A relay worker past the partitions would sit idle; each workload starts at
         // its autoscaler's floor.
         assert!(

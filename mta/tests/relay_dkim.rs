@@ -113,7 +113,8 @@ fn a_bulk_api_message_carries_one_click_unsubscribe_under_the_signature() {
     let (rsa, rsa_record) = dkim_keys::key(dir.path(), false);
     let extra = format!(
         "[[dkim]]\ndomain = \"src.test\"\nselector = \"r2026\"\nkey_file = \"{rsa}\"\n\n\
-         [tracking]\nbase_url = \"https://t.src.test\"\n"
+         [tracking]\nbase_url = \"https://t.src.test\"\n\n\
+         [bounces]\ndomains = [\"bounce.src.test\"]\n"
     );
     let env = RelayEnv::start("", &extra);
     let key = api_key(&env.server, &["create", "--name", "news"]);
@@ -142,6 +143,11 @@ fn a_bulk_api_message_carries_one_click_unsubscribe_under_the_signature() {
     );
     assert!(
         text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"),
+        "{text}"
+    );
+    // With a bounce domain, the mailto: too, folded onto its own line.
+    assert!(
+        text.contains(">,\r\n <mailto:unsubscribe@bounce.src.test?subject="),
         "{text}"
     );
     // The signature covers both (Gmail and Yahoo check), and dkimpy verifies it.

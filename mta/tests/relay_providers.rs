@@ -3,7 +3,8 @@
 //! moto's data), SendGrid v3 through a stand-in that checks every request against
 //! SendGrid's documented schema; and routing with a fallback: SendGrid failing with
 //! 500 sends the mail out through SES, each message once, none lost, while SendGrid's
-//! circuit opens.
+//! circuit opens; and a `high` message sent after a bulk backlog that waits for a
+//! provider's one request slot takes the next free one.
 
 mod common;
 
@@ -305,5 +306,61 @@ fn sendgrid_failing_sends_through_ses_each_message_once_and_opens_its_circuit() 
     assert!(
         metrics.contains("postroad_fallovers_total{to=\"ses\"}"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn a_high_message_overtakes_a_bulk_backlog_waiting_for_a_providers_quota() {
+    let recorder = SendGridRecorder::start("SG.right-key");
+    // One request at a time, ten a second: 60 bulk messages take six seconds.
+    let extra = format!(
+        "{}\n[[relay.routing]]\ndomains = [\"fast.test\"]\nvia = [\"sendgrid\"]\n",
+        sendgrid_section(
+            "sendgrid",
+            &recorder,
+            "SG.right-key",
+            "max_concurrency = 1\nmax_message_rate = \"10/s\"\n"
+        ),
+    );
+    let env = RelayEnv::start("", &extra);
+    let mut client = Client::greeted(env.server.relay);
+    let message = |to: &str, priority: &str| {
+        format!(
+            "From: shop@src.test\r\nTo: {to}\r\nX-Postroad-Priority: {priority}\r\n\
+             Subject: {priority}\r\n\r\nHello.\r\n"
+        )
+    };
+    const BULK: usize = 60;
+    for n in 0..BULK {
+        let to = format!("reader{n}@fast.test");
+        client.send_mail("news@src.test", &[&to], &message(&to, "bulk"));
+    }
+    let id = queued_id(&client.send_mail(
+        "shop@src.test",
+        &["urgent@fast.test"],
+        &message("urgent@fast.test", "high"),
+    ))
+    .to_string();
+    env.wait_for_event(&id, "urgent@fast.test", "delivered", WAIT);
+    wait_until(
+        "every message sent through the provider",
+        Duration::from_secs(60),
+        || recorder.requests().len() > BULK,
+        || env.server.log(),
+    );
+    let order: Vec<String> = recorder
+        .requests()
+        .iter()
+        .map(|r| r["body"]["personalizations"][0]["to"][0]["email"].to_string())
+        .collect();
+    let at = order
+        .iter()
+        .position(|to| to.contains("urgent@"))
+        .unwrap_or_else(|| panic!("{order:?}"));
+    // In arrival order it would be the last; it takes the next free request slot.
+    assert!(
+        BULK - at > BULK / 4,
+        "the high message was request {at} of {}: {order:?}",
+        order.len()
     );
 }

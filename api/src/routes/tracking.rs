@@ -10,10 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use postroad_queue::{DeliveryEvent, EventKind, unix_ms};
-use uuid::Uuid;
 
 use crate::problem::Problem;
 use crate::state::AppState;
+use crate::tracking::unsubscribe::{self, UnsubscribeError};
 use crate::tracking::{Claims, Purpose, machine};
 
 /// A transparent 1×1 GIF.
@@ -105,27 +105,23 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
     let Some(claims) = claims(&state, &token, Purpose::Unsubscribe) else {
         return not_found();
     };
-    let now = unix_ms(std::time::SystemTime::now());
-    let event = event(&claims, EventKind::Unsubscribed, None, now);
-    if let Some(list) = &state.deps.suppressions {
-        let entry = postroad_webhooks::suppression::entry_for(&event, 0);
-        if let Some(entry) = entry
-            && let Err(e) = list.add(vec![entry]).await
-        {
-            return Problem::store_unavailable("the suppression list", e).into_response();
+    let deps = &state.deps;
+    match unsubscribe::apply(&claims, deps.suppressions.as_deref(), &*deps.queue).await {
+        Ok(()) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                NO_STORE,
+            ],
+            format!("{} is unsubscribed.\n", claims.recipient),
+        )
+            .into_response(),
+        Err(UnsubscribeError::Suppressions(e)) => {
+            Problem::store_unavailable("the suppression list", e).into_response()
+        }
+        Err(UnsubscribeError::Queue(e)) => {
+            Problem::queue_unavailable("recording a tracking event", e).into_response()
         }
     }
-    if let Err(problem) = record_events(&state, vec![event]).await {
-        return problem.into_response();
-    }
-    (
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            NO_STORE,
-        ],
-        format!("{} is unsubscribed.\n", claims.recipient),
-    )
-        .into_response()
 }
 
 /// The page behind the unsubscribe link: a button that sends the one-click POST.
@@ -188,30 +184,7 @@ async fn record(
     let sent = (claims.message.as_u128() >> 80) as u64;
     let machine = machine::is_machine(method == Method::HEAD, agent, sent, now, window);
     let reason = machine.then(|| "machine".to_string());
-    record_events(state, vec![event(claims, kind, reason, now)]).await
-}
-
-fn event(claims: &Claims, kind: EventKind, reason: Option<String>, at_ms: u64) -> DeliveryEvent {
-    let domain = claims
-        .recipient
-        .rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default();
-    DeliveryEvent {
-        event_id: Uuid::now_v7(),
-        kind,
-        message_id: claims.message,
-        sender: claims.sender.clone(),
-        recipient: claims.recipient.clone(),
-        domain,
-        at_ms,
-        attempt: 0,
-        remote_host: None,
-        reply: None,
-        meta: claims.meta.clone(),
-        provider_message_id: None,
-        reason,
-    }
+    record_events(state, vec![claims.event(kind, reason, now)]).await
 }
 
 async fn record_events(state: &AppState, events: Vec<DeliveryEvent>) -> Result<(), Problem> {

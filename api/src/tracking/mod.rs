@@ -10,6 +10,7 @@
 pub mod links;
 pub mod machine;
 pub mod token;
+pub mod unsubscribe;
 
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ pub struct TrackingConfig {
     /// gateway's link scanner, a privacy proxy), recorded with reason `machine`.
     #[serde(rename = "machine_window_secs", with = "Secs")]
     pub machine_window: Duration,
+    /// The mailbox, at the first `[bounces]` domain, of `List-Unsubscribe`'s `mailto:`
+    /// (`unsubscribe@bounces.example.com?subject=TOKEN`): mail to it with the token
+    /// in its subject unsubscribes like the one-click URL. Empty, or no bounce domain:
+    /// the header carries the URL only.
+    pub unsubscribe_mailbox: String,
 }
 
 impl Default for TrackingConfig {
@@ -44,6 +50,7 @@ impl Default for TrackingConfig {
             base_url: String::new(),
             secret: String::new(),
             machine_window: Duration::from_secs(2),
+            unsubscribe_mailbox: "unsubscribe".into(),
         }
     }
 }
@@ -63,6 +70,20 @@ impl TrackingConfig {
                     self.base_url
                 ));
             }
+        }
+        let mailbox = &self.unsubscribe_mailbox;
+        if !mailbox.is_empty()
+            && (mailbox.len() > 64
+                || mailbox.starts_with('.')
+                || mailbox.ends_with('.')
+                || mailbox.contains("..")
+                || !mailbox
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')))
+        {
+            return Err(format!(
+                "tracking.unsubscribe_mailbox {mailbox:?} must be a plain local part (letters, digits, '.', '-', '_'; at most 64)"
+            ));
         }
         if !self.secret.is_empty() && self.secret.len() < 16 {
             return Err("tracking.secret must be at least 16 characters long".into());
@@ -89,6 +110,8 @@ pub struct Tracking {
     base: String,
     signer: Signer,
     machine_window: Duration,
+    /// Where `List-Unsubscribe`'s `mailto:` goes, if anywhere.
+    unsubscribe_address: Option<String>,
 }
 
 /// What a message asks of tracking.
@@ -107,7 +130,20 @@ impl Tracking {
             base: config.base_url.trim_end_matches('/').to_string(),
             signer: Signer::new(key.as_bytes()),
             machine_window: config.machine_window,
+            unsubscribe_address: None,
         }
+    }
+
+    /// Adds a `mailto:` of `address` (which Postroad receives mail for) to every
+    /// `List-Unsubscribe`.
+    pub fn with_unsubscribe_address(mut self, address: String) -> Self {
+        self.unsubscribe_address = Some(address);
+        self
+    }
+
+    /// Where `List-Unsubscribe`'s `mailto:` goes, if anywhere.
+    pub fn unsubscribe_address(&self) -> Option<&str> {
+        self.unsubscribe_address.as_deref()
     }
 
     pub fn machine_window(&self) -> Duration {
@@ -189,8 +225,13 @@ impl Tracking {
             None => None,
         };
         let list_unsubscribe = if wanted.unsubscribe {
-            let url = self.url("u", &claims(Purpose::Unsubscribe, None))?;
-            Some(format!("<{url}>"))
+            let token = self.signer.sign(&claims(Purpose::Unsubscribe, None))?;
+            let url = format!("<{}/u/{token}>", self.base);
+            Some(match &self.unsubscribe_address {
+                // Folded: each URI on its own line.
+                Some(address) => format!("{url},\r\n <mailto:{address}?subject={token}>"),
+                None => url,
+            })
         } else {
             None
         };
@@ -205,7 +246,8 @@ impl Tracking {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dressed {
     pub html: Option<String>,
-    /// `List-Unsubscribe`'s value (the one-click URL in angle brackets); sent with
+    /// `List-Unsubscribe`'s value (the one-click URL in angle brackets, then the
+    /// `mailto:` when there is an unsubscribe address); sent with
     /// `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
     pub list_unsubscribe: Option<String>,
 }

@@ -9,12 +9,17 @@ use hmac::{Hmac, Mac};
 use postroad_queue::{MessageId, Metadata};
 use sha2::Sha256;
 
+/// Version, purpose, message id and tag: the least a token holds.
+const MIN_BYTES: usize = 2 + 16 + TAG;
 /// Layout version; a token of another version is refused.
 const VERSION: u8 = 1;
 /// Bytes of the HMAC-SHA256 tag kept (128 bits).
 const TAG: usize = 16;
 /// The longest token accepted (a click's URL is bounded by [`MAX_URL`]).
 pub const MAX_TOKEN: usize = 4096;
+/// The shortest a token can be: its version, purpose, message id and tag (34 bytes)
+/// in base64.
+pub const MIN_TOKEN_CHARS: usize = 46;
 /// The longest URL a click token carries.
 pub const MAX_URL: usize = 2048;
 
@@ -148,7 +153,7 @@ impl Signer {
         let bytes = URL_SAFE_NO_PAD
             .decode(token)
             .map_err(|_| TokenError::Malformed)?;
-        if bytes.len() < 2 + 16 + TAG {
+        if bytes.len() < MIN_BYTES {
             return Err(TokenError::Malformed);
         }
         let (payload, tag) = bytes.split_at(bytes.len() - TAG);
@@ -255,6 +260,24 @@ mod tests {
             },
             link: (purpose == Purpose::Click).then(|| (3, "https://shop.example/?a=1&b=2".into())),
         }
+    }
+
+    #[test]
+    fn no_token_is_shorter_than_min_token_chars() {
+        assert_eq!(
+            URL_SAFE_NO_PAD.encode([0u8; MIN_BYTES]).len(),
+            MIN_TOKEN_CHARS
+        );
+        let signer = Signer::new(b"0123456789abcdef");
+        let bare = Claims {
+            purpose: Purpose::Open,
+            message: MessageId::new(),
+            sender: String::new(),
+            recipient: String::new(),
+            meta: Metadata::default(),
+            link: None,
+        };
+        assert!(signer.sign(&bare).unwrap().len() >= MIN_TOKEN_CHARS);
     }
 
     #[test]

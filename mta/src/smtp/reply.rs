@@ -48,6 +48,13 @@ pub const REPORT_ALONE: Reply = Reply::new(
     "Error: bounce reports go in a transaction of their own, try this recipient again",
 );
 /// A report that cannot be recorded now (the history or the queue is away).
+/// Mail to the unsubscribe address whose subject (or text) has no token of ours.
+pub const NO_UNSUBSCRIBE_TOKEN: Reply = Reply::new(
+    550,
+    "5.7.1",
+    "Error: no unsubscribe token of this server in the subject; use the message's unsubscribe link",
+);
+
 pub const REPORT_NOT_RECORDED: Reply = Reply::new(
     451,
     "4.3.0",

@@ -38,6 +38,9 @@ pub struct Shared {
     pub relay_waker: Option<Arc<tokio::sync::Notify>>,
     /// With `[bounces]` domains: mail for them is a report, read into events.
     pub reports: Option<Arc<postroad_webhooks::Reports>>,
+    /// With tracking and a bounce domain: mail to `List-Unsubscribe`'s `mailto:`
+    /// address unsubscribes.
+    pub unsubscribe: Option<Arc<postroad_api::tracking::unsubscribe::MailUnsubscribe>>,
     /// With `suppression.reject_at_rcpt`: listed recipients are refused at RCPT.
     pub refuse_listed: Option<Arc<postroad_webhooks::suppression::Suppressions>>,
 }

@@ -101,6 +101,7 @@ produce_timeout_ms = 3000
 
 [kafka.topics]
 send = {{ name = "{p}-send", partitions = 8 }}
+bulk = {{ name = "{p}-bulk", partitions = 4 }}
 dlq = {{ name = "{p}-dlq", partitions = 1 }}
 events = {{ name = "{p}-events", partitions = 2 }}
 webhooks = {{ name = "{p}-webhooks", partitions = 1 }}

@@ -47,9 +47,14 @@ pub struct KafkaConfig {
     /// Records a worker holds from one partition (waiting for their due time or a free
     /// delivery slot) before it pauses that partition. Default 1000.
     pub max_held_per_partition: usize,
-    /// Records a worker holds in all before it pauses the retry tiers' partitions too
-    /// (never the send topic's). Default 10,000.
+    /// Records a worker holds in all before it pauses the retry tiers' and the bulk
+    /// topic's partitions too (never the send topic's). Default 10,000.
     pub max_held: usize,
+    /// Records a worker holds from the bulk topic before it pauses that topic's
+    /// partitions: bulk mail's smaller share of what a worker reads ahead, so a
+    /// campaign's backlog waits in the bulk topic while the send topic is always
+    /// read. Default 2,000.
+    pub max_held_bulk: usize,
     /// How often resolved offsets are committed, in milliseconds. Default 500.
     pub commit_interval_ms: u64,
     /// Consumer `session.timeout.ms` (`session_timeout_ms`). Default 45,000 ms
@@ -90,6 +95,7 @@ impl Default for KafkaConfig {
             max_buffered_records: 20_000,
             max_held_per_partition: 1000,
             max_held: 10_000,
+            max_held_bulk: 2_000,
             commit_interval_ms: 500,
             session_timeout: Duration::from_millis(45_000),
             fetch_wait_max_ms: 20,
@@ -123,6 +129,10 @@ impl TopicConfig {
 pub struct TopicsConfig {
     /// New mail, keyed by recipient domain. Default `email-send`, 100 partitions.
     pub send: TopicConfig,
+    /// New `bulk` mail (campaigns), keyed by recipient domain, consumed with a smaller
+    /// share (`max_held_bulk`) so it never stands in the way of the send topic's.
+    /// Default `email-send-bulk`, 100 partitions.
+    pub bulk: TopicConfig,
     /// Dead letters (bounced or expired recipients, with the message). Default
     /// `email-dlq`, 10 partitions.
     pub dlq: TopicConfig,
@@ -139,6 +149,7 @@ impl Default for TopicsConfig {
     fn default() -> Self {
         Self {
             send: TopicConfig::new("email-send", 100),
+            bulk: TopicConfig::new("email-send-bulk", 100),
             dlq: TopicConfig::new("email-dlq", 10),
             events: TopicConfig::new("email-events", 20),
             webhooks: TopicConfig::new("email-webhooks", 20),
@@ -233,20 +244,27 @@ impl KafkaConfig {
         if self.produce_timeout.is_zero() || self.commit_interval_ms == 0 {
             return Err("kafka.produce_timeout_ms and commit_interval_ms must be positive".into());
         }
-        if self.max_held_per_partition == 0 || self.max_held == 0 || self.max_buffered_records == 0
+        if self.max_held_per_partition == 0
+            || self.max_held == 0
+            || self.max_held_bulk == 0
+            || self.max_buffered_records == 0
         {
             return Err(
-                "kafka.max_held, max_held_per_partition and max_buffered_records must be positive"
+                "kafka.max_held, max_held_bulk, max_held_per_partition and max_buffered_records must be positive"
                     .into(),
             );
         }
         Ok(())
     }
 
-    /// Every topic with its partition count: send, retry tiers, DLQ, events, webhooks.
+    /// Every topic with its partition count: send, bulk, retry tiers, DLQ, events,
+    /// webhooks.
     pub fn all_topics(&self) -> Vec<(&str, i32)> {
         let t = &self.topics;
-        let mut all = vec![(t.send.name.as_str(), t.send.partitions)];
+        let mut all = vec![
+            (t.send.name.as_str(), t.send.partitions),
+            (t.bulk.name.as_str(), t.bulk.partitions),
+        ];
         all.extend(
             self.retry_tiers
                 .iter()
@@ -260,11 +278,25 @@ impl KafkaConfig {
         all
     }
 
-    /// The topics a relay worker consumes: new mail and every retry tier.
+    /// The topics a relay worker consumes: new mail, new bulk mail and every retry
+    /// tier.
     pub fn consumed_topics(&self) -> Vec<&str> {
-        std::iter::once(self.topics.send.name.as_str())
-            .chain(self.retry_tiers.iter().map(|t| t.topic.as_str()))
-            .collect()
+        [
+            self.topics.send.name.as_str(),
+            self.topics.bulk.name.as_str(),
+        ]
+        .into_iter()
+        .chain(self.retry_tiers.iter().map(|t| t.topic.as_str()))
+        .collect()
+    }
+
+    /// Where new mail of `priority` is produced: `bulk` to the bulk topic, the rest to
+    /// the send topic.
+    pub fn new_mail_topic(&self, priority: crate::Priority) -> &str {
+        match priority {
+            crate::Priority::Bulk => &self.topics.bulk.name,
+            crate::Priority::High | crate::Priority::Normal => &self.topics.send.name,
+        }
     }
 
     /// The retry topic for a message due `delay_secs` from now: the longest tier not
@@ -294,6 +326,7 @@ mod tests {
             names,
             [
                 "email-send",
+                "email-send-bulk",
                 "email-retry-1m",
                 "email-retry-10m",
                 "email-retry-1h",
@@ -304,6 +337,11 @@ mod tests {
             ]
         );
         assert_eq!(c.topics.send.partitions, 100);
+        assert_eq!(c.topics.bulk.partitions, 100);
+        assert_eq!(c.consumed_topics()[..2], ["email-send", "email-send-bulk"]);
+        assert_eq!(c.new_mail_topic(crate::Priority::Bulk), "email-send-bulk");
+        assert_eq!(c.new_mail_topic(crate::Priority::High), "email-send");
+        assert_eq!(c.new_mail_topic(crate::Priority::Normal), "email-send");
         assert_eq!(c.topics.webhooks.partitions, 20);
     }
 
@@ -326,6 +364,14 @@ mod tests {
         let mut c = KafkaConfig::default();
         c.topics.dlq.name = "email-send".into();
         assert!(c.validate().unwrap_err().contains("twice"));
+        let mut c = KafkaConfig::default();
+        c.topics.bulk.name = "email-send".into();
+        assert!(c.validate().unwrap_err().contains("twice"));
+        let c = KafkaConfig {
+            max_held_bulk: 0,
+            ..KafkaConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("max_held_bulk"));
         let mut c = KafkaConfig::default();
         c.topics.send.partitions = 0;
         assert!(c.validate().unwrap_err().contains("at least 1"));

@@ -1,5 +1,6 @@
-//! The relay side: one consumer in the group, records held until due and claimed,
-//! offsets committed only past resolved records, partitions paused under load.
+//! The relay side: one consumer in the group, records held until due and claimed
+//! (`high` before `normal` before `bulk`), offsets committed only past resolved
+//! records, partitions paused under load (the bulk topic's at a smaller share).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +21,22 @@ use tokio::sync::{Notify, watch};
 use super::config::KafkaConfig;
 use super::record;
 use super::tracker::OffsetTracker;
-use crate::{Claimed, Envelope, MessageId, QueueError, Result};
+use crate::{Claimed, Envelope, MessageId, Priority, QueueError, Result};
+
+/// The held records' lanes, most urgent first.
+const LANES: usize = 3;
+/// What [`State::claim`] takes from for a claim: every lane.
+pub const ALL_LANES: [usize; 3] = [0, 1, 2];
+/// For an urgent claim: no bulk.
+pub const URGENT_LANES: [usize; 2] = [0, 1];
+
+fn lane(priority: Priority) -> usize {
+    match priority {
+        Priority::High => 0,
+        Priority::Normal => 1,
+        Priority::Bulk => 2,
+    }
+}
 
 /// A topic and partition.
 pub type Partition = (Arc<str>, i32);
@@ -49,23 +65,28 @@ struct PartitionState {
 
 /// Limits for holding records in memory.
 ///
-/// A partition is paused when it holds `per_partition` records. Past `total` in all,
-/// the retry-tier partitions are paused too (their records may wait hours for their
-/// due time), but never the send topic's: a backlog of deferred mail must not stop new
-/// mail, whose records are due at once and bounded per partition.
+/// A partition is paused when it holds `per_partition` records. Past `bulk` records
+/// from the bulk topic, its partitions are paused (a campaign's backlog waits there,
+/// not in memory). Past `total` in all, the retry-tier and bulk partitions are paused
+/// too (their records may wait hours for their due time), but never the send topic's:
+/// a backlog of deferred or bulk mail must not stop new mail, whose records are due
+/// at once and bounded per partition.
 #[derive(Debug, Clone)]
 pub struct HoldLimits {
     pub per_partition: usize,
     pub total: usize,
+    pub bulk: usize,
     pub send_topic: Arc<str>,
+    pub bulk_topic: Arc<str>,
 }
 
 /// What the consumer task, the rebalance callbacks and the claiming relay share.
 #[derive(Default)]
 pub struct State {
     partitions: HashMap<Partition, PartitionState>,
-    /// Records read and not claimed, by (due time, arrival) so due ones come first.
-    held: BTreeMap<(u64, u64), Held>,
+    /// Records read and not claimed, by lane (high, normal, bulk), each by (due time,
+    /// arrival) so due ones come first.
+    held: [BTreeMap<(u64, u64), Held>; LANES],
     /// Claimed records: where each came from, and the message (a retry or dead letter
     /// is produced from it on resolution).
     claimed: HashMap<MessageId, (RecordRef, Claimed)>,
@@ -73,26 +94,40 @@ pub struct State {
     generation: u64,
     /// Records read and not resolved, in all partitions.
     outstanding: usize,
+    /// Of those, from the bulk topic.
+    bulk_outstanding: usize,
+    bulk_topic: Arc<str>,
     lag: BTreeMap<Partition, i64>,
 }
 
 impl State {
-    /// Up to `max` held records due at `now_ms`, at most one per message id at a time.
-    pub fn claim(&mut self, max: usize, now_ms: u64) -> Vec<Claimed> {
+    fn new(bulk_topic: Arc<str>) -> Self {
+        Self {
+            bulk_topic,
+            ..Self::default()
+        }
+    }
+
+    /// Up to `max` held records of `lanes` due at `now_ms`, the lanes in turn (every
+    /// due `high` record before any `normal` one...), at most one per message id at a
+    /// time.
+    pub fn claim(&mut self, max: usize, now_ms: u64, lanes: &[usize]) -> Vec<Claimed> {
         let mut taken = Vec::new();
         let mut ids = HashSet::new();
-        for (key, held) in &self.held {
-            if taken.len() == max || key.0 > now_ms {
-                break;
-            }
-            let id = held.envelope.id;
-            if !self.claimed.contains_key(&id) && ids.insert(id) {
-                taken.push(*key);
+        for &lane in lanes {
+            for (key, held) in &self.held[lane] {
+                if taken.len() == max || key.0 > now_ms {
+                    break;
+                }
+                let id = held.envelope.id;
+                if !self.claimed.contains_key(&id) && ids.insert(id) {
+                    taken.push((lane, *key));
+                }
             }
         }
         taken
             .into_iter()
-            .filter_map(|key| self.held.remove(&key))
+            .filter_map(|(lane, key)| self.held[lane].remove(&key))
             .map(|held| {
                 let claimed = Claimed {
                     envelope: held.envelope,
@@ -122,31 +157,47 @@ impl State {
             && p.tracker.resolve(at.offset)
         {
             self.outstanding -= 1;
+            if at.partition.0 == self.bulk_topic {
+                self.bulk_outstanding -= 1;
+            }
         }
     }
 
     fn read(&mut self, at: RecordRef, due_ms: u64, envelope: Envelope, body: Bytes) {
         self.arrivals += 1;
         let key = (due_ms, self.arrivals);
-        self.held.insert(key, Held { at, envelope, body });
+        self.held[lane(envelope.meta.priority)].insert(key, Held { at, envelope, body });
     }
 
     /// Makes every held record due now; returns how many were waiting.
     pub fn flush(&mut self, now_ms: u64) -> u64 {
-        let waiting: Vec<_> = self.held.keys().filter(|k| k.0 > now_ms).copied().collect();
-        for key in &waiting {
-            if let Some(held) = self.held.remove(key) {
-                self.arrivals += 1;
-                self.held.insert((0, self.arrivals), held);
+        let mut flushed = 0;
+        for lane in 0..LANES {
+            let waiting: Vec<_> = self.held[lane]
+                .keys()
+                .filter(|k| k.0 > now_ms)
+                .copied()
+                .collect();
+            for key in &waiting {
+                if let Some(held) = self.held[lane].remove(key) {
+                    self.arrivals += 1;
+                    self.held[lane].insert((0, self.arrivals), held);
+                }
             }
+            flushed += waiting.len() as u64;
         }
-        waiting.len() as u64
+        flushed
     }
 
     pub fn counts(&self, now_ms: u64) -> (u64, u64, u64) {
-        let ready = self.held.keys().take_while(|k| k.0 <= now_ms).count() as u64;
-        let deferred = self.held.len() as u64 - ready;
-        (ready, deferred, self.claimed.len() as u64)
+        let held: usize = self.held.iter().map(BTreeMap::len).sum();
+        let ready: usize = self
+            .held
+            .iter()
+            .map(|lane| lane.keys().take_while(|k| k.0 <= now_ms).count())
+            .sum();
+        let (ready, held) = (ready as u64, held as u64);
+        (ready, held - ready, self.claimed.len() as u64)
     }
 
     pub fn lag(&self) -> Vec<(Partition, i64)> {
@@ -172,12 +223,16 @@ impl State {
             let key: Partition = (elem.topic().into(), elem.partition());
             if let Some(p) = self.partitions.remove(&key) {
                 self.outstanding -= p.tracker.outstanding();
+                if key.0 == self.bulk_topic {
+                    self.bulk_outstanding -= p.tracker.outstanding();
+                }
             }
             self.lag.remove(&key);
         }
         let partitions = &self.partitions;
-        self.held
-            .retain(|_, held| partitions.contains_key(&held.at.partition));
+        for lane in &mut self.held {
+            lane.retain(|_, held| partitions.contains_key(&held.at.partition));
+        }
     }
 
     /// The offsets that moved since the last commit.
@@ -218,7 +273,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(limits: HoldLimits) -> Arc<Self> {
         Arc::new(Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State::new(limits.bulk_topic.clone())),
             ready: Arc::new(Notify::new()),
             drained: Notify::new(),
             limits,
@@ -428,6 +483,11 @@ fn take(
     };
     let outstanding = p.tracker.outstanding();
     state.outstanding += 1;
+    let limits = &shared.limits;
+    let bulk = partition.0 == limits.bulk_topic;
+    if bulk {
+        state.bulk_outstanding += 1;
+    }
     let due = match decoded {
         Ok((due, envelope)) => {
             state.read(at, due, envelope, body);
@@ -441,7 +501,6 @@ fn take(
             None
         }
     };
-    let limits = &shared.limits;
     let mut pause = TopicPartitionList::new();
     if outstanding >= limits.per_partition
         && let Some(p) = state.partitions.get_mut(&partition)
@@ -449,6 +508,14 @@ fn take(
     {
         p.paused = true;
         pause.add_partition(&partition.0, partition.1);
+    }
+    if bulk && state.bulk_outstanding >= limits.bulk {
+        for (key, p) in &mut state.partitions {
+            if !p.paused && key.0 == limits.bulk_topic {
+                p.paused = true;
+                pause.add_partition(&key.0, key.1);
+            }
+        }
     }
     if state.outstanding >= limits.total {
         for (key, p) in &mut state.partitions {
@@ -473,18 +540,24 @@ fn take(
     }
 }
 
-/// Resumes paused partitions that have drained to half their limit (retry-tier
-/// partitions only once the worker as a whole has drained to half too).
+/// Resumes paused partitions that have drained to half their limit (retry-tier and
+/// bulk partitions only once the worker as a whole has drained to half too, bulk ones
+/// once the bulk records held have too).
 fn resume_drained(consumer: &GroupConsumer, shared: &Shared) {
     let limits = &shared.limits;
     let mut state = shared.state();
     let total_drained = state.outstanding <= limits.total / 2;
+    let bulk_drained = state.bulk_outstanding <= limits.bulk / 2;
     let mut resume = TopicPartitionList::new();
     for (key, p) in &mut state.partitions {
-        if p.paused
-            && p.tracker.outstanding() <= limits.per_partition / 2
-            && (total_drained || key.0 == limits.send_topic)
-        {
+        let allowed = if key.0 == limits.send_topic {
+            true
+        } else if key.0 == limits.bulk_topic {
+            total_drained && bulk_drained
+        } else {
+            total_drained
+        };
+        if p.paused && p.tracker.outstanding() <= limits.per_partition / 2 && allowed {
             p.paused = false;
             resume.add_partition(&key.0, key.1);
         }
@@ -495,5 +568,96 @@ fn resume_drained(consumer: &GroupConsumer, shared: &Shared) {
         if let Err(e) = consumer.resume(&resume) {
             tracing::warn!("cannot resume Kafka partitions: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Recipient;
+
+    const BULK_TOPIC: &str = "email-send-bulk";
+
+    fn assigned() -> State {
+        let mut state = State::new(BULK_TOPIC.into());
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("email-send", 0);
+        tpl.add_partition(BULK_TOPIC, 0);
+        state.assign(&tpl);
+        state
+    }
+
+    /// Reads a record of `priority` at `offset` of its topic's partition 0, as the
+    /// consumer task does; its recipient names it.
+    fn read(state: &mut State, name: &str, priority: Priority, offset: i64) {
+        let topic = if priority == Priority::Bulk {
+            BULK_TOPIC
+        } else {
+            "email-send"
+        };
+        let partition: Partition = (topic.into(), 0);
+        let p = state.partitions.get_mut(&partition).unwrap();
+        assert!(p.tracker.read(offset));
+        let at = RecordRef {
+            partition: partition.clone(),
+            offset,
+            generation: p.generation,
+        };
+        state.outstanding += 1;
+        if topic == BULK_TOPIC {
+            state.bulk_outstanding += 1;
+        }
+        let mut envelope = Envelope::new(
+            "s@a.test",
+            vec![Recipient::new(format!("{name}@b.test"))],
+            "127.0.0.1".parse().unwrap(),
+        );
+        envelope.meta.priority = priority;
+        state.read(at, 0, envelope, Bytes::new());
+    }
+
+    fn names(claimed: &[Claimed]) -> Vec<String> {
+        claimed
+            .iter()
+            .map(|c| c.envelope.recipients[0].address.replace("@b.test", ""))
+            .collect()
+    }
+
+    #[test]
+    fn claims_take_high_then_normal_then_bulk_and_urgent_claims_no_bulk() {
+        let mut state = assigned();
+        read(&mut state, "bulk1", Priority::Bulk, 0);
+        read(&mut state, "normal1", Priority::Normal, 0);
+        read(&mut state, "bulk2", Priority::Bulk, 1);
+        read(&mut state, "high1", Priority::High, 1);
+        read(&mut state, "normal2", Priority::Normal, 2);
+        let urgent = state.claim(10, 1, &URGENT_LANES);
+        assert_eq!(names(&urgent), ["high1", "normal1", "normal2"]);
+        assert!(state.claim(10, 1, &URGENT_LANES).is_empty());
+        let rest = state.claim(1, 1, &ALL_LANES);
+        assert_eq!(names(&rest), ["bulk1"]);
+        assert_eq!(names(&state.claim(10, 1, &ALL_LANES)), ["bulk2"]);
+        assert_eq!(state.counts(1), (0, 0, 5));
+    }
+
+    #[test]
+    fn bulk_records_are_counted_until_resolved_or_revoked() {
+        let mut state = assigned();
+        read(&mut state, "bulk1", Priority::Bulk, 0);
+        read(&mut state, "bulk2", Priority::Bulk, 1);
+        read(&mut state, "high1", Priority::High, 0);
+        assert_eq!((state.outstanding, state.bulk_outstanding), (3, 2));
+        let claimed = state.claim(10, 1, &ALL_LANES);
+        assert_eq!(names(&claimed), ["high1", "bulk1", "bulk2"]);
+        let (at, _) = state.take_claim(claimed[1].envelope.id).unwrap();
+        state.resolved(&at);
+        assert_eq!((state.outstanding, state.bulk_outstanding), (2, 1));
+        let (at, _) = state.take_claim(claimed[0].envelope.id).unwrap();
+        state.resolved(&at);
+        assert_eq!((state.outstanding, state.bulk_outstanding), (1, 1));
+        let mut bulk = TopicPartitionList::new();
+        bulk.add_partition(BULK_TOPIC, 0);
+        state.revoke(&bulk);
+        assert_eq!((state.outstanding, state.bulk_outstanding), (0, 0));
     }
 }

@@ -82,7 +82,9 @@ impl KafkaQueue {
         let shared = Shared::new(HoldLimits {
             per_partition: config.max_held_per_partition,
             total: config.max_held,
+            bulk: config.max_held_bulk,
             send_topic: config.topics.send.name.as_str().into(),
+            bulk_topic: config.topics.bulk.name.as_str().into(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut task = None;
@@ -252,6 +254,7 @@ impl Queue for KafkaQueue {
     async fn enqueue(&self, envelope: Envelope, body: Bytes) -> Result<()> {
         let due = envelope.received_at_ms;
         let events = crate::queued_events(&envelope);
+        let topic = self.config.new_mail_topic(envelope.meta.priority);
         let parts = record::split_by_domain(envelope);
         for (_, part) in &parts {
             let size = record::record_size(part, body.len());
@@ -262,7 +265,6 @@ impl Queue for KafkaQueue {
                 });
             }
         }
-        let topic = &self.config.topics.send.name;
         let sends = parts
             .iter()
             .map(|(_, part)| self.send_message(topic, part, &body, due, None));
@@ -283,7 +285,15 @@ impl Queue for KafkaQueue {
             return Ok(Vec::new());
         }
         let now = unix_ms(SystemTime::now());
-        Ok(self.shared.state().claim(max, now))
+        Ok(self.shared.state().claim(max, now, &consumer::ALL_LANES))
+    }
+
+    async fn claim_urgent(&self, max: usize) -> Result<Vec<Claimed>> {
+        if !self.consuming {
+            return Ok(Vec::new());
+        }
+        let now = unix_ms(SystemTime::now());
+        Ok(self.shared.state().claim(max, now, &consumer::URGENT_LANES))
     }
 
     async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()> {

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime};
 
 use postroad_queue::{EnhancedCode, Response};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::circuit::{Breaker, State};
+use super::slots::PrioritySlots;
 use super::{Api, ProviderConfig, ProviderKind, Refusal, Submission};
 use crate::adaptive::Controller;
 use crate::deliver::{Context, Job, Outcome};
@@ -27,7 +27,8 @@ pub struct ProviderLane {
     api: Api,
     /// What events name as the remote host: `sendgrid [api.sendgrid.com]`.
     remote: String,
-    slots: Arc<Semaphore>,
+    /// Request slots (`max_concurrency`), handed out high before normal before bulk.
+    slots: PrioritySlots,
     pacer: Pacer,
     shared: Option<SharedRate>,
     control: Mutex<Controller>,
@@ -35,7 +36,6 @@ pub struct ProviderLane {
     /// Until when it rests, and why.
     paused: Mutex<Option<(Instant, String)>>,
     pause_for: Duration,
-    waiting: AtomicUsize,
     in_flight: AtomicUsize,
 }
 
@@ -72,7 +72,7 @@ impl ProviderLane {
             name: name.to_string(),
             kind: config.kind,
             api,
-            slots: Arc::new(Semaphore::new(config.max_concurrency)),
+            slots: PrioritySlots::new(config.max_concurrency),
             pacer: Pacer::new(rate),
             shared: rate
                 .and(redis)
@@ -86,22 +86,13 @@ impl ProviderLane {
             breaker: Mutex::new(Breaker::new(config.circuit_failures, config.circuit_open)),
             paused: Mutex::new(None),
             pause_for: config.pause,
-            waiting: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
         }))
     }
 
     async fn run(self: Arc<Self>, job: Job, ctx: Arc<Context>) {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let permit = self.slots.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        let Ok(_permit) = permit else {
-            return self.finish(
-                job,
-                &ctx,
-                Outcome::deferred(local_reply("4.3.0", "provider closed".into()), None),
-            );
-        };
+        let priority = job.message.claimed.envelope.meta.priority;
+        let _slot = self.slots.acquire(priority).await;
         if let Some(reply) = self.held() {
             self.count("held");
             let outcome = Outcome::deferred(reply, Some(self.remote.clone()));
@@ -282,7 +273,7 @@ impl ProviderLane {
             reason,
             message_rate: limits.rate,
             in_flight: self.in_flight.load(Ordering::SeqCst),
-            queued: self.waiting.load(Ordering::SeqCst),
+            queued: self.slots.waiting(),
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod routing;
 mod sendgrid;
 pub mod sendgrid_json;
 mod ses;
+mod slots;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -295,29 +295,4 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Reads a report (mail for the bounce domains) into events; 250 once they are
-    /// recorded durably, a temporary refusal when they cannot be (sent again later).
-    async fn take_report(&mut self, tx: Transaction, id: MessageId, message: Vec<u8>) -> Flow {
-        let Some(reports) = self.shared.reports.clone() else {
-            self.send(&reply::REPORT_NOT_RECORDED);
-            return Ok(());
-        };
-        let to: Vec<String> = tx.recipients.into_iter().map(|r| r.address).collect();
-        match reports.receive(&to, &message).await {
-            Ok(got) => {
-                tracing::info!(%id, from = %printable(&tx.sender), client = %self.peer.ip(), recorded = got.recorded, unverified = got.unverified, ignored = got.ignored, "report received");
-                self.send(&Reply::owned(
-                    250,
-                    Some(EnhancedCode::new(2, 0, 0)),
-                    format!("Ok: report {id} read, {} events recorded", got.recorded),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(%id, client = %self.peer.ip(), "report not taken: {e}");
-                self.send(&reply::REPORT_NOT_RECORDED);
-            }
-        }
-        Ok(())
-    }
 }

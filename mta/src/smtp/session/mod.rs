@@ -7,6 +7,7 @@ mod data;
 mod hello;
 mod mail;
 mod rcpt;
+mod report;
 mod starttls;
 
 use std::net::SocketAddr;
