@@ -15,6 +15,7 @@ pub mod config;
 mod consumer;
 mod dlq;
 mod events;
+mod held;
 mod producer;
 mod record;
 pub mod tracker;
@@ -32,8 +33,9 @@ use rdkafka::{ClientConfig, consumer::BaseConsumer, consumer::Consumer as _};
 use tokio::sync::{Mutex, Notify, watch};
 
 pub use config::{Compression, KafkaConfig, RetryTier, TopicConfig, TopicsConfig};
-use consumer::{HoldLimits, RecordRef, Shared};
+use consumer::{HoldLimits, Shared};
 pub use events::EventConsumer;
+use held::RecordRef;
 use producer::Producer;
 
 use crate::{
@@ -285,7 +287,7 @@ impl Queue for KafkaQueue {
             return Ok(Vec::new());
         }
         let now = unix_ms(SystemTime::now());
-        Ok(self.shared.state().claim(max, now, &consumer::ALL_LANES))
+        Ok(self.shared.state().claim(max, now, &held::ALL_LANES))
     }
 
     async fn claim_urgent(&self, max: usize) -> Result<Vec<Claimed>> {
@@ -293,7 +295,7 @@ impl Queue for KafkaQueue {
             return Ok(Vec::new());
         }
         let now = unix_ms(SystemTime::now());
-        Ok(self.shared.state().claim(max, now, &consumer::URGENT_LANES))
+        Ok(self.shared.state().claim(max, now, &held::URGENT_LANES))
     }
 
     async fn resolve(&self, id: MessageId, resolution: Resolution) -> Result<()> {
