@@ -12,17 +12,26 @@ use common::relay_env::RelayEnv;
 use common::wait_until;
 use serde_json::{Value, json};
 
-#[test]
-fn ab_variants_are_assigned_by_weight_and_compared_on_real_opens() {
+/// A server with tracking (every open a reader's), a marketing key, and the template
+/// `ab` whose subject is `subject_line` and whose HTML part is `html`.
+fn start(html: &str) -> (RelayEnv, String) {
     let env = RelayEnv::start(
         "",
         "[tracking]\nbase_url = \"https://t.src.test\"\nmachine_window_secs = 0\n",
     );
-    let key = api_key(&env.server, &["create", "--name", "marketing"]);
-    let key = key.trim();
+    let key = api_key(&env.server, &["create", "--name", "marketing"])
+        .trim()
+        .to_string();
     let template = json!({"subject": "{{ subject_line }}", "text": "Hi.",
-        "html": "<html><body><p>Hi {{ first }}.</p></body></html>", "from": "News <news@src.test>"});
-    campaigns::put_template(env.server.http, key, "ab", &template);
+        "html": html, "from": "News <news@src.test>"});
+    campaigns::put_template(env.server.http, &key, "ab", &template);
+    (env, key)
+}
+
+#[test]
+fn ab_variants_are_assigned_by_weight_and_compared_on_real_opens() {
+    let (env, key) = start("<html><body><p>Hi {{ first }}.</p></body></html>");
+    let key = key.as_str();
 
     let header = json!({"name": "Subject test", "emailType": "ab", "tracking": {"opens": true},
         "templateData": {"first": "you"},
@@ -117,15 +126,8 @@ fn ab_variants_are_assigned_by_weight_and_compared_on_real_opens() {
 
 #[test]
 fn an_ab_test_sends_its_sample_both_variants_then_the_winner_to_the_rest() {
-    let env = RelayEnv::start(
-        "",
-        "[tracking]\nbase_url = \"https://t.src.test\"\nmachine_window_secs = 0\n",
-    );
-    let key = api_key(&env.server, &["create", "--name", "marketing"]);
-    let key = key.trim();
-    let template = json!({"subject": "{{ subject_line }}", "text": "Hi.",
-        "html": "<html><body><p>Hi.</p></body></html>", "from": "News <news@src.test>"});
-    campaigns::put_template(env.server.http, key, "ab", &template);
+    let (env, key) = start("<html><body><p>Hi.</p></body></html>");
+    let key = key.as_str();
     let header = json!({"name": "Tested", "emailType": "ab", "tracking": {"opens": true},
         "variants": [{"name": "plain", "templateData": {"subject_line": "Our news"}},
                      {"name": "bold", "templateData": {"subject_line": "Big news!"}}],

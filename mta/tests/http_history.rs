@@ -6,16 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{api_key, curl};
+use common::http::{api_key, curl, post_json};
 use common::relay_env::RelayEnv;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-const JSON: &str = "Content-Type: application/json";
 
 fn post(port: u16, key: &str, path: &str, body: &Value) -> Value {
-    let body = body.to_string();
-    let (status, answer) = curl(port, key, &["-H", JSON, "--data-binary", &body], path);
+    let (status, answer) = post_json(port, key, path, body);
     assert!(status == 202 || status == 200, "{status} {answer}");
     answer
 }

@@ -10,21 +10,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::kafka_env::{BROKER_PORT, DOMAINS, KafkaEnv};
+use common::overtaking::{self, now_us};
 use common::{Client, queued_id};
 use postroad_loadtest::sink::Faults;
 
 const BULK: usize = 3000;
 const URGENT: usize = 10;
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
 
 /// Sends one message with `priority` to `rcpt` on an open session.
 fn send(c: &mut Client, rcpt: &str, priority: &str, n: usize) {
@@ -96,33 +90,6 @@ fn high_priority_mail_is_not_held_up_by_a_bulk_backlog_on_kafka() {
     );
 
     let messages = env.sink.messages();
-    let mut delays_ms: Vec<f64> = Vec::new();
-    for m in messages
-        .iter()
-        .filter(|m| m.recipients[0].starts_with("urgent"))
-    {
-        let sent = submitted[&m.recipients[0]];
-        delays_ms.push(m.received_at_us.saturating_sub(sent) as f64 / 1000.0);
-        // Behind the backlog it would arrive with the last bulk messages.
-        let bulk_after = messages
-            .iter()
-            .filter(|b| {
-                b.recipients[0].starts_with("reader") && b.received_at_us > m.received_at_us
-            })
-            .count();
-        assert!(
-            bulk_after > BULK / 10,
-            "{} arrived with only {bulk_after} bulk messages after it:\n{}",
-            m.recipients[0],
-            relay.log()
-        );
-    }
-    assert_eq!(delays_ms.len(), URGENT);
-    delays_ms.sort_by(f64::total_cmp);
-    let p95 = delays_ms[(delays_ms.len() * 95).div_ceil(100) - 1];
-    println!(
-        "Kafka: {URGENT} high messages during a {BULK}-message bulk backlog: submit to receiver p50 {:.0} ms, p95 {p95:.0} ms, max {:.0} ms",
-        delays_ms[delays_ms.len() / 2],
-        delays_ms[delays_ms.len() - 1]
-    );
+    let times = overtaking::urgent_overtook(&messages, &submitted, BULK, || relay.log());
+    println!("Kafka: {URGENT} high messages during a {BULK}-message bulk backlog: {times}");
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{api_key, curl};
+use common::http::{api_key, post_json};
 use common::relay_env::RelayEnv;
 use common::{Client, dkim_keys, run, scripts_dir, wait_until};
 
@@ -122,17 +122,7 @@ fn a_bulk_api_message_carries_one_click_unsubscribe_under_the_signature() {
         "from": "News <news@src.test>", "to": "ann@fast.test", "subject": "Spring sale",
         "text": "The sale is on.", "priority": "bulk", "campaign": "spring",
         "headers": {"Message-ID": "<bulk.1@src.test>"}});
-    let (status, answer) = curl(
-        env.server.http,
-        key.trim(),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &message.to_string(),
-        ],
-        "/v1/messages",
-    );
+    let (status, answer) = post_json(env.server.http, key.trim(), "/v1/messages", &message);
     assert_eq!(status, 202, "{answer}");
 
     let signed = delivered(&env, "<bulk.1@src.test>");

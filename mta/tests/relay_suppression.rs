@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{api_key, curl, send_batch};
+use common::http::{api_key, curl, post_json, send_batch};
 use common::relay_env::RelayEnv;
 use common::{Client, queued_id, run, swaks, wait_until};
 use serde_json::{Value, json};
@@ -63,18 +63,7 @@ fn a_hard_bounce_keeps_later_mail_from_the_address_until_it_is_taken_off() {
     assert!(entry.get("expires_at").is_none(), "{entry:#}");
 
     // By HTTP: the answer names the listed recipient; it is not sent to.
-    let body = message.to_string();
-    let (status, answer) = curl(
-        env.server.http,
-        key,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-        "/v1/messages",
-    );
+    let (status, answer) = post_json(env.server.http, key, "/v1/messages", &message);
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         answer["suppressed"],

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{api_key, curl};
+use common::http::{api_key, post_json};
 use common::relay_env::RelayEnv;
 use common::{run, swaks, wait_until};
 
@@ -85,17 +85,7 @@ fn mail_to_the_mailto_address_unsubscribes_the_reader_its_token_names() {
         let message = serde_json::json!({
             "from": "News <news@src.test>", "to": rcpt, "subject": "Spring sale",
             "text": "The sale is on.", "priority": "bulk", "campaign": "spring"});
-        let (status, answer) = curl(
-            env.server.http,
-            key.trim(),
-            &[
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &message.to_string(),
-            ],
-            "/v1/messages",
-        );
+        let (status, answer) = post_json(env.server.http, key.trim(), "/v1/messages", &message);
         assert_eq!(status, 202, "{answer}");
         ids.push(answer["id"].as_str().unwrap().to_string());
     }
@@ -133,17 +123,7 @@ fn mail_to_the_mailto_address_unsubscribes_the_reader_its_token_names() {
     let message = serde_json::json!({
         "from": "News <news@src.test>", "to": "bob@fast.test", "subject": "Summer sale",
         "text": "Another sale.", "priority": "bulk", "campaign": "summer"});
-    let (status, answer) = curl(
-        env.server.http,
-        key.trim(),
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &message.to_string(),
-        ],
-        "/v1/messages",
-    );
+    let (status, answer) = post_json(env.server.http, key.trim(), "/v1/messages", &message);
     assert_eq!(status, 202, "{answer}");
     assert_eq!(
         answer["suppressed"],

@@ -81,14 +81,7 @@ pub fn pick<'v>(variants: &'v [Variant], campaign: &str, address: &str) -> Optio
     if total == 0 {
         return None;
     }
-    let mut hash = Sha256::new();
-    hash.update(campaign.as_bytes());
-    hash.update([0]);
-    hash.update(address.to_lowercase().as_bytes());
-    let digest = hash.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    let mut at = u64::from_be_bytes(first) % total;
+    let mut at = hash(b"", campaign, address) % total;
     variants.iter().find(|v| {
         let w = u64::from(v.weight);
         if at < w {
@@ -104,15 +97,21 @@ pub fn pick<'v>(variants: &'v [Variant], campaign: &str, address: &str) -> Optio
 /// by another hash than the variant's, so the sample holds every variant in its
 /// weights.
 pub fn in_sample(campaign: &str, address: &str, share: f64) -> bool {
+    (hash(b"sample\0", campaign, address) as f64 / u64::MAX as f64) < share
+}
+
+/// The first 8 bytes of SHA-256 over `salt`, the campaign, a NUL and the lowercased
+/// address: the same for an address on every try, process and restart.
+fn hash(salt: &[u8], campaign: &str, address: &str) -> u64 {
     let mut hash = Sha256::new();
-    hash.update(b"sample\0");
+    hash.update(salt);
     hash.update(campaign.as_bytes());
     hash.update([0]);
     hash.update(address.to_lowercase().as_bytes());
     let digest = hash.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(first) as f64 / u64::MAX as f64) < share
+    u64::from_be_bytes(first)
 }
 
 /// The variant with the best rate of `metric` (`opened` or `clicked`, per delivered,

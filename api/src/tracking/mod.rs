@@ -155,11 +155,11 @@ impl Tracking {
     }
 
     fn url(&self, path: &str, claims: &Claims) -> Option<String> {
-        Some(format!(
-            "{}/{path}/{}",
-            self.base,
-            self.signer.sign(claims)?
-        ))
+        Some(self.link(path, &self.signer.sign(claims)?))
+    }
+
+    fn link(&self, path: &str, token: &str) -> String {
+        format!("{}/{path}/{token}", self.base)
     }
 
     /// The message's links for `recipient`: the HTML with its pixel and wrapped links
@@ -226,7 +226,7 @@ impl Tracking {
         };
         let list_unsubscribe = if wanted.unsubscribe {
             let token = self.signer.sign(&claims(Purpose::Unsubscribe, None))?;
-            let url = format!("<{}/u/{token}>", self.base);
+            let url = format!("<{}>", self.link("u", &token));
             Some(match &self.unsubscribe_address {
                 // Folded: each URI on its own line.
                 Some(address) => format!("{url},\r\n <mailto:{address}?subject={token}>"),

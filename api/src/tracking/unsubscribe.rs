@@ -153,16 +153,28 @@ impl Claims {
 mod tests {
     use super::*;
     use crate::TrackingConfig;
-    use crate::tracking::Wanted;
+    use crate::tracking::{Dressed, Wanted};
     use postroad_queue::{MessageId, Metadata};
 
-    fn tracking() -> Tracking {
-        let config = TrackingConfig {
+    fn config() -> TrackingConfig {
+        TrackingConfig {
             base_url: "https://t.example.com".into(),
             ..TrackingConfig::default()
-        };
-        Tracking::new(&config, "a key of the unsubscribe tests")
+        }
+    }
+
+    fn tracking() -> Tracking {
+        Tracking::new(&config(), "a key of the unsubscribe tests")
             .with_unsubscribe_address("unsubscribe@bounces.example.com".into())
+    }
+
+    /// A new message from news@example.com to `recipient`, dressed as `wanted`.
+    fn dress(tracking: &Tracking, recipient: &str, html: Option<&str>, wanted: Wanted) -> Dressed {
+        let meta = Metadata::default();
+        let sender = "news@example.com";
+        tracking
+            .dress(MessageId::new(), sender, recipient, &meta, html, wanted)
+            .unwrap()
     }
 
     /// The mailto's token of a message to `recipient`, as `List-Unsubscribe` has it.
@@ -171,17 +183,9 @@ mod tests {
             unsubscribe: true,
             ..Wanted::default()
         };
-        let dressed = tracking
-            .dress(
-                MessageId::new(),
-                "news@example.com",
-                recipient,
-                &Metadata::default(),
-                None,
-                wanted,
-            )
+        let header = dress(tracking, recipient, None, wanted)
+            .list_unsubscribe
             .unwrap();
-        let header = dressed.list_unsubscribe.unwrap();
         let (url, mailto) = header.split_once(",\r\n ").unwrap();
         assert!(url.starts_with("<https://t.example.com/u/"), "{header}");
         let token = mailto
@@ -236,29 +240,15 @@ mod tests {
         changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
         let changed = String::from_utf8(changed).unwrap();
         assert!(token_claims(&tracking, &mail(&changed, "")).is_none());
-        let other = Tracking::new(
-            &TrackingConfig {
-                base_url: "https://t.example.com".into(),
-                ..TrackingConfig::default()
-            },
-            "another server's key, not ours",
-        );
+        let other = Tracking::new(&config(), "another server's key, not ours");
         assert!(token_claims(&other, &mail(&token, "")).is_none());
         // An open pixel's token is not an unsubscribe.
         let wanted = Wanted {
             opens: true,
             ..Wanted::default()
         };
-        let html = tracking
-            .dress(
-                MessageId::new(),
-                "news@example.com",
-                "ann@example.org",
-                &Metadata::default(),
-                Some("<html><body>Hi</body></html>"),
-                wanted,
-            )
-            .unwrap()
+        let page = Some("<html><body>Hi</body></html>");
+        let html = dress(&tracking, "ann@example.org", page, wanted)
             .html
             .unwrap();
         let open = html
@@ -275,25 +265,12 @@ mod tests {
 
     #[test]
     fn without_an_address_the_header_has_the_url_only() {
-        let config = TrackingConfig {
-            base_url: "https://t.example.com".into(),
-            ..TrackingConfig::default()
-        };
-        let tracking = Tracking::new(&config, "a key of the unsubscribe tests");
+        let tracking = Tracking::new(&config(), "a key of the unsubscribe tests");
         let wanted = Wanted {
             unsubscribe: true,
             ..Wanted::default()
         };
-        let header = tracking
-            .dress(
-                MessageId::new(),
-                "news@example.com",
-                "ann@example.org",
-                &Metadata::default(),
-                None,
-                wanted,
-            )
-            .unwrap()
+        let header = dress(&tracking, "ann@example.org", None, wanted)
             .list_unsubscribe
             .unwrap();
         assert!(header.starts_with("<https://t.example.com/u/") && !header.contains("mailto"));

@@ -45,21 +45,23 @@ pub fn curl(port: u16, key: &str, args: &[&str], path: &str) -> (u16, Value) {
     (code, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// `POST` of `body` as JSON to `path`; `(HTTP status, body as JSON)`.
+pub fn post_json(port: u16, key: &str, path: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    let args = [
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &body,
+    ];
+    curl(port, key, &args, path)
+}
+
 /// `POST /v1/messages/batch` with `messages`, every one of which must be accepted;
 /// their ids, in order.
 pub fn send_batch(port: u16, key: &str, messages: &[Value]) -> Vec<String> {
-    let body = serde_json::json!({ "messages": messages }).to_string();
-    let (status, answer) = curl(
-        port,
-        key,
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-        "/v1/messages/batch",
-    );
+    let body = serde_json::json!({ "messages": messages });
+    let (status, answer) = post_json(port, key, "/v1/messages/batch", &body);
     assert_eq!(
         (status, answer["accepted"].as_u64()),
         (200, Some(messages.len() as u64)),

@@ -10,6 +10,7 @@ pub mod influxdb;
 pub mod kafka_env;
 pub mod mariadb;
 pub mod moto;
+pub mod overtaking;
 pub mod relay_env;
 pub mod sendgrid;
 pub mod webhook_receiver;
