@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::http::{api_key, curl};
+use common::campaigns;
+use common::http::api_key;
 use common::relay_env::RelayEnv;
 use serde_json::json;
 
@@ -47,20 +48,10 @@ fn received(env: &RelayEnv, recipient: &str) -> String {
     String::from_utf8_lossy(&messages[0].data).into_owned()
 }
 
-fn put_welcome(env: &RelayEnv, key: &str, tenant_note: &str) {
+fn put_welcome(env: &RelayEnv, key: &str) {
     let template = json!({"subject": "Welcome, {{ name }}!", "text": "Hello {{ name }}.",
-        "from": "shop@src.test"})
-    .to_string();
-    let put = [
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/json",
-        "--data-binary",
-        &template,
-    ];
-    let (status, body) = curl(env.server.http, key, &put, "/v1/templates/welcome");
-    assert_eq!(status, 201, "{tenant_note}: {body}");
+        "from": "shop@src.test"});
+    campaigns::put_template(env.server.http, key, "welcome", &template);
 }
 
 #[test]
@@ -71,7 +62,7 @@ fn boto3_sesv2_sends_simple_raw_and_templated_mail() {
         &env.server,
         &["create", "--name", "shop", "--tenant", "shop"],
     );
-    put_welcome(&env, key.trim(), "tenant shop");
+    put_welcome(&env, key.trim());
     let port = env.server.http.to_string();
     let ses = |scenario| client("ses_client.py", &[&port, KEY_ID, SECRET, scenario]);
 
@@ -145,7 +136,7 @@ fn the_sendgrid_library_sends_one_message_per_personalization() {
     let key = api_key(&env.server, &["create", "--name", "app"])
         .trim()
         .to_string();
-    put_welcome(&env, &key, "no tenant");
+    put_welcome(&env, &key);
     let port = env.server.http.to_string();
     let sendgrid = |scenario| client("sendgrid_client.py", &[&port, &key, scenario]);
 
